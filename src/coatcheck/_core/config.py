@@ -1,0 +1,166 @@
+"""Configuration: frozen, keyword-only dataclasses validated once, at start-up.
+
+Default timeouts follow NIST SP 800-63B (AAL2: re-authenticate after 30 minutes of inactivity and
+at least every 12 hours) and the OWASP Session Management Cheat Sheet (idle 15-30 minutes for
+ordinary applications, an absolute limit of a few hours to a working day).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigurationError
+
+SameSite = Literal["lax", "strict", "none"]
+
+MIN_SECRET_LENGTH = 32
+_KNOWN_WEAK_SECRETS = frozenset(
+    {"secret", "changeme", "change-me", "dev", "development", "password", "coatcheck"}
+)
+_COOKIE_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CookieConfig:
+    """How the session cookie is spelled.
+
+    ``name=None`` picks ``__Host-session`` when the cookie is Secure with no Domain (the browser then
+    guarantees it was set by this exact host over HTTPS with Path=/), and ``session`` otherwise.
+    """
+
+    name: str | None = None
+    secure: bool = True
+    http_only: bool = True
+    same_site: SameSite = "lax"
+    path: str = "/"
+    domain: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.same_site not in ("lax", "strict", "none"):
+            raise ConfigurationError(f"cookie same_site must be lax, strict or none, not {self.same_site!r}")
+        if self.same_site == "none" and not self.secure:
+            raise ConfigurationError("SameSite=None cookies must be Secure (browsers reject them otherwise)")
+        if not self.path.startswith("/") or any(c in self.path for c in ";\r\n\x00 "):
+            raise ConfigurationError(f"cookie path must be an absolute path, not {self.path!r}")
+        if self.domain is not None and not re.fullmatch(r"[A-Za-z0-9.-]+", self.domain):
+            raise ConfigurationError(f"cookie domain {self.domain!r} is not a host name")
+        if self.name is not None:
+            if not _COOKIE_NAME_RE.fullmatch(self.name):
+                raise ConfigurationError(f"cookie name {self.name!r} is not an RFC 6265 token")
+            _check_prefix(self.name, secure=self.secure, domain=self.domain, path=self.path)
+
+    @property
+    def effective_name(self) -> str:
+        if self.name is not None:
+            return self.name
+        if self.secure and self.domain is None and self.path == "/":
+            return "__Host-session"
+        return "session"
+
+
+def _check_prefix(name: str, *, secure: bool, domain: str | None, path: str) -> None:
+    if name.startswith("__Host-"):
+        if not secure:
+            raise ConfigurationError("a __Host- cookie must be Secure")
+        if domain is not None:
+            raise ConfigurationError("a __Host- cookie must not have a Domain")
+        if path != "/":
+            raise ConfigurationError("a __Host- cookie must have Path=/")
+    elif name.startswith("__Secure-") and not secure:
+        raise ConfigurationError("a __Secure- cookie must be Secure")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CSRFConfig:
+    """CSRF protection for cookie-authenticated unsafe requests (on by default)."""
+
+    enabled: bool = True
+    cookie_name: str = "XSRF-TOKEN"
+    header_names: tuple[str, ...] = ("x-xsrf-token", "x-csrf-token")
+    form_field: str = "_csrf"
+    trusted_origins: tuple[str, ...] = ()
+    """Other origins (``https://admin.example.com``) allowed to send unsafe requests."""
+
+    def __post_init__(self) -> None:
+        if not _COOKIE_NAME_RE.fullmatch(self.cookie_name):
+            raise ConfigurationError(f"CSRF cookie name {self.cookie_name!r} is not an RFC 6265 token")
+        if not self.header_names:
+            raise ConfigurationError("at least one CSRF header name is needed")
+        for origin in self.trusted_origins:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?", origin):
+                raise ConfigurationError(f"trusted origin {origin!r} must look like https://host[:port]")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionConfig:
+    """Everything the session core decides with; validated once, when built."""
+
+    secret: str
+    """Key material for what coatcheck signs or seals (sealed cookies, throttling keys).
+    Session tokens themselves need no key: only SHA-256 of their random secret is stored."""
+    idle_timeout: float = 30 * 60
+    absolute_timeout: float = 12 * 60 * 60
+    touch_interval: float | None = None
+    """How stale ``last_seen_at`` may get before a read-only request writes it; defaults to
+    ``min(60 s, idle_timeout / 10)`` and must stay at or below a quarter of the idle timeout."""
+    remember_idle_timeout: float = 14 * 24 * 60 * 60
+    remember_absolute_timeout: float = 30 * 24 * 60 * 60
+    cookie: CookieConfig = field(default_factory=CookieConfig)
+    csrf: CSRFConfig = field(default_factory=CSRFConfig)
+    bearer: bool = True
+    store_timeout: float = 2.0
+    retry_after: int = 5
+    max_write_retries: int = 8
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed."""
+    login_path: str = "/login"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, str) or len(self.secret) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"the secret must be at least {MIN_SECRET_LENGTH} characters of random data "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if self.secret.lower() in _KNOWN_WEAK_SECRETS or len(set(self.secret)) < 8:
+            raise ConfigurationError("the secret is a well-known or low-entropy value")
+        for name in ("idle_timeout", "absolute_timeout", "remember_idle_timeout",
+                     "remember_absolute_timeout", "store_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigurationError(f"{name} must be positive")
+        if self.idle_timeout > self.absolute_timeout:
+            raise ConfigurationError("idle_timeout cannot exceed absolute_timeout")
+        if self.remember_idle_timeout > self.remember_absolute_timeout:
+            raise ConfigurationError("remember_idle_timeout cannot exceed remember_absolute_timeout")
+        if self.touch_interval is not None and not (
+            0 <= self.touch_interval <= self.idle_timeout / 4
+        ):
+            raise ConfigurationError(
+                "touch_interval must be between 0 and a quarter of idle_timeout, or steady "
+                "activity could let a session expire"
+            )
+        if self.max_write_retries < 1:
+            raise ConfigurationError("max_write_retries must be at least 1")
+        if self.retry_after < 1:
+            raise ConfigurationError("retry_after must be at least 1 second")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError as exc:
+                raise ConfigurationError(f"trusted proxy {proxy!r} is not an address or network") from exc
+        if not self.login_path.startswith("/") or self.login_path.startswith("//"):
+            raise ConfigurationError("login_path must be a same-site absolute path")
+
+    @property
+    def effective_touch_interval(self) -> float:
+        if self.touch_interval is not None:
+            return self.touch_interval
+        return min(60.0, self.idle_timeout / 10)
+
+    def timeouts(self, *, remember: bool) -> tuple[float, float]:
+        """(idle, absolute) for an ordinary or a remember-me session."""
+        if remember:
+            return self.remember_idle_timeout, self.remember_absolute_timeout
+        return self.idle_timeout, self.absolute_timeout

@@ -1,0 +1,85 @@
+"""Cookies: the only module that parses or spells them.
+
+Parsing is deliberately strict: names are matched byte for byte (no URL-decoding, no trimming,
+no case folding), so ``__%48ost-session`` or `` __Host-session`` never stand in for the real
+name. Several ``Cookie`` headers are read in order. Oversized headers or values, and values with
+control characters, are ignored rather than raised on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .config import CookieConfig
+
+MAX_COOKIE_HEADER_BYTES = 8192
+MAX_COOKIE_VALUE_BYTES = 4096
+
+
+def _clean_value(value: str) -> str | None:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if len(value) > MAX_COOKIE_VALUE_BYTES:
+        return None
+    if any(ord(c) < 0x21 or ord(c) > 0x7E or c in '",;\\' for c in value):
+        return None
+    return value
+
+
+def read_cookie(headers: Iterable[str], name: str) -> list[str]:
+    """Every value of cookie ``name`` across the given ``Cookie`` header values, in order.
+
+    A header over the size cap is skipped whole; a value with control characters or non-ASCII is
+    skipped. The caller decides what several values mean (coatcheck tries each in turn).
+    """
+    found: list[str] = []
+    for header in headers:
+        if len(header) > MAX_COOKIE_HEADER_BYTES:
+            continue
+        for pair in header.split(";"):
+            # RFC 6265 5.4: pairs are separated by "; " -- strip only the single leading space
+            # the separator puts there; any other whitespace makes the name not match.
+            if pair.startswith(" "):
+                pair = pair[1:]
+            key, sep, value = pair.partition("=")
+            if not sep or key != name:
+                continue
+            cleaned = _clean_value(value)
+            if cleaned is not None:
+                found.append(cleaned)
+    return found
+
+
+def _attributes(config: CookieConfig, *, http_only: bool) -> list[str]:
+    parts = [f"Path={config.path}"]
+    if config.domain is not None:
+        parts.append(f"Domain={config.domain}")
+    if config.secure:
+        parts.append("Secure")
+    if http_only:
+        parts.append("HttpOnly")
+    parts.append("SameSite=" + config.same_site.capitalize())
+    return parts
+
+
+def set_cookie(
+    config: CookieConfig,
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+    http_only: bool = True,
+) -> str:
+    """A ``Set-Cookie`` value. ``max_age=None`` makes a browser-session cookie."""
+    parts = [f"{name}={value}"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    parts.extend(_attributes(config, http_only=http_only))
+    return "; ".join(parts)
+
+
+def clear_cookie(config: CookieConfig, name: str, *, http_only: bool = True) -> str:
+    """A ``Set-Cookie`` value that makes the browser drop ``name`` (same attributes, expired)."""
+    parts = [f'{name}=""', "Max-Age=0", "Expires=Thu, 01 Jan 1970 00:00:00 GMT"]
+    parts.extend(_attributes(config, http_only=http_only))
+    return "; ".join(parts)

@@ -1,0 +1,61 @@
+"""CSRF protection for cookie-authenticated unsafe requests.
+
+Two layers, in order:
+
+1. **Fetch metadata / Origin.** An unsafe request whose ``Sec-Fetch-Site`` is ``cross-site`` or
+   ``same-site``, or whose ``Origin`` is not this site's own (or a configured trusted origin), is
+   refused before any token is looked at. Requests with neither header (curl, server-to-server) go
+   on to the token check.
+2. **Synchronizer token.** When the request carries a stored session, it must also present that
+   session's token in the ``X-XSRF-TOKEN``/``X-CSRF-Token`` header or the ``_csrf`` form field,
+   compared in constant time. Browsers get the token in a script-readable ``XSRF-TOKEN`` cookie.
+
+Bearer requests are exempt: a browser never attaches an ``Authorization`` header on its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from ..errors import HTTPError
+from .config import CSRFConfig
+from .http import RequestView, is_unsafe
+
+
+def csrf_error(reason: str) -> HTTPError:
+    return HTTPError(403, {"error": "csrf", "detail": reason})
+
+
+def origin_problem(request: RequestView, config: CSRFConfig) -> str | None:
+    """Why this unsafe request looks cross-site, or ``None`` when it does not."""
+    site = request.get("sec-fetch-site")
+    origin = request.get("origin")
+    if origin is not None and origin in config.trusted_origins:
+        return None
+    if site is not None and site.strip().lower() in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site is {site.strip().lower()}"
+    if origin is not None:
+        host = request.get("host")
+        if origin == "null" or host is None:
+            return "opaque or unverifiable Origin"
+        if origin.lower() not in (f"{request.scheme}://{host}".lower(),):
+            return "Origin does not match this site"
+    return None
+
+
+def presented_csrf_token(request: RequestView, config: CSRFConfig) -> str | None:
+    for name in config.header_names:
+        value = request.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+def token_matches(presented: str | None, expected: str) -> bool:
+    if not presented or not expected:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "replace"), expected.encode("ascii"))
+
+
+def needs_check(request: RequestView, transport: str | None, config: CSRFConfig) -> bool:
+    return config.enabled and transport != "bearer" and is_unsafe(request.method)

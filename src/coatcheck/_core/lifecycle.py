@@ -1,0 +1,344 @@
+"""Opening and committing sessions, as sans-I/O flows.
+
+A *flow* is a generator that yields store operations (:class:`Get`, :class:`Put`,
+:class:`Delete`), receives their results, and finally returns a value. The async and the sync
+managers run the same flows with their own store (see :mod:`coatcheck.manager`), so every
+decision about sessions lives here once, and neither driver has an ``if`` about sessions.
+
+Rules written here:
+
+- Expiry is decided from the record and ``now`` (:func:`is_expired`), idle and absolute together,
+  never from cookie attributes.
+- An unknown, forged, expired or wrong-transport token is never adopted: cookie requests get a
+  fresh anonymous session (and the bad cookie cleared), bearer requests a 401.
+- Pending flash messages are claimed with a conditional write when the session is opened, so a
+  message is delivered to exactly one request even when several race.
+- A request that did not change its session writes nothing, except to bump ``last_seen_at`` once
+  per ``touch_interval``. Empty anonymous sessions are never stored.
+- Writes are conditional on the record version. On conflict the flow re-reads and re-applies only
+  what this request changed, at most ``max_write_retries`` times. A record that disappeared
+  (logout, revocation) stays gone: a request in flight never brings it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConflictError, HTTPError
+from . import csrf, tokens
+from .config import SessionConfig
+from .cookies import clear_cookie, read_cookie, set_cookie
+from .ops import Delete, Flow, Get, Put
+from .http import RequestView, client_address, invalid_token_error, presented_token
+from .record import SessionRecord, Transport
+from .session import Session
+
+USER_AGENT_MAX = 512
+
+
+@dataclass(slots=True)
+class Opened:
+    """The outcome of opening: a session, or an error to answer with instead of running the app."""
+
+    session: Session
+    clear_cookie: bool = False
+    error: HTTPError | None = None
+
+
+@dataclass(slots=True)
+class Committed:
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    token: str | None = None
+
+
+# -- expiry ---------------------------------------------------------------------------------
+
+
+def is_expired(record: SessionRecord, now: float, config: SessionConfig) -> bool:
+    """The one place expiry is decided: idle and absolute timeouts, whichever comes first.
+
+    The timeouts of the *current* configuration apply, so shortening them takes effect at once
+    for sessions already issued.
+    """
+    idle, absolute = config.timeouts(remember=record.remember)
+    return (
+        now >= record.last_seen_at + idle
+        or now >= record.created_at + absolute
+        or now >= record.absolute_expires_at
+    )
+
+
+def _stamp(record: SessionRecord, now: float, config: SessionConfig) -> None:
+    idle, _ = config.timeouts(remember=record.remember)
+    record.last_seen_at = now
+    record.expires_at = min(now + idle, record.absolute_expires_at)
+
+
+def _valid(
+    record: SessionRecord | None, secret: str, transport: Transport, now: float, config: SessionConfig
+) -> bool:
+    return (
+        record is not None
+        and tokens.secret_matches(secret, record.secret_hash)
+        and record.transport == transport
+        and not is_expired(record, now, config)
+    )
+
+
+def new_record(
+    *,
+    now: float,
+    config: SessionConfig,
+    transport: Transport,
+    user_id: str | None = None,
+    data: dict[str, Any] | None = None,
+    remember: bool = False,
+    auth_time: float | None = None,
+    user_agent: str = "",
+    ip: str = "",
+) -> tuple[SessionRecord, str]:
+    """A fresh record (version 1) and the token that opens it."""
+    session_id, secret = tokens.new_id(), tokens.new_secret()
+    _, absolute = config.timeouts(remember=remember)
+    record = SessionRecord(
+        id=session_id,
+        secret_hash=tokens.hash_secret(secret),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now,
+        absolute_expires_at=now + absolute,
+        version=1,
+        user_id=user_id,
+        data=dict(data or {}),
+        csrf_token=tokens.new_csrf_token(),
+        auth_time=auth_time,
+        transport=transport,
+        remember=remember,
+        user_agent=user_agent[:USER_AGENT_MAX],
+        ip=ip,
+    )
+    _stamp(record, now, config)
+    return record, tokens.format_token(session_id, secret)
+
+
+# -- open -----------------------------------------------------------------------------------
+
+
+def open_session(
+    request: RequestView, config: SessionConfig, now: float, *, form_csrf: str | None = None
+) -> Flow[Opened]:
+    """Find and check the request's session. Never raises for bad input from the client."""
+    user_agent = (request.get("user-agent") or "")[:USER_AGENT_MAX]
+    ip = client_address(request, config.trusted_proxies)
+
+    def anonymous(transport: Transport = "cookie") -> Session:
+        return Session(record=None, transport=transport, now=now, user_agent=user_agent, ip=ip)
+
+    try:
+        presented = presented_token(request, config)
+    except HTTPError as error:
+        return Opened(anonymous("bearer"), error=error)
+
+    cross_site = _cross_site_problem(request, config, presented is not None and presented.transport == "bearer")
+    if cross_site is not None:
+        return Opened(anonymous(), error=cross_site)
+    if presented is None:
+        return Opened(anonymous())
+
+    transport: Transport = presented.transport
+    record: SessionRecord | None = None
+    secret = ""
+    for value in presented.values:
+        parsed = tokens.parse_token(value)
+        if parsed is None:
+            continue
+        session_id, secret = parsed
+        candidate = yield Get(session_id)
+        if _valid(candidate, secret, transport, now, config):
+            record = candidate
+            break
+        if candidate is not None and is_expired(candidate, now, config) and tokens.secret_matches(
+            secret, candidate.secret_hash
+        ):
+            yield Delete((candidate.id,))  # housekeeping: its owner proved it is theirs
+
+    if record is None:
+        if transport == "bearer":
+            return Opened(anonymous("bearer"), error=invalid_token_error())
+        return Opened(anonymous(), clear_cookie=True)
+
+    flashes: list[Any] = []
+    attempts = 0
+    while record.flash:
+        claimed = record.copy()
+        claimed.flash = []
+        claimed.version = record.version + 1
+        _stamp(claimed, now, config)
+        if (yield Put(claimed, record.version)):
+            flashes = record.flash
+            record = claimed
+            break
+        attempts += 1
+        if attempts >= config.max_write_retries:
+            raise ConflictError("could not claim flash messages: too many concurrent writes")
+        fresh = yield Get(record.id)
+        if fresh is None or not _valid(fresh, secret, transport, now, config):
+            if transport == "bearer":
+                return Opened(anonymous("bearer"), error=invalid_token_error())
+            return Opened(anonymous(), clear_cookie=True)
+        record = fresh
+
+    session = Session(
+        record=record, transport=transport, now=now, user_agent=user_agent, ip=ip, flashes=flashes
+    )
+    session.presented_xsrf = read_cookie(request.get_all("cookie"), config.csrf.cookie_name)
+    if transport == "cookie" and csrf.needs_check(request, transport, config.csrf):
+        presented_csrf = csrf.presented_csrf_token(request, config.csrf) or form_csrf
+        if not csrf.token_matches(presented_csrf, record.csrf_token):
+            return Opened(session, error=csrf.csrf_error("missing or wrong CSRF token"))
+    return Opened(session)
+
+
+def _cross_site_problem(
+    request: RequestView, config: SessionConfig, is_bearer: bool
+) -> HTTPError | None:
+    if is_bearer or not csrf.needs_check(request, "cookie", config.csrf):
+        return None
+    problem = csrf.origin_problem(request, config.csrf)
+    return csrf.csrf_error(problem) if problem is not None else None
+
+
+# -- commit ---------------------------------------------------------------------------------
+
+
+def _apply(base: SessionRecord, session: Session, now: float, config: SessionConfig) -> SessionRecord:
+    """``base`` with exactly this request's changes on top (used again after a lost race)."""
+    new = base.copy()
+    for key, value in session.changed_keys().items():
+        new.data[key] = value
+    for key in session.removed_keys():
+        new.data.pop(key, None)
+    if session.user_changed:
+        new.user_id = session.user_id
+    new.flash = [*base.flash, *session.outgoing_flashes]
+    if session.csrf_rotation_requested:
+        new.csrf_token = tokens.new_csrf_token()
+    new.remember = session.remember
+    if session.authenticated_now:
+        new.auth_time = session.auth_time
+    new.version = base.version + 1
+    _stamp(new, now, config)
+    return new
+
+
+def _cookie_headers(
+    session: Session, record: SessionRecord, token: str | None, config: SessionConfig
+) -> list[tuple[str, str]]:
+    if session.transport != "cookie":
+        return []
+    headers: list[tuple[str, str]] = []
+    if token is not None:
+        max_age = int(config.remember_absolute_timeout) if record.remember else None
+        headers.append(
+            ("set-cookie", set_cookie(config.cookie, config.cookie.effective_name, token, max_age=max_age))
+        )
+    if config.csrf.enabled and session.presented_xsrf != [record.csrf_token]:
+        headers.append(
+            (
+                "set-cookie",
+                set_cookie(config.cookie, config.csrf.cookie_name, record.csrf_token, http_only=False),
+            )
+        )
+    return headers
+
+
+def clear_cookie_headers(config: SessionConfig) -> list[tuple[str, str]]:
+    headers = [("set-cookie", clear_cookie(config.cookie, config.cookie.effective_name))]
+    if config.csrf.enabled:
+        headers.append(("set-cookie", clear_cookie(config.cookie, config.csrf.cookie_name, http_only=False)))
+    return headers
+
+
+def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[Committed]:
+    """Write what the request changed and say which headers to send."""
+    base = session.record
+    if session.is_destroyed:
+        if base is not None:
+            yield Delete((base.id,))
+        if session.transport == "cookie" and (base is not None or session.presented_xsrf):
+            return Committed(clear_cookie_headers(config))
+        return Committed()
+
+    if session.regenerate_requested or (base is None and session.needs_storing()):
+        if base is not None:
+            current = yield Get(base.id)
+            if current is None and not session.authenticated_now:
+                return Committed()  # revoked while this request ran: stay gone
+            base = current
+        fresh, token = new_record(
+            now=now,
+            config=config,
+            transport=session.transport,
+            remember=session.remember,
+            user_agent=session.user_agent,
+            ip=session.ip,
+        )
+        if base is not None and not session.authenticated_now:
+            fresh.created_at = base.created_at
+            fresh.absolute_expires_at = base.absolute_expires_at
+        merged = _apply(base if base is not None else fresh, session, now, config)
+        fresh.data, fresh.flash, fresh.user_id = merged.data, merged.flash, merged.user_id
+        fresh.auth_time = merged.auth_time
+        if base is not None and not session.csrf_rotation_requested:
+            fresh.csrf_token = base.csrf_token
+        _stamp(fresh, now, config)
+        if not (yield Put(fresh, 0)):
+            raise ConflictError("a freshly generated session id already exists")
+        if base is not None:
+            yield Delete((base.id,))
+        session.token = token
+        return Committed(_cookie_headers(session, fresh, token, config), token)
+
+    if base is None:
+        return Committed()  # anonymous and empty: never stored, no cookie
+
+    touch_due = now - base.last_seen_at >= config.effective_touch_interval
+    if not session.is_modified and not touch_due:
+        return Committed(_cookie_headers(session, base, None, config))
+
+    current = base
+    for _ in range(config.max_write_retries):
+        updated = _apply(current, session, now, config)
+        if (yield Put(updated, current.version)):
+            return Committed(_cookie_headers(session, updated, None, config))
+        reread: SessionRecord | None = yield Get(base.id)
+        if (
+            reread is None
+            or is_expired(reread, now, config)
+            or reread.secret_hash != base.secret_hash
+        ):
+            return Committed()  # logged out or revoked meanwhile: do not resurrect
+        current = reread
+    raise ConflictError(f"session {base.id} kept changing under this request; gave up")
+
+
+def issue_token(
+    config: SessionConfig,
+    now: float,
+    *,
+    user_id: str,
+    user_agent: str = "",
+    ip: str = "",
+    label: str = "",
+) -> Flow[str]:
+    """Create a bearer session for ``user_id`` and return its token (for API clients)."""
+    record, token = new_record(
+        now=now, config=config, transport="bearer", user_id=user_id, auth_time=now,
+        user_agent=user_agent, ip=ip,
+    )
+    record.label = label
+    if not (yield Put(record, 0)):
+        raise ConflictError("a freshly generated session id already exists")
+    return token

@@ -1,0 +1,65 @@
+"""Session tokens: ``<id>.<secret>``.
+
+The id (144 bits) is the public handle a store is keyed by; the secret (256 bits) is never stored,
+only its SHA-256. Both come from :mod:`secrets` and are base64url without padding. The format is
+checked here, before any store call, so junk never reaches a database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+ID_BYTES = 18  # 144 bits -> 24 base64url characters
+SECRET_BYTES = 32  # 256 bits -> 43 base64url characters
+ID_LENGTH = 24
+SECRET_LENGTH = 43
+TOKEN_LENGTH = ID_LENGTH + 1 + SECRET_LENGTH
+
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{%d}" % ID_LENGTH)
+_TOKEN_RE = re.compile(r"([A-Za-z0-9_-]{%d})\.([A-Za-z0-9_-]{%d})" % (ID_LENGTH, SECRET_LENGTH))
+
+
+def new_id() -> str:
+    """A fresh public session id."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+def new_secret() -> str:
+    """A fresh session secret (only its hash is ever stored)."""
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of the secret, hex. A 256-bit random secret needs no slow hash or salt."""
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+def secret_matches(secret: str, secret_hash: str) -> bool:
+    """Compare a presented secret to a stored hash in constant time."""
+    return hmac.compare_digest(hash_secret(secret).encode(), secret_hash.encode())
+
+
+def parse_token(value: str) -> tuple[str, str] | None:
+    """Split ``<id>.<secret>``; ``None`` for anything not exactly of that shape."""
+    if len(value) != TOKEN_LENGTH:
+        return None
+    match = _TOKEN_RE.fullmatch(value)
+    if match is None:
+        return None
+    return match.group(1), match.group(2)
+
+
+def is_session_id(value: str) -> bool:
+    """True when ``value`` has the shape of a public session id (for admin endpoints)."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def format_token(session_id: str, secret: str) -> str:
+    return f"{session_id}.{secret}"
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,69 @@
+"""The errors coatcheck raises.
+
+::
+
+    CoatcheckError                 root of everything coatcheck raises on purpose
+    ├── ConfigurationError         a setting that cannot be secure or cannot work; raised at start-up
+    ├── StoreError                 a store failed
+    │   └── StoreUnavailableError  unreachable or slower than the configured timeout (HTTP 503)
+    ├── ConflictError              a conditional write kept losing after the bounded retries (HTTP 503)
+    ├── PasswordError              a password was refused before hashing (too long, empty)
+    └── HTTPError                  an error with an HTTP status for the middleware to answer with
+
+A forged, expired or malformed token is *not* an exception: it yields an anonymous session (cookie)
+or a 401 (bearer), plus a log line.
+"""
+
+from __future__ import annotations
+
+
+class CoatcheckError(Exception):
+    """Root of every error coatcheck raises on purpose."""
+
+    status_code: int = 500
+
+
+class ConfigurationError(CoatcheckError, ValueError):
+    """A setting that cannot be secure or cannot work, caught at start-up."""
+
+
+class StoreError(CoatcheckError):
+    """A session store failed."""
+
+    status_code = 503
+
+
+class StoreUnavailableError(StoreError):
+    """The store is unreachable or slower than the configured timeout."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConflictError(CoatcheckError):
+    """A conditional write lost to concurrent requests more times than the retry bound allows."""
+
+    status_code = 503
+
+
+class PasswordError(CoatcheckError, ValueError):
+    """A password was refused before hashing (empty or over the length cap)."""
+
+    status_code = 422
+
+
+class HTTPError(CoatcheckError):
+    """An error that maps to an HTTP response; the middleware and helpers answer with it."""
+
+    def __init__(
+        self,
+        status_code: int,
+        body: dict[str, str],
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(f"{status_code} {body}")
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers

@@ -1,0 +1,102 @@
+"""In-process stores for tests and single-process development. Data lives in a dict."""
+
+from __future__ import annotations
+
+import threading
+
+from .._core.record import SessionRecord
+
+
+class MemoryStore:
+    """A thread-safe in-memory store (the sync twin). Records are copied in and out, as a
+    real store would serialise them, so callers never share mutable state with the store."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, SessionRecord] = {}
+        self._hits: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        with self._lock:
+            record = self._records.get(session_id)
+            return record.copy() if record is not None else None
+
+    def put(self, record: SessionRecord, expected_version: int) -> bool:
+        with self._lock:
+            current = self._records.get(record.id)
+            if expected_version == 0:
+                if current is not None:
+                    return False
+            elif current is None or current.version != expected_version:
+                return False
+            self._records[record.id] = record.copy()
+            return True
+
+    def delete(self, *session_ids: str) -> None:
+        with self._lock:
+            for session_id in session_ids:
+                self._records.pop(session_id, None)
+
+    def sessions_of(self, user_id: str) -> list[SessionRecord]:
+        with self._lock:
+            return [r.copy() for r in self._records.values() if r.user_id == user_id]
+
+    def user_ids(self) -> list[str]:
+        with self._lock:
+            return sorted({r.user_id for r in self._records.values() if r.user_id is not None})
+
+    def purge_expired(self, now: float, batch: int = 500) -> int:
+        with self._lock:
+            doomed = [k for k, r in self._records.items() if r.expires_at <= now][:batch]
+            for key in doomed:
+                del self._records[key]
+            return len(doomed)
+
+    def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
+        with self._lock:
+            count, ends = self._hits.get(key, (0, 0.0))
+            if ends <= now:
+                count, ends = 0, now + window
+            self._hits[key] = (count + 1, ends)
+            return count + 1, ends
+
+    def clear_hits(self, key: str) -> None:
+        with self._lock:
+            self._hits.pop(key, None)
+
+    def close(self) -> None:
+        pass
+
+
+class AsyncMemoryStore:
+    """The async face of :class:`MemoryStore` (no awaits needed: everything is in memory)."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.sync = store if store is not None else MemoryStore()
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return self.sync.get(session_id)
+
+    async def put(self, record: SessionRecord, expected_version: int) -> bool:
+        return self.sync.put(record, expected_version)
+
+    async def delete(self, *session_ids: str) -> None:
+        self.sync.delete(*session_ids)
+
+    async def sessions_of(self, user_id: str) -> list[SessionRecord]:
+        return self.sync.sessions_of(user_id)
+
+    async def user_ids(self) -> list[str]:
+        return self.sync.user_ids()
+
+    async def purge_expired(self, now: float, batch: int = 500) -> int:
+        return self.sync.purge_expired(now, batch)
+
+    async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
+        return self.sync.hit(key, now, window)
+
+    async def clear_hits(self, key: str) -> None:
+        self.sync.clear_hits(key)
+
+    async def close(self) -> None:
+        self.sync.close()
