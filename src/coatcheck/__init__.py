@@ -1,0 +1,54 @@
+"""coatcheck: sessions and login for Python web apps, secure by default.
+
+The public API is what this module re-exports (pinned by ``tests/test_public_api.py``).
+"""
+
+from __future__ import annotations
+
+from ._core.admin import SessionInfo
+from ._core.config import CookieConfig, CSRFConfig, SessionConfig
+from ._core.record import SessionRecord
+from ._core.session import Session
+from .admin import AsyncSessionAdmin, SessionAdmin
+from .auth import is_fresh, login, logout
+from .errors import (
+    CoatcheckError,
+    ConfigurationError,
+    ConflictError,
+    HTTPError,
+    PasswordError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .manager import AsyncSessionManager, SessionManager
+from .stores.base import AsyncStore, SyncStore
+from .stores.url import async_store_from_url, sync_store_from_url
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncSessionAdmin",
+    "AsyncSessionManager",
+    "AsyncStore",
+    "CSRFConfig",
+    "CoatcheckError",
+    "ConfigurationError",
+    "ConflictError",
+    "CookieConfig",
+    "HTTPError",
+    "PasswordError",
+    "Session",
+    "SessionAdmin",
+    "SessionConfig",
+    "SessionInfo",
+    "SessionManager",
+    "SessionRecord",
+    "StoreError",
+    "StoreUnavailableError",
+    "SyncStore",
+    "async_store_from_url",
+    "is_fresh",
+    "login",
+    "logout",
+    "sync_store_from_url",
+]

@@ -1,0 +1,93 @@
+"""Session administration as sans-I/O flows: list, revoke, purge.
+
+Used by the app-facing admin API (:mod:`coatcheck.admin`), the demo's "my sessions" page and the
+``coatcheck`` CLI. Expired records are filtered here, because expiry is policy and lives in the
+core, not in the stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import SessionConfig
+from .lifecycle import is_expired
+from .ops import Delete, Flow, Get, PurgeExpired, SessionsOf, UserIds
+from .record import SessionRecord, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What may be shown about a session: never its secret or token."""
+
+    id: str
+    user_id: str | None
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    auth_time: float | None
+    user_agent: str
+    ip: str
+    transport: Transport
+    remember: bool
+    label: str
+
+    @classmethod
+    def of(cls, record: SessionRecord) -> SessionInfo:
+        return cls(
+            id=record.id,
+            user_id=record.user_id,
+            created_at=record.created_at,
+            last_seen_at=record.last_seen_at,
+            expires_at=record.expires_at,
+            auth_time=record.auth_time,
+            user_agent=record.user_agent,
+            ip=record.ip,
+            transport=record.transport,
+            remember=record.remember,
+            label=record.label,
+        )
+
+
+def sessions_of(user_id: str, config: SessionConfig, now: float) -> Flow[list[SessionInfo]]:
+    """The user's live sessions, most recently seen first."""
+    records: list[SessionRecord] = yield SessionsOf(user_id)
+    live = [r for r in records if r.user_id == user_id and not is_expired(r, now, config)]
+    live.sort(key=lambda r: r.last_seen_at, reverse=True)
+    return [SessionInfo.of(r) for r in live]
+
+
+def user_ids() -> Flow[list[str]]:
+    """Users with at least one stored session (expired ones may linger until purged)."""
+    found: list[str] = yield UserIds()
+    return sorted(found)
+
+
+def revoke(session_id: str, *, owner: str | None = None) -> Flow[bool]:
+    """Delete one session; with ``owner``, only if it belongs to that user. True if deleted."""
+    record: SessionRecord | None = yield Get(session_id)
+    if record is None or (owner is not None and record.user_id != owner):
+        return False
+    yield Delete((session_id,))
+    return True
+
+
+def revoke_all(user_id: str, *, keep: str | None = None) -> Flow[int]:
+    """Delete every session of ``user_id`` except ``keep`` (the current one); returns the count."""
+    records: list[SessionRecord] = yield SessionsOf(user_id)
+    doomed = tuple(r.id for r in records if r.user_id == user_id and r.id != keep)
+    if doomed:
+        yield Delete(doomed)
+    return len(doomed)
+
+
+def purge_expired(now: float, batch: int = 500, max_batches: int | None = None) -> Flow[int]:
+    """Delete expired records in bounded batches until none are left; returns the total."""
+    total = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        deleted: int = yield PurgeExpired(now, batch)
+        total += deleted
+        batches += 1
+        if deleted < batch:
+            break
+    return total

@@ -1,0 +1,31 @@
+"""Login and logout, usable from any integration (they only touch the :class:`Session`).
+
+``login`` does on the session what Django's ``auth.login`` does: the id is regenerated (no
+fixation), the CSRF token rotated, the auth time stamped, and the anonymous data (a cart) kept.
+"""
+
+from __future__ import annotations
+
+from ._core.session import Session
+
+
+def login(session: Session, user_id: str, *, remember: bool = False) -> None:
+    """Sign ``user_id`` in on this session.
+
+    At commit the session gets a new id and secret (the old record is deleted), a new CSRF token
+    and ``auth_time = now``; its data is kept. ``remember=True`` makes it a long-lived,
+    server-side, revocable session (``remember_*`` timeouts) with a persistent cookie.
+    """
+    session.user_id = str(user_id)
+    session.mark_authenticated(remember=remember)
+
+
+def logout(session: Session) -> None:
+    """End this session: the record is deleted at commit and the cookies are cleared."""
+    session.destroy()
+
+
+def is_fresh(session: Session, max_age: float) -> bool:
+    """True when the user fully authenticated within ``max_age`` seconds (for sensitive actions)."""
+    auth_time = session.auth_time
+    return auth_time is not None and session.now - auth_time <= max_age

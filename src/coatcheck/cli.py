@@ -1,0 +1,259 @@
+"""The ``coatcheck`` command: serve the demo, create schemas, list, revoke and purge sessions.
+
+Every subcommand that touches sessions takes ``--store URL`` (or ``COATCHECK_STORE``), the same URL
+the middleware and the demo use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._core.config import CookieConfig, SessionConfig
+from .admin import SessionAdmin
+from .errors import CoatcheckError
+from .manager import SessionManager
+from .stores.url import redact, sync_store_from_url
+
+log = logging.getLogger("coatcheck")
+DEFAULT_DATA_DIR = ".coatcheck"
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    path = Path(args.data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _secret(args: argparse.Namespace) -> str:
+    """--secret, else $COATCHECK_SECRET, else a dev secret generated once and kept on disk."""
+    if args.secret:
+        return str(args.secret)
+    from_env = os.environ.get("COATCHECK_SECRET")
+    if from_env:
+        return from_env
+    path = _data_dir(args) / "secret"
+    if path.exists():
+        secret = path.read_text().strip()
+    else:
+        secret = secrets.token_urlsafe(32)
+        path.write_text(secret + "\n")
+        path.chmod(0o600)
+    print(
+        f"warning: no --secret or COATCHECK_SECRET given; using the development secret in {path}. "
+        "Set COATCHECK_SECRET in production.",
+        file=sys.stderr,
+    )
+    return secret
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    url = args.store or os.environ.get("COATCHECK_STORE")
+    if url:
+        return str(url)
+    return f"sqlite:///{(_data_dir(args) / 'sessions.db').resolve()}"
+
+
+def _config(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
+    return SessionConfig(secret=_secret(args), **overrides)
+
+
+def _sync_admin(args: argparse.Namespace) -> SessionAdmin:
+    store = sync_store_from_url(_store_url(args))
+    return SessionAdmin(SessionManager(store, _config(args)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .demo.app import create_app
+    from .stores.url import async_store_from_url
+
+    url = _store_url(args)
+    if url.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+        users_url = args.users or url
+        _migrate(url)
+    else:
+        users_url = args.users or f"sqlite:///{(_data_dir(args) / 'demo-users.db').resolve()}"
+    secure = bool(args.https_cookies)
+    config = _config(
+        args,
+        idle_timeout=args.idle_timeout,
+        absolute_timeout=args.absolute_timeout,
+        touch_interval=min(60.0, args.idle_timeout / 10),
+        cookie=CookieConfig(secure=secure),
+    )
+    if not secure:
+        print(
+            "note: the demo serves plain HTTP, so its cookies are not Secure and not __Host- "
+            "(pass --https-cookies behind TLS). Library defaults are Secure + __Host-.",
+            file=sys.stderr,
+        )
+    app = create_app(store=async_store_from_url(url), config=config, users_url=users_url)
+    print(f"coatcheck demo on http://{args.host}:{args.port}  (store: {redact(url)})", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
+    return 0
+
+
+def _migrate(url: str) -> None:
+    store = sync_store_from_url(url)
+    try:
+        create = getattr(store, "create_schema", None)
+        if create is not None:
+            create()
+    finally:
+        store.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = _store_url(args)
+    if args.sql:
+        from .stores.sql import schema_ddl
+
+        print(schema_ddl(url))
+        return 0
+    _migrate(url)
+    print(f"schema ready on {redact(url)}")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    admin = _sync_admin(args)
+    try:
+        started = time.perf_counter()
+        deleted = admin.purge_expired(batch=args.batch)
+        print(f"purged {deleted} expired sessions in {time.perf_counter() - started:.2f}s")
+    finally:
+        admin.manager.close()
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    admin = _sync_admin(args)
+    try:
+        infos = admin.sessions_of(args.user)
+        rows = [
+            {
+                "id": i.id,
+                "created_at": _iso(i.created_at),
+                "last_seen_at": _iso(i.last_seen_at),
+                "expires_at": _iso(i.expires_at),
+                "auth_time": _iso(i.auth_time) if i.auth_time else None,
+                "user_agent": i.user_agent,
+                "ip": i.ip,
+                "transport": i.transport,
+                "label": i.label,
+            }
+            for i in infos
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print(f"{row['id']}  {row['transport']:6}  last seen {row['last_seen_at']}  "
+                      f"{row['ip'] or '-'}  {row['user_agent'][:60]}")
+            print(f"{len(rows)} live session(s) for user {args.user}")
+    finally:
+        admin.manager.close()
+    return 0
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    admin = _sync_admin(args)
+    try:
+        for user_id in admin.user_ids():
+            print(user_id)
+    finally:
+        admin.manager.close()
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    admin = _sync_admin(args)
+    try:
+        if args.session:
+            ok = admin.revoke(args.session)
+            print("revoked" if ok else "no such session")
+            return 0 if ok else 1
+        count = admin.revoke_all(args.user, keep=args.keep)
+        print(f"revoked {count} session(s) of user {args.user}")
+    finally:
+        admin.manager.close()
+    return 0
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coatcheck", description=__doc__)
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the dev secret and default SQLite files live")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", help="store URL (default: $COATCHECK_STORE or sqlite file in --data-dir)")
+        p.add_argument("--secret", help="secret (default: $COATCHECK_SECRET or a persisted dev secret)")
+
+    demo = sub.add_parser("demo", help="serve the demo app")
+    common(demo)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--idle-timeout", type=float, default=30 * 60, help="seconds (default 1800)")
+    demo.add_argument("--absolute-timeout", type=float, default=12 * 3600, help="seconds (default 43200)")
+    demo.add_argument("--users", help="SQL URL for the demo's user table (default: the store, or a SQLite file)")
+    demo.add_argument("--https-cookies", action="store_true", help="Secure + __Host- cookies (behind TLS)")
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(func=cmd_demo)
+
+    migrate = sub.add_parser("migrate", help="create the store's schema (SQL stores)")
+    common(migrate)
+    migrate.add_argument("--sql", action="store_true", help="print the DDL instead of running it")
+    migrate.set_defaults(func=cmd_migrate)
+
+    purge = sub.add_parser("purge", help="delete expired sessions in bounded batches")
+    common(purge)
+    purge.add_argument("--batch", type=int, default=500)
+    purge.set_defaults(func=cmd_purge)
+
+    sessions = sub.add_parser("sessions", help="list a user's live sessions")
+    common(sessions)
+    sessions.add_argument("--user", required=True)
+    sessions.add_argument("--json", action="store_true")
+    sessions.set_defaults(func=cmd_sessions)
+
+    users = sub.add_parser("users", help="list signed-in users")
+    common(users)
+    users.set_defaults(func=cmd_users)
+
+    revoke = sub.add_parser("revoke", help="revoke one session or all of a user's sessions")
+    common(revoke)
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--session", help="a public session id")
+    target.add_argument("--user", help="revoke every session of this user")
+    revoke.add_argument("--keep", help="with --user: a session id to keep")
+    revoke.set_defaults(func=cmd_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except CoatcheckError as exc:
+        print(f"coatcheck: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

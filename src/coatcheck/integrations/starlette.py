@@ -1,0 +1,131 @@
+"""Starlette and FastAPI helpers over :class:`coatcheck.asgi.SessionMiddleware`.
+
+::
+
+    app.add_middleware(SessionMiddleware, manager=manager, user_loader=load_user)
+
+    @app.get("/api/me")
+    async def me(user: User = Depends(require_user)) -> User: ...
+
+Every helper takes the request (``Request``, ``WebSocket`` or ``HTTPConnection``), so each works
+as a FastAPI dependency as well as a plain function call in a Starlette endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import HTTPConnection, Request
+
+from .._core.session import Session
+from ..asgi import UserLoader
+from ..auth import is_fresh
+from ..errors import ConfigurationError, HTTPError
+from ..manager import AsyncSessionManager
+
+_USER_KEY = "coatcheck.user"
+
+
+def get_session(request: HTTPConnection) -> Session:
+    """The request's session; raises when the middleware is missing (a setup error)."""
+    session = request.scope.get("coatcheck.session")
+    if not isinstance(session, Session):
+        raise ConfigurationError("coatcheck.asgi.SessionMiddleware is not installed on this app")
+    return session
+
+
+def get_manager(request: HTTPConnection) -> AsyncSessionManager:
+    manager = request.scope.get("coatcheck.manager")
+    if not isinstance(manager, AsyncSessionManager):
+        raise ConfigurationError("coatcheck.asgi.SessionMiddleware is not installed on this app")
+    return manager
+
+
+async def current_user(request: Request) -> Any | None:
+    """The signed-in user from your ``user_loader`` (cached per request), or ``None``.
+
+    A session whose user no longer loads (deleted account) counts as anonymous.
+    """
+    if _USER_KEY in request.scope:
+        return request.scope[_USER_KEY]
+    session = get_session(request)
+    user_id = session.user_id
+    loader: UserLoader | None = request.scope.get("coatcheck.user_loader")
+    user: Any | None = None
+    if user_id is not None:
+        user = await loader(user_id) if loader is not None else user_id
+    request.scope[_USER_KEY] = user
+    return user
+
+
+async def require_user(request: Request) -> Any:
+    """The signed-in user, or a 401 ``{"error": "unauthenticated"}`` (for APIs)."""
+    user = await current_user(request)
+    if user is None:
+        raise HTTPError(401, {"error": "unauthenticated"}, headers=_challenge(request))
+    return user
+
+
+def _challenge(request: HTTPConnection) -> tuple[tuple[str, str], ...]:
+    if get_session(request).transport == "bearer":
+        return (("www-authenticate", 'Bearer error="invalid_token"'),)
+    return ()
+
+
+class RequireUserPage:
+    """A dependency for pages: the user, or a 303 redirect to the login page with ``next``."""
+
+    def __init__(self, login_path: str | None = None) -> None:
+        self.login_path = login_path
+
+    async def __call__(self, request: Request) -> Any:
+        user = await current_user(request)
+        if user is None:
+            login_path = self.login_path or get_manager(request).config.login_path
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            from .._core.redirects import safe_next  # TODO(top-level once redirects lands)
+
+            location = f"{login_path}?{urlencode({'next': safe_next(target)})}"
+            raise HTTPError(303, {"error": "unauthenticated"}, headers=(("location", location),))
+        return user
+
+
+require_user_page = RequireUserPage()
+
+
+class RequireFresh:
+    """A dependency for sensitive actions: the user must have logged in within ``max_age`` s.
+
+    Otherwise 401 ``{"error": "reauthentication_required"}`` -- ask for the password again.
+    """
+
+    def __init__(self, max_age: float = 300) -> None:
+        self.max_age = max_age
+
+    async def __call__(self, request: Request) -> Any:
+        user = await require_user(request)
+        if not is_fresh(get_session(request), self.max_age):
+            raise HTTPError(401, {"error": "reauthentication_required"})
+        return user
+
+
+def csrf_token(request: HTTPConnection) -> str:
+    """The session's CSRF token, for a ``<input type=hidden name=_csrf>`` in server-rendered forms."""
+    return get_session(request).csrf_token
+
+
+def csrf_input(request: HTTPConnection) -> str:
+    """A ready hidden form field carrying the CSRF token (HTML-escaped)."""
+    from html import escape
+
+    field = get_manager(request).config.csrf.form_field
+    return f'<input type="hidden" name="{escape(field)}" value="{escape(csrf_token(request))}">'
+
+
+async def issue_token(request: HTTPConnection, user_id: str, *, label: str = "") -> str:
+    """Create a bearer session for ``user_id`` (for API clients) and return its token."""
+    session = get_session(request)
+    return await get_manager(request).issue_token(
+        str(user_id), user_agent=session.user_agent, ip=session.ip, label=label
+    )
