@@ -113,7 +113,7 @@ class SessionConfig:
     bearer: bool = True
     store_timeout: float = 2.0
     retry_after: int = 5
-    max_write_retries: int = 8
+    max_write_retries: int = 32
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed."""
     login_path: str = "/login"

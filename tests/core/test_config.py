@@ -1,0 +1,72 @@
+"""Configurations that cannot be secure fail at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from coatcheck._core.config import CookieConfig, CSRFConfig, SessionConfig
+from coatcheck.errors import ConfigurationError
+
+GOOD = "Zq3-lR9xT2pV8mK4nB7cW1yH6dF0sJ5g"
+
+
+@pytest.mark.parametrize("secret", ["", "short", "a" * 40, "changeme", "ab" * 20])
+def test_weak_secrets_rejected(secret: str) -> None:
+    """Empty, short, well-known and low-entropy secrets are refused."""
+    with pytest.raises(ConfigurationError):
+        SessionConfig(secret=secret)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"same_site": "none", "secure": False},
+        {"name": "__Host-x", "secure": False},
+        {"name": "__Host-x", "domain": "example.com"},
+        {"name": "__Host-x", "path": "/app"},
+        {"name": "__Secure-x", "secure": False},
+        {"name": "bad name"},
+        {"name": "a;b"},
+        {"same_site": "sometimes"},
+        {"path": "relative"},
+        {"domain": "evil.com; x=y"},
+    ],
+)
+def test_insecure_cookie_configs_rejected(kwargs: dict[str, object]) -> None:
+    """SameSite=None without Secure, __Host- with a Domain, and malformed attributes fail."""
+    with pytest.raises(ConfigurationError):
+        CookieConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_default_cookie_name_uses_host_prefix_only_when_valid() -> None:
+    assert CookieConfig().effective_name == "__Host-session"
+    assert CookieConfig(secure=False).effective_name == "session"
+    assert CookieConfig(domain="example.com").effective_name == "session"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"idle_timeout": 0},
+        {"idle_timeout": 100, "absolute_timeout": 50},
+        {"idle_timeout": 100, "touch_interval": 50},
+        {"max_write_retries": 0},
+        {"trusted_proxies": ("not-an-ip",)},
+        {"login_path": "//evil"},
+    ],
+)
+def test_bad_timeouts_rejected(kwargs: dict[str, object]) -> None:
+    """Timeouts are positive, idle ≤ absolute, and the touch interval a small fraction of idle."""
+    with pytest.raises(ConfigurationError):
+        SessionConfig(secret=GOOD, **kwargs)  # type: ignore[arg-type]
+
+
+def test_default_touch_interval_is_a_fraction_of_idle() -> None:
+    """By default last_seen is written at most every min(60 s, idle/10)."""
+    assert SessionConfig(secret=GOOD).effective_touch_interval == 60
+    assert SessionConfig(secret=GOOD, idle_timeout=100).effective_touch_interval == 10
+
+
+def test_csrf_trusted_origins_validated() -> None:
+    with pytest.raises(ConfigurationError):
+        CSRFConfig(trusted_origins=("evil.com",))

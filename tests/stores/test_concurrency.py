@@ -1,0 +1,126 @@
+"""Concurrency guarantees, on every store, under real parallel requests.
+
+Each "request" opens the session through the manager, changes it and commits, exactly as the
+middleware does; many run at once (asyncio tasks on network stores, threads on sync twins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from coatcheck import auth
+from coatcheck._core.http import RequestView
+from coatcheck._core.session import Session
+from coatcheck.manager import AsyncSessionManager
+from coatcheck.stores.base import AsyncStore
+from coatcheck.testing import FakeClock, test_config
+
+
+def request_with(token: str | None) -> RequestView:
+    headers = [("cookie", f"session={token}")] if token else []
+    return RequestView(method="GET", scheme="http", headers=headers, client_ip="127.0.0.1")
+
+
+async def new_session(manager: AsyncSessionManager, **data: object) -> str:
+    opened = await manager.open(request_with(None))
+    opened.session.update(data)
+    committed = await manager.commit(opened.session)
+    assert committed.token is not None
+    return committed.token
+
+
+async def open_session(manager: AsyncSessionManager, token: str) -> Session:
+    opened = await manager.open(request_with(token))
+    assert opened.error is None
+    return opened.session
+
+
+def make_manager(store: AsyncStore) -> AsyncSessionManager:
+    return AsyncSessionManager(store, test_config(), clock=FakeClock())
+
+
+async def test_concurrent_writers_lose_nothing(store: AsyncStore) -> None:
+    """20 concurrent requests each setting a different key on one session all land."""
+    manager = make_manager(store)
+    token = await new_session(manager, base=True)
+
+    async def writer(i: int) -> None:
+        session = await open_session(manager, token)
+        session[f"k{i}"] = i
+        await manager.commit(session)
+
+    await asyncio.gather(*(writer(i) for i in range(20)))
+    final = await open_session(manager, token)
+    assert dict(final) == {"base": True, **{f"k{i}": i for i in range(20)}}
+
+
+async def test_concurrent_nested_appends_lose_nothing(store: AsyncStore) -> None:
+    """Concurrent requests that each change a different key keep each other's nested edits."""
+    manager = make_manager(store)
+    token = await new_session(manager, a=[], b=[])
+
+    async def appender(key: str, value: int) -> None:
+        session = await open_session(manager, token)
+        session[key].append(value)
+        await manager.commit(session)
+
+    await asyncio.gather(appender("a", 1), appender("b", 2))
+    final = await open_session(manager, token)
+    assert (final["a"], final["b"]) == ([1], [2])
+
+
+async def test_flash_delivered_exactly_once(store: AsyncStore) -> None:
+    """A flash message raced for by 10 concurrent requests is delivered to exactly one."""
+    manager = make_manager(store)
+    token = await new_session(manager, x=1)
+    session = await open_session(manager, token)
+    session.flash("saved")
+    await manager.commit(session)
+
+    opened = await asyncio.gather(*(open_session(manager, token) for _ in range(10)))
+    delivered = [s.flashes for s in opened if s.flashes]
+    assert delivered == [[{"message": "saved", "category": "info"}]]
+    await asyncio.gather(*(manager.commit(s) for s in opened))
+    assert (await open_session(manager, token)).flashes == []
+
+
+async def test_in_flight_request_does_not_resurrect_after_logout(store: AsyncStore) -> None:
+    """A request that loaded the session before logout cannot bring it back when it commits."""
+    manager = make_manager(store)
+    token = await new_session(manager, cart=["a"])
+    in_flight = await open_session(manager, token)
+
+    logout_request = await open_session(manager, token)
+    auth.logout(logout_request)
+    await manager.commit(logout_request)
+
+    in_flight["cart"] = ["a", "b"]
+    committed = await manager.commit(in_flight)
+    assert committed.headers == []
+    assert await store.get(token.split(".")[0]) is None
+    again = await manager.open(request_with(token))
+    assert again.session.is_new and again.clear_cookie
+
+
+async def test_regenerate_leaves_exactly_one_live_record(store: AsyncStore) -> None:
+    """Login (regenerate) racing with writers leaves one record for the user, data kept."""
+    manager = make_manager(store)
+    token = await new_session(manager, cart=["apple"])
+
+    async def login() -> str | None:
+        session = await open_session(manager, token)
+        auth.login(session, "alice")
+        return (await manager.commit(session)).token
+
+    async def writer(i: int) -> None:
+        session = await open_session(manager, token)
+        session[f"w{i}"] = i
+        await manager.commit(session)
+
+    results = await asyncio.gather(login(), *(writer(i) for i in range(5)))
+    new_token = results[0]
+    assert new_token is not None and new_token != token
+    live = await store.sessions_of("alice")
+    assert [r.id for r in live] == [new_token.split(".")[0]]
+    assert await store.get(token.split(".")[0]) is None
+    assert (await open_session(manager, new_token))["cart"] == ["apple"]
