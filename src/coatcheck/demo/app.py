@@ -101,7 +101,6 @@ async def _authenticate(request: Request, body: dict[str, Any]) -> User:
     except PasswordError:
         result = None
     if user is None or result is None or not result.ok:
-        await demo.guard.failed(email, session.ip)
         raise HTTPError(401, {"error": "invalid_credentials"})
     await demo.guard.succeeded(email, session.ip)
     if result.new_hash is not None:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection, Request
 
+from .._core.redirects import safe_next
 from .._core.session import Session
 from ..asgi import UserLoader
 from ..auth import is_fresh
@@ -84,8 +85,6 @@ class RequireUserPage:
         if user is None:
             login_path = self.login_path or get_manager(request).config.login_path
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            from .._core.redirects import safe_next  # TODO(top-level once redirects lands)
-
             location = f"{login_path}?{urlencode({'next': safe_next(target)})}"
             raise HTTPError(303, {"error": "unauthenticated"}, headers=(("location", location),))
         return user
