@@ -1,0 +1,148 @@
+"""Starlette/FastAPI helpers: dependencies, page redirects with a safe ``next``, freshness."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Request
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from coatcheck import AsyncSessionManager, SessionConfig, login
+from coatcheck.asgi import SessionMiddleware
+from coatcheck.integrations.starlette import (
+    RequireFresh,
+    csrf_input,
+    get_session,
+    require_user,
+    require_user_page,
+)
+from coatcheck.stores.memory import AsyncMemoryStore
+from coatcheck.testing import FakeClock, test_config
+
+USERS = {"1": {"id": "1", "name": "Ann"}}
+
+
+async def load_user(user_id: str) -> dict[str, str] | None:
+    return USERS.get(user_id)
+
+
+def fastapi_app(clock: FakeClock, config: SessionConfig | None = None) -> FastAPI:
+    app = FastAPI()
+    manager = AsyncSessionManager(AsyncMemoryStore(), config or test_config(), clock=clock)
+    app.add_middleware(SessionMiddleware, manager=manager, user_loader=load_user)
+
+    @app.post("/login/{user_id}")
+    async def do_login(user_id: str, request: Request) -> dict[str, bool]:
+        login(get_session(request), user_id)
+        return {"ok": True}
+
+    @app.get("/me")
+    async def me(user: dict[str, str] = Depends(require_user)) -> dict[str, str]:
+        return user
+
+    @app.get("/account")
+    async def account(user: dict[str, str] = Depends(require_user_page)) -> dict[str, str]:
+        return user
+
+    @app.post("/danger")
+    async def danger(user: dict[str, str] = Depends(RequireFresh(max_age=300))) -> dict[str, str]:
+        return user
+
+    @app.get("/form", response_class=HTMLResponse)
+    async def form(request: Request) -> str:
+        return f"<form method=post>{csrf_input(request)}</form>"
+
+    return app
+
+
+async def test_fastapi_dependencies() -> None:
+    """Depends(require_user) answers 401 JSON anonymously and the loaded user after login."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+        anonymous = await c.get("/me")
+        assert (anonymous.status_code, anonymous.json()) == (401, {"error": "unauthenticated"})
+        await c.post("/login/1")
+        assert (await c.get("/me")).json() == USERS["1"]
+
+
+async def test_deleted_user_counts_as_anonymous() -> None:
+    """A session whose user no longer loads is treated as signed out."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+        await c.post("/login/999")
+        assert (await c.get("/me")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "expected_next"),
+    [
+        ("/account", "/account"),
+        ("/account?tab=2", "/account?tab=2"),
+    ],
+)
+async def test_pages_redirect_to_login_with_next(path: str, expected_next: str) -> None:
+    """An anonymous page request is redirected (303) to /login?next=<the path>."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+        response = await c.get(path)
+    assert response.status_code == 303
+    location = urlsplit(response.headers["location"])
+    assert location.path == "/login"
+    assert parse_qs(location.query)["next"] == [expected_next]
+
+
+async def test_fresh_check_requires_recent_login() -> None:
+    """RequireFresh accepts a login within max_age and refuses an older one with 401."""
+    clock = FakeClock()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(clock)), base_url="http://t") as c:
+        await c.post("/login/1")
+        headers = {"X-XSRF-TOKEN": c.cookies["XSRF-TOKEN"]}
+        assert (await c.post("/danger", headers=headers)).status_code == 200
+        for _ in range(6):  # stay active (idle timeout) while the login gets old
+            clock.advance(59)
+            await c.get("/me")
+        stale = await c.post("/danger", headers=headers)
+        assert (stale.status_code, stale.json()) == (401, {"error": "reauthentication_required"})
+
+
+async def test_csrf_input_renders_escaped_hidden_field() -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+        await c.post("/login/1")
+        html = (await c.get("/form")).text
+        assert f'<input type="hidden" name="_csrf" value="{c.cookies["XSRF-TOKEN"]}">' in html
+
+
+async def test_secure_cookie_over_plain_http_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Setting a Secure cookie on an http:// request logs one warning."""
+    config = SessionConfig(secret="Zq3-lR9xT2pV8mK4nB7cW1yH6dF0sJ5g")
+    manager = AsyncSessionManager(AsyncMemoryStore(), config)
+
+    async def write(request: Request) -> Response:
+        get_session(request)["x"] = 1
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/", write)])
+    app.add_middleware(SessionMiddleware, manager=manager)
+    with caplog.at_level(logging.WARNING, logger="coatcheck"):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            await c.get("/")
+            await c.get("/")
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "Secure cookie over plain HTTP" in caplog.records[0].message
+
+
+async def test_request_session_is_starlettes_request_session() -> None:
+    """request.session (Starlette's own accessor) is the coatcheck session."""
+    manager = AsyncSessionManager(AsyncMemoryStore(), test_config())
+
+    async def endpoint(request: Request) -> Response:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return JSONResponse({"n": request.session["n"]})
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    app.add_middleware(SessionMiddleware, manager=manager)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/")).json() == {"n": 1}
+        assert (await c.get("/")).json() == {"n": 2}
