@@ -50,6 +50,10 @@ class MemoryStore:
             doomed = [k for k, r in self._records.items() if r.expires_at <= now][:batch]
             for key in doomed:
                 del self._records[key]
+            # Counters whose window ended are forgotten here too, so attacker-chosen keys
+            # (one per guessed email) cannot pile up in a long-running process.
+            for key in [k for k, (_, ends) in self._hits.items() if ends <= now]:
+                del self._hits[key]
             return len(doomed)
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:

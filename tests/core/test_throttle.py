@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import pytest
+
+from coatcheck._core.config import SessionConfig
+from coatcheck._core.ops import ClearHits, Hit
+from coatcheck._core.throttle import (
+    Decision,
+    ThrottleConfig,
+    ThrottleKeys,
+    check,
+    succeeded,
+    throttle_keys,
+    throttled_error,
+)
+from coatcheck.errors import ConfigurationError
+from coatcheck.manager import AsyncSessionManager, SessionManager
+from coatcheck.stores.memory import AsyncMemoryStore, MemoryStore
+
+SECRET = "k3Q9-xv2LmZ8pT4rW7yB1nC6dF0hJ5sA"
+OTHER_SECRET = "Zq8-1mN4bV7cX0zL3kJ6hG9fD2sA5pO"
+T0 = 1_700_000_000.0
+CONFIG = ThrottleConfig()  # 5 per account, 30 per address, 15-minute window, 1 s base delay
+
+
+class Login:
+    """Login attempts against one memory store, with the clock set by the test."""
+
+    def __init__(self, config: ThrottleConfig = CONFIG) -> None:
+        self.config = config
+        self.manager = SessionManager(MemoryStore(), SessionConfig(secret=SECRET))
+        self.now = T0
+
+    def attempt(self, account: str = "alice@example.com", ip: str = "203.0.113.7") -> Decision:
+        keys = throttle_keys(SECRET, account, ip)
+        return self.manager.run(check(self.config, keys, self.now))
+
+    def succeed(self, account: str = "alice@example.com", ip: str = "203.0.113.7") -> None:
+        self.manager.run(succeeded(throttle_keys(SECRET, account, ip)))
+
+
+@pytest.fixture
+def login() -> Login:
+    return Login()
+
+
+def _drive_check(config: ThrottleConfig, count: int, opened_at: float, now: float) -> Decision:
+    """Run ``check`` for an account-only key as if the store answered ``count`` for it."""
+    flow = check(config, ThrottleKeys(account="a", ip=None), now)
+    op = next(flow)
+    assert op == Hit("a", now, config.window)
+    with pytest.raises(StopIteration) as stop:
+        flow.send((count, opened_at + config.window))
+    decision: Decision = stop.value.value
+    return decision
+
+
+# -- thresholds and backoff -----------------------------------------------------------------
+
+
+def test_attempts_up_to_the_threshold_are_allowed(login: Login) -> None:
+    """The first five attempts on an account in a window all go through."""
+    assert [login.attempt() for _ in range(5)] == [Decision(allowed=True)] * 5
+
+
+def test_attempt_beyond_the_threshold_is_refused_with_a_429(login: Login) -> None:
+    """The sixth immediate attempt is refused, and the answer is a 429 with Retry-After."""
+    for _ in range(5):
+        login.attempt()
+    decision = login.attempt()
+    error = throttled_error(decision)
+    assert (decision.allowed, decision.retry_after > 0) == (False, True)
+    assert (error.status_code, error.body, error.headers) == (
+        429,
+        {"error": "too_many_attempts"},
+        (("retry-after", str(decision.retry_after)),),
+    )
+
+
+def test_retry_after_grows_with_further_attempts(login: Login) -> None:
+    """Each refused attempt pushes the next chance further: 3, 7, 15, 31 seconds away."""
+    for _ in range(5):
+        login.attempt()
+    assert [login.attempt().retry_after for _ in range(4)] == [3, 7, 15, 31]
+
+
+def test_waiting_out_the_backoff_earns_one_more_attempt(login: Login) -> None:
+    """After the threshold, an attempt made once its delay has passed is allowed."""
+    for _ in range(5):
+        login.attempt()
+    login.now = T0 + 1
+    first = login.attempt()
+    second = login.attempt()
+    assert (first, second) == (Decision(allowed=True), Decision(allowed=False, retry_after=6))
+
+
+def test_at_most_fourteen_guesses_per_window_with_the_defaults(login: Login) -> None:
+    """An attacker who waits out every delay gets 5 + 9 guesses in a window, and no fifteenth."""
+    allowed = [login.attempt().allowed for _ in range(5)]
+    for beyond in range(1, 10):
+        login.now = T0 + (2**beyond - 1)  # 1, 3, 7 ... 511 s: exactly when each is allowed
+        allowed.append(login.attempt().allowed)
+    login.now = T0 + CONFIG.window - 1
+    assert (allowed, login.attempt().allowed) == ([True] * 14, False)
+
+
+def test_retry_after_never_reaches_past_the_window(login: Login) -> None:
+    """However many refused attempts pile up, Retry-After points no later than the window's end."""
+    for _ in range(200):
+        decision = login.attempt()
+    assert decision == Decision(allowed=False, retry_after=int(CONFIG.window))
+
+
+def test_the_block_ends_by_itself_when_the_window_ends(login: Login) -> None:
+    """After a flood of attempts the account is usable again once the window is over."""
+    for _ in range(200):
+        login.attempt()
+    login.now = T0 + CONFIG.window - 1
+    still_blocked = login.attempt()
+    login.now = T0 + CONFIG.window
+    assert (still_blocked.allowed, login.attempt()) == (False, Decision(allowed=True))
+
+
+def test_huge_counts_are_decided_without_overflow() -> None:
+    """A count in the billions is refused until the window's end, quickly and without error."""
+    decision = _drive_check(CONFIG, 10**9, opened_at=T0, now=T0 + 10)
+    assert decision == Decision(allowed=False, retry_after=int(CONFIG.window) - 10)
+
+
+def test_each_gap_is_capped_at_max_delay() -> None:
+    """With max_delay=4 the gaps go 1, 2, 4, 4, 4: the fifth extra attempt is allowed at 15 s."""
+    config = ThrottleConfig(account_threshold=1, window=100, base_delay=1, max_delay=4)
+    beyond_5 = 1 + 5
+    assert (
+        _drive_check(config, beyond_5, opened_at=T0, now=T0 + 14.9).allowed,
+        _drive_check(config, beyond_5, opened_at=T0, now=T0 + 15),
+    ) == (False, Decision(allowed=True))
+
+
+# -- success and scopes ---------------------------------------------------------------------
+
+
+def test_success_clears_the_account_count(login: Login) -> None:
+    """After a successful login the account gets its five free attempts again."""
+    for _ in range(5):
+        login.attempt()
+    login.succeed()
+    assert [login.attempt().allowed for _ in range(6)] == [True] * 5 + [False]
+
+
+def test_success_only_clears_the_account_operation() -> None:
+    """``succeeded`` clears the account key and nothing else."""
+    keys = throttle_keys(SECRET, "alice@example.com", "203.0.113.7")
+    assert list(succeeded(keys)) == [ClearHits(keys.account)]
+
+
+def test_success_does_not_clear_the_address_count() -> None:
+    """Logging in to one's own account does not reset the address's count."""
+    login = Login(ThrottleConfig(ip_threshold=3))
+    for account in ("a@example.com", "b@example.com", "mine@example.com"):
+        login.attempt(account)
+    login.succeed("mine@example.com")
+    assert login.attempt("c@example.com").allowed is False
+
+
+def test_one_address_trying_many_accounts_is_blocked(login: Login) -> None:
+    """Thirty attempts on thirty accounts pass; the next, on a fresh account, is refused."""
+    allowed = [login.attempt(f"user{n}@example.com").allowed for n in range(30)]
+    assert (allowed, login.attempt("fresh@example.com").allowed) == ([True] * 30, False)
+
+
+def test_one_account_from_many_addresses_is_blocked(login: Login) -> None:
+    """The account count is shared by every address, so spreading guesses out does not help."""
+    allowed = [login.attempt(ip=f"198.51.100.{n}").allowed for n in range(6)]
+    assert allowed == [True] * 5 + [False]
+
+
+def test_attempts_refused_by_address_do_not_count_against_the_account() -> None:
+    """A blocked address hammering an account leaves the account's own count alone."""
+    login = Login(ThrottleConfig(ip_threshold=3))
+    for _ in range(50):
+        login.attempt(ip="203.0.113.66")
+    allowed = [login.attempt(ip="198.51.100.1").allowed for _ in range(3)]
+    assert allowed == [True, True, False]  # 3 counted from the noisy address, then 2 more
+
+
+def test_address_scope_can_be_turned_off() -> None:
+    """With ip_threshold=None only the account is counted."""
+    login = Login(ThrottleConfig(ip_threshold=None))
+    assert [login.attempt(f"user{n}@example.com").allowed for n in range(100)] == [True] * 100
+
+
+def test_unknown_address_is_not_counted() -> None:
+    """An empty client address yields no address key, so ``check`` hits the account key only."""
+    keys = throttle_keys(SECRET, "alice@example.com", "")
+    ops = [next(check(CONFIG, keys, T0))]
+    assert (keys.ip, ops) == (None, [Hit(keys.account, T0, CONFIG.window)])
+
+
+async def test_flows_run_on_the_async_manager_too() -> None:
+    """The same flows run unchanged on the async driver."""
+    manager = AsyncSessionManager(AsyncMemoryStore(), SessionConfig(secret=SECRET))
+    keys = throttle_keys(SECRET, "alice@example.com", "203.0.113.7")
+    decisions = [await manager.run(check(CONFIG, keys, T0)) for _ in range(6)]
+    await manager.run(succeeded(keys))
+    after = await manager.run(check(CONFIG, keys, T0))
+    assert ([d.allowed for d in decisions], after.allowed) == ([True] * 5 + [False], True)
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def test_keys_are_hmacs_without_the_email_or_address() -> None:
+    """Keys are HMAC-SHA256 hex digests; neither the email nor the address appears in them."""
+    keys = throttle_keys(SECRET, "alice@example.com", "203.0.113.7")
+    expected = hmac.new(
+        SECRET.encode(), b"coatcheck.throttle:acct:alice@example.com", hashlib.sha256
+    ).hexdigest()
+    text = f"{keys.account} {keys.ip}"
+    assert (keys.account, "alice" in text, "203.0.113" in text) == (
+        f"throttle:acct:{expected}",
+        False,
+        False,
+    )
+
+
+def test_different_secrets_give_different_keys() -> None:
+    """Two deployments with different secrets never share a key."""
+    ours = throttle_keys(SECRET, "alice@example.com", "203.0.113.7")
+    theirs = throttle_keys(OTHER_SECRET, "alice@example.com", "203.0.113.7")
+    assert (ours.account == theirs.account, ours.ip == theirs.ip) == (False, False)
+
+
+def test_account_and_address_keys_are_separated() -> None:
+    """An account spelled like an address does not share the address's key."""
+    keys = throttle_keys(SECRET, "203.0.113.7", "203.0.113.7")
+    assert keys.account.removeprefix("throttle:acct:") != (keys.ip or "").removeprefix(
+        "throttle:ip:"
+    )
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "alice@example.com",
+        " Alice@Example.COM ",
+        "ALICE@EXAMPLE.COM",
+        "\uff41\uff4c\uff49\uff43\uff45@example.com",
+    ],
+)
+def test_account_spellings_share_one_key(spelling: str) -> None:
+    """Case, surrounding spaces and compatibility forms do not make a fresh count."""
+    assert throttle_keys(SECRET, spelling, None).account == (
+        throttle_keys(SECRET, "alice@example.com", None).account
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", True),
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+        ("::ffff:203.0.113.7", "203.0.113.7", True),
+        ("203.0.113.7", "203.0.113.8", False),
+        (" 203.0.113.7", "203.0.113.7", True),
+        ("testclient", "testclient", True),
+        ("testclient", "otherclient", False),
+    ],
+)
+def test_addresses_are_grouped_as_one_subscriber(first: str, second: str, same: bool) -> None:
+    """IPv6 addresses in one /64 share a count; IPv4-mapped IPv6 counts as the IPv4 address;
+    a value that is not an address is counted as given."""
+    a = throttle_keys(SECRET, "alice@example.com", first).ip
+    b = throttle_keys(SECRET, "alice@example.com", second).ip
+    assert (a == b) is same
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"account_threshold": 0},
+        {"ip_threshold": 0},
+        {"account_threshold": 2.5},
+        {"window": 0},
+        {"window": 2 * 24 * 60 * 60},
+        {"base_delay": 0},
+        {"base_delay": 10, "max_delay": 5},
+        {"max_delay": 16 * 60},
+    ],
+)
+def test_unsound_settings_are_refused(settings: dict[str, Any]) -> None:
+    """Thresholds below one, windows outside 1 s-24 h and delays out of order fail at start-up."""
+    with pytest.raises(ConfigurationError):
+        ThrottleConfig(**settings)
+
+
+def test_refused_decision_error_always_asks_for_at_least_a_second() -> None:
+    """Retry-After is never 0, even for a decision built with 0."""
+    assert throttled_error(Decision(allowed=False)).headers == (("retry-after", "1"),)
