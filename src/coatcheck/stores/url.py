@@ -20,7 +20,7 @@ from ..errors import ConfigurationError
 from .base import AsyncStore, SyncStore
 
 _SQL = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
-_REDIS = ("redis", "rediss", "redis+cluster", "redis-cluster", "rediss+cluster")
+_REDIS = ("redis", "rediss", "unix", "redis+cluster", "redis-cluster", "rediss+cluster")
 
 
 def _scheme(url: str) -> str:

@@ -1,0 +1,463 @@
+"""Redis session stores, standalone or Cluster (Valkey compatible): async and sync twins.
+
+:class:`AsyncRedisStore` runs on :mod:`redis.asyncio` and :class:`RedisStore` on :mod:`redis`.
+Both run the same plans from :mod:`coatcheck.stores._redis_core` (key layout, Lua scripts, index
+upkeep); the twins only send each batch of commands and differ by ``await``.
+
+Round trips per method (a round trip is one pipeline; on Cluster a pipeline is split per node and
+the nodes answer in parallel):
+
+=================  ====================================================================
+``get``            1 (``HGET``)
+``put``            1 (index scripts, then the CAS script on the record key)
+``delete``         1, plus 1 when a deleted session was signed in (its user index)
+``sessions_of``    2, plus 1 when stale index entries were met
+``user_ids``       1 per 1000 users (``ZSCAN``), plus 1
+``purge_expired``  2 or 3 per pass; passes repeat until ``batch`` deleted or nothing is due
+``hit``            1; ``clear_hits`` 1
+=================  ====================================================================
+
+After a server restart the first command using a Lua script pays one more round trip (NOSCRIPT,
+then EVAL). Every Redis failure becomes :class:`~coatcheck.errors.StoreUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self, TypeAlias, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.cluster
+import redis.retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+
+from .._core.record import SessionRecord
+from ..errors import ConfigurationError, StoreUnavailableError
+from . import _redis_core as core
+
+__all__ = ["AsyncRedisStore", "RedisStore", "RedisURL", "parse_redis_url"]
+
+T = TypeVar("T")
+
+AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+SyncClient: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+
+DEFAULT_TIMEOUT = 2.0
+_STANDALONE_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_CLUSTER_SCHEMES = {
+    "redis+cluster": False,
+    "redis-cluster": False,
+    "rediss+cluster": True,
+    "rediss-cluster": True,
+}
+# RedisClusterException (and CrossSlotTransactionError, SlotNotCoveredError) is not a RedisError;
+# in Python 3.11 asyncio.TimeoutError is TimeoutError, an OSError, listed for clarity.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def _unavailable(method: str, exc: BaseException) -> StoreUnavailableError:
+    # redis-py 8's exception reprs name only a category ("network:ConnectionError").
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return StoreUnavailableError(f"Redis session store failed on {method}: {detail}")
+
+
+# --- URLs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedisURL:
+    """A parsed store URL.
+
+    ``client_url`` is the URL handed to redis-py for a standalone server (our own ``prefix``
+    parameter removed); ``nodes`` are the startup nodes of a cluster.
+    """
+
+    cluster: bool
+    tls: bool
+    nodes: tuple[tuple[str, int], ...]
+    db: int
+    username: str | None
+    password: str | None
+    prefix: str | None
+    client_url: str
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    """Parse ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` store URLs.
+
+    Forms: ``redis://[user:password@]host[:port][/db][?prefix=app:]``, ``rediss://`` for TLS, and
+    ``redis+cluster://[user:password@]host:port[,host2:port2...][?prefix=app:]`` for a cluster
+    (also spelled ``redis-cluster://``; ``rediss+cluster://`` for TLS). A cluster URL takes no
+    other query parameters (pass client options to ``from_url`` instead). Raises
+    :class:`~coatcheck.errors.ConfigurationError` for anything else.
+    """
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not rest or (scheme not in _STANDALONE_SCHEMES and scheme not in _CLUSTER_SCHEMES):
+        raise ConfigurationError(
+            f"unsupported Redis URL {_redact(url)!r}: use redis://, rediss://, unix:// "
+            "or redis+cluster://"
+        )
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for name, value in query if name == "prefix"]
+    if len(prefixes) > 1:
+        raise ConfigurationError("a Redis URL may name one prefix")
+    prefix = prefixes[0] if prefixes else None
+    others = [(name, value) for name, value in query if name != "prefix"]
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, password = _credentials(userinfo)
+
+    if scheme in _CLUSTER_SCHEMES:
+        if others:
+            names = ", ".join(sorted({name for name, _ in others}))
+            raise ConfigurationError(
+                f"a cluster URL takes only a prefix parameter, not {names}; "
+                "pass client options to from_url"
+            )
+        if parts.path not in ("", "/", "/0"):
+            raise ConfigurationError("Redis Cluster has only database 0")
+        nodes = tuple(_host_port(node) for node in hosts.split(","))
+        return RedisURL(
+            cluster=True,
+            tls=_CLUSTER_SCHEMES[scheme],
+            nodes=nodes,
+            db=0,
+            username=username,
+            password=password,
+            prefix=prefix,
+            client_url="",
+        )
+
+    # Keep the URL's own text (urlunsplit would turn unix:///path into unix:/path).
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    client_url = f"{base}?{urlencode(others)}" if others else base
+    # The database: ?db= wins (as in redis-py), then the path; a unix:// path is the socket's.
+    db_values = [value for name, value in others if name == "db"]
+    path_db = "" if scheme == "unix" else parts.path.strip("/")
+    raw_db = db_values[0] if db_values else path_db or "0"
+    if not raw_db.isdigit():
+        raise ConfigurationError(f"Redis database must be a number, not {raw_db!r}")
+    nodes = () if scheme == "unix" else (_host_port(hosts),)
+    return RedisURL(
+        cluster=False,
+        tls=scheme == "rediss",
+        nodes=nodes,
+        db=int(raw_db),
+        username=username,
+        password=password,
+        prefix=prefix,
+        client_url=client_url,
+    )
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    return (unquote(user) or None), (unquote(password) if colon else None)
+
+
+def _host_port(node: str) -> tuple[str, int]:
+    node = node.strip()
+    if node.startswith("["):  # [ipv6]:port
+        host, _, tail = node[1:].partition("]")
+        port_text = tail.removeprefix(":")
+    else:
+        host, _, port_text = node.rpartition(":") if ":" in node else (node, "", "")
+    if not host:
+        raise ConfigurationError(f"a Redis URL node needs a host, not {node!r}")
+    if not port_text:
+        return host, 6379
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(f"bad port in Redis URL node {node!r}")
+    return host, int(port_text)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _pick_prefix(from_url: str | None, option: str | None) -> str:
+    if from_url is not None and option is not None and from_url != option:
+        raise ConfigurationError(
+            f"two different Redis key prefixes: {from_url!r} in the URL, {option!r} as an option"
+        )
+    chosen = option if option is not None else from_url
+    return core.DEFAULT_PREFIX if chosen is None else chosen
+
+
+# Retry once, at once, on a broken connection only (a pooled socket the server closed). redis-py's
+# default (10 retries with backoff, timeouts included) turns an outage into seconds of hanging and
+# can run a non-idempotent command twice after a timeout.
+def _async_retry() -> redis.asyncio.retry.Retry:
+    return redis.asyncio.retry.Retry(NoBackoff(), 1, (RedisConnectionError,))
+
+
+def _sync_retry() -> redis.retry.Retry:
+    return redis.retry.Retry(NoBackoff(), 1, (RedisConnectionError,))
+
+
+def _connection_options(
+    target: RedisURL,
+    socket_timeout: float,
+    socket_connect_timeout: float,
+    max_connections: int | None,
+    client_options: Mapping[str, Any],
+) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+    }
+    if target.cluster:
+        options.update(username=target.username, password=target.password, ssl=target.tls)
+        if max_connections is not None:
+            options["max_connections"] = max_connections
+    elif max_connections is not None:
+        # A blocking pool: at the limit, wait up to socket_timeout for a free connection rather
+        # than fail at once.
+        options.update(max_connections=max_connections, timeout=socket_timeout)
+    options.update(client_options)
+    return options
+
+
+# --- the stores ----------------------------------------------------------------------------------
+
+
+class AsyncRedisStore:
+    """Sessions in Redis or Redis Cluster, for asyncio (``redis.asyncio``).
+
+    Pass a ready client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``; the
+    caller keeps owning it and closes it) or use :meth:`from_url` (the store owns that client and
+    :meth:`close` closes it). ``prefix`` namespaces every key, so several apps can share a server.
+    """
+
+    def __init__(
+        self, client: AsyncClient, *, prefix: str = core.DEFAULT_PREFIX, owns_client: bool = False
+    ) -> None:
+        self.client = client
+        self.keys = core.KeyLayout(prefix)
+        self._owns_client = owns_client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int | None = None,
+        **client_options: Any,
+    ) -> Self:
+        """A store on a new client for ``url`` (see :func:`parse_redis_url`).
+
+        No connection is made until the first command. ``max_connections`` caps the pool (per
+        node on a cluster); other keyword arguments go to the redis-py client as they are.
+        """
+        target = parse_redis_url(url)
+        store_prefix = _pick_prefix(target.prefix, prefix)
+        options = _connection_options(
+            target, socket_timeout, socket_connect_timeout, max_connections, client_options
+        )
+        client: AsyncClient
+        if target.cluster:
+            client = redis.asyncio.cluster.RedisCluster(
+                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes],
+                retry=_async_retry(),
+                **options,
+            )
+        else:
+            pool_class = (
+                redis.asyncio.ConnectionPool
+                if max_connections is None
+                else redis.asyncio.BlockingConnectionPool
+            )
+            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **options)
+            client = redis.asyncio.Redis.from_pool(pool)
+        return cls(client, prefix=store_prefix, owns_client=True)
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return await self._run("get", core.get_plan(self.keys, session_id))
+
+    async def put(self, record: SessionRecord, expected_version: int) -> bool:
+        return await self._run("put", core.put_plan(self.keys, record, expected_version))
+
+    async def delete(self, *session_ids: str) -> None:
+        await self._run("delete", core.delete_plan(self.keys, session_ids))
+
+    async def sessions_of(self, user_id: str) -> list[SessionRecord]:
+        return await self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
+
+    async def user_ids(self) -> list[str]:
+        return await self._run("user_ids", core.user_ids_plan(self.keys))
+
+    async def purge_expired(self, now: float, batch: int = 500) -> int:
+        return await self._run("purge_expired", core.purge_plan(self.keys, now, batch))
+
+    async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
+        return await self._run("hit", core.hit_plan(self.keys, key, now, window))
+
+    async def clear_hits(self, key: str) -> None:
+        await self._run("clear_hits", core.clear_hits_plan(self.keys, key))
+
+    async def close(self) -> None:
+        """Close the client if the store created it (:meth:`from_url`)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def _run(self, method: str, plan: core.Plan[T]) -> T:
+        try:
+            commands = next(plan)
+            while True:
+                commands = plan.send(await self._execute(commands))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        except _UNAVAILABLE as exc:
+            raise _unavailable(method, exc) from exc
+
+    async def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+        """One round trip; error replies come back as values (connection errors raise)."""
+        if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
+            # redis-py 8.1 races when commands start concurrently on a cluster client that is not
+            # initialised yet (first use, or after an error reset it): some fail with
+            # ConnectionError after running, and are retried. initialize() takes the client's own
+            # lock and returns at once once it is initialised.
+            await self.client.initialize()
+        if len(commands) == 1:
+            try:
+                return [await self.client.execute_command(*commands[0])]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+class RedisStore:
+    """The sync twin of :class:`AsyncRedisStore` (``redis`` and ``redis.cluster``), thread-safe.
+
+    A sync ``RedisCluster`` client reads the cluster topology when it is created, so
+    :meth:`from_url` with a cluster URL connects at once and raises
+    :class:`~coatcheck.errors.StoreUnavailableError` if no node answers.
+    """
+
+    def __init__(
+        self, client: SyncClient, *, prefix: str = core.DEFAULT_PREFIX, owns_client: bool = False
+    ) -> None:
+        self.client = client
+        self.keys = core.KeyLayout(prefix)
+        self._owns_client = owns_client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int | None = None,
+        **client_options: Any,
+    ) -> Self:
+        """A store on a new client for ``url``; see :meth:`AsyncRedisStore.from_url`."""
+        target = parse_redis_url(url)
+        store_prefix = _pick_prefix(target.prefix, prefix)
+        options = _connection_options(
+            target, socket_timeout, socket_connect_timeout, max_connections, client_options
+        )
+        client: SyncClient
+        if target.cluster:
+            try:
+                # redis-py leaves the sync ClusterNode untyped.
+                nodes = [
+                    redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                    for h, p in target.nodes
+                ]
+                client = redis.cluster.RedisCluster(
+                    startup_nodes=nodes,
+                    retry=_sync_retry(),
+                    **options,
+                )
+            except _UNAVAILABLE as exc:
+                raise _unavailable("connect", exc) from exc
+        else:
+            pool_class = (
+                redis.ConnectionPool if max_connections is None else redis.BlockingConnectionPool
+            )
+            pool = pool_class.from_url(target.client_url, retry=_sync_retry(), **options)
+            client = redis.Redis.from_pool(pool)
+        return cls(client, prefix=store_prefix, owns_client=True)
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        return self._run("get", core.get_plan(self.keys, session_id))
+
+    def put(self, record: SessionRecord, expected_version: int) -> bool:
+        return self._run("put", core.put_plan(self.keys, record, expected_version))
+
+    def delete(self, *session_ids: str) -> None:
+        self._run("delete", core.delete_plan(self.keys, session_ids))
+
+    def sessions_of(self, user_id: str) -> list[SessionRecord]:
+        return self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
+
+    def user_ids(self) -> list[str]:
+        return self._run("user_ids", core.user_ids_plan(self.keys))
+
+    def purge_expired(self, now: float, batch: int = 500) -> int:
+        return self._run("purge_expired", core.purge_plan(self.keys, now, batch))
+
+    def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
+        return self._run("hit", core.hit_plan(self.keys, key, now, window))
+
+    def clear_hits(self, key: str) -> None:
+        self._run("clear_hits", core.clear_hits_plan(self.keys, key))
+
+    def close(self) -> None:
+        """Close the client if the store created it (:meth:`from_url`)."""
+        if self._owns_client:
+            self.client.close()
+
+    def _run(self, method: str, plan: core.Plan[T]) -> T:
+        try:
+            commands = next(plan)
+            while True:
+                commands = plan.send(self._execute(commands))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        except _UNAVAILABLE as exc:
+            raise _unavailable(method, exc) from exc
+
+    def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+        """One round trip; error replies come back as values (connection errors raise)."""
+        if len(commands) == 1:
+            try:
+                # redis-py leaves RedisCluster.execute_command untyped.
+                return [self.client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies

@@ -1,0 +1,268 @@
+"""Throwaway Redis servers for tests: a single server a test may kill, and a 3-master cluster.
+
+Servers run as child processes (never ``--daemonize``), so a test can kill and restart them and
+``wait()`` reaps them at once. Everything started here is stopped and reaped on the way out, also
+when a test fails; the shared cluster, started lazily by the first test that needs it, is stopped
+at interpreter exit (the contract suite's factories take no fixtures, so no fixture can own it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import under_ci
+
+START_TIMEOUT = 10.0
+
+
+def require_redis_binaries() -> None:
+    """Skip (laptop) or fail (CI) when redis-server or redis-cli is not on PATH."""
+    missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
+    if not missing:
+        return
+    message = f"{' and '.join(missing)} not found on PATH"
+    if under_ci():
+        pytest.fail(f"{message}, and CI=true: a missing server is a failure under CI")
+    pytest.skip(message)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_pair() -> int:
+    """A free port P whose cluster bus port P + 10000 is free too (both below 65536)."""
+    for _ in range(200):
+        port = random.randint(20_000, 45_000)
+        if _port_free(port) and _port_free(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def send(port: int, *args: str, timeout: float = 1.0) -> str:
+    """Send one command over a raw socket and return the reply's text (for readiness checks)."""
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(payload.encode())
+        chunks = b""
+        while True:
+            chunk = conn.recv(65536)
+            chunks += chunk
+            if not chunk or _complete(chunks):
+                return chunks.decode(errors="replace")
+
+
+def _complete(reply: bytes) -> bool:
+    if reply[:1] in (b"+", b"-", b":"):
+        return reply.endswith(b"\r\n")
+    if reply[:1] == b"$":
+        header, _, body = reply.partition(b"\r\n")
+        length = int(header[1:])
+        return length < 0 or len(body) >= length + 2
+    return False
+
+
+class RedisServer:
+    """One ``redis-server`` child process on a fixed port, in its own folder."""
+
+    def __init__(self, port: int, directory: Path, *extra: str) -> None:
+        self.port = port
+        self.directory = directory
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and return once it answers PING."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "nodes.conf").unlink(missing_ok=True)
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.directory),
+                "--logfile", str(self.directory / "redis.log"),
+                *self.extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                self.process = None
+                raise RuntimeError(f"redis-server on port {self.port} exited:\n{log}")
+            with contextlib.suppress(OSError):
+                if send(self.port, "PING").startswith("+PONG"):
+                    return
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"redis-server on port {self.port} did not answer PING")
+
+    def kill(self) -> None:
+        """SIGKILL the server and reap it: no goodbye to clients, like a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing (a hung server)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Kill and start again on the same port, with an empty dataset and script cache."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGKILL late
+            self.kill()
+
+
+def start_on_a_free_port(directory: Path, *extra: str) -> RedisServer:
+    """Start a server on a free port pair, trying another pair if the port was taken meanwhile
+    (other test processes start servers too)."""
+    for attempt in range(3):
+        server = RedisServer(free_port_pair(), directory, *extra)
+        try:
+            server.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+        else:
+            return server
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[RedisServer]:
+    """A throwaway standalone server, stopped and reaped however the block ends."""
+    require_redis_binaries()
+    server = start_on_a_free_port(directory)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Cluster:
+    """Three masters, no replicas, slots spread by ``redis-cli --cluster create``."""
+
+    def __init__(self, directory: Path, size: int = 3) -> None:
+        self.directory = directory
+        self.nodes: list[RedisServer] = []
+        self.size = size
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        for n in range(self.size):
+            node = start_on_a_free_port(
+                self.directory / f"node{n}",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "5000",
+            )  # fmt: skip
+            self.nodes.append(node)
+        subprocess.run(
+            [
+                "redis-cli", "--cluster", "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas", "0", "--cluster-yes",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not all(self._node_ready(port) for port in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    def _node_ready(self, port: int) -> bool:
+        info = send(port, "CLUSTER", "INFO")
+        return "cluster_state:ok" in info and f"cluster_known_nodes:{self.size}" in info
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+_shared_lock = threading.Lock()
+_shared: Cluster | None = None
+_shared_failure: str | None = None
+
+
+def shared_cluster() -> Cluster:
+    """The session's cluster: started on first use, stopped and removed at interpreter exit."""
+    global _shared, _shared_failure
+    require_redis_binaries()
+    with _shared_lock:
+        if _shared_failure is not None:  # fail fast instead of retrying a slow start per test
+            raise RuntimeError(f"the test cluster failed to start earlier: {_shared_failure}")
+        if _shared is None:
+            directory = Path(tempfile.mkdtemp(prefix="coatcheck-redis-cluster-"))
+            cluster = Cluster(directory)
+            try:
+                cluster.start()
+            except BaseException as exc:
+                _shared_failure = repr(exc)
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
+            atexit.register(_stop_shared, cluster, directory)
+            _shared = cluster
+        return _shared
+
+
+def _stop_shared(cluster: Cluster, directory: Path) -> None:
+    cluster.stop()
+    shutil.rmtree(directory, ignore_errors=True)
