@@ -157,9 +157,11 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
-            for row in rows:
-                print(f"{row['id']}  {row['transport']:6}  last seen {row['last_seen_at']}  "
-                      f"{row['ip'] or '-'}  {row['user_agent'][:60]}")
+            for info in infos:
+                print(
+                    f"{info.id}  {info.transport:6}  last seen {_iso(info.last_seen_at)}  "
+                    f"{info.ip or '-'}  {info.user_agent[:60]}"
+                )
             print(f"{len(rows)} live session(s) for user {args.user}")
     finally:
         admin.manager.close()
