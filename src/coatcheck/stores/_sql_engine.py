@@ -1,0 +1,292 @@
+"""Building SQLAlchemy engines for the SQL stores, and turning driver failures into outages.
+
+One URL serves both twins: a bare scheme (``postgresql://``) or a driver the twin cannot use
+(``postgresql+asyncpg://`` for the sync store) is mapped to the twin's default driver, so an app
+configures its store once and uses it from async and sync code alike.
+
+Timeouts are set where each driver allows, so a stuck database turns into
+:class:`~coatcheck.errors.StoreUnavailableError` (HTTP 503) quickly instead of hanging requests:
+
+- connect timeout: on every driver (libpq rounds it up to whole seconds, at least 2);
+- statement timeout: PostgreSQL's ``statement_timeout``; MariaDB's ``max_statement_time``
+  (MySQL: ``max_execution_time``, which covers reads only) plus InnoDB's lock wait timeout;
+  SQLite's ``busy_timeout`` (how long a write waits for another writer). The MySQL drivers also
+  get a client read timeout of connect + statement timeout, since their connect timeout does
+  not cover the server's greeting;
+- pool timeout: how long a request waits for a free pooled connection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event, pool
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..errors import ConfigurationError, StoreUnavailableError
+from ._sql_statements import dialect_family
+
+E = TypeVar("E", Engine, AsyncEngine)
+
+
+@dataclass(frozen=True, slots=True)
+class _Drivers:
+    async_default: str
+    sync_default: str
+    async_capable: frozenset[str]
+    sync_capable: frozenset[str]
+    extra: str
+
+
+_DRIVERS: dict[str, _Drivers] = {
+    "sqlite": _Drivers(
+        "aiosqlite", "pysqlite", frozenset({"aiosqlite"}), frozenset({"pysqlite"}), "sqlite"
+    ),
+    "postgresql": _Drivers(
+        "asyncpg",
+        "psycopg",
+        # psycopg 3 has an async mode, so postgresql+psycopg:// stays psycopg in the async twin.
+        frozenset({"asyncpg", "psycopg"}),
+        frozenset({"psycopg", "psycopg2", "pg8000"}),
+        "postgres",
+    ),
+    "mysql": _Drivers(
+        "asyncmy",
+        "pymysql",
+        frozenset({"asyncmy", "aiomysql"}),
+        frozenset({"pymysql", "mysqldb"}),
+        "mysql",
+    ),
+}
+# Backend names as users write them -> the SQLAlchemy dialect name to use.
+_BACKENDS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",  # the Heroku-style spelling SQLAlchemy no longer accepts
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EngineSettings:
+    """Pool and timeout settings for an engine the store builds itself (validated once)."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 5.0
+    connect_timeout: float = 2.0
+    statement_timeout: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        if self.pool_size < 1:
+            raise ConfigurationError(f"pool_size must be at least 1, got {self.pool_size}")
+        if self.max_overflow < 0:
+            raise ConfigurationError(f"max_overflow must be >= 0, got {self.max_overflow}")
+        for name in ("pool_timeout", "connect_timeout", "statement_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
+
+
+def resolve_url(url: str | URL, *, asynchronous: bool) -> URL:
+    """``url`` with the driver the async (or sync) twin should use.
+
+    A driver the twin can use is kept; a bare scheme or a driver of the other kind becomes the
+    twin's default: aiosqlite/asyncpg/asyncmy for async, pysqlite/psycopg/pymysql for sync.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {exc}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    dialect = _BACKENDS.get(backend)
+    if dialect is None:
+        raise ConfigurationError(
+            f"no SQL session store for {backend!r} URLs; use sqlite://, postgresql:// or "
+            f"mysql:// (mariadb://)"
+        )
+    drivers = _DRIVERS[dialect_family(dialect)]
+    capable = drivers.async_capable if asynchronous else drivers.sync_capable
+    if driver not in capable:
+        driver = drivers.async_default if asynchronous else drivers.sync_default
+    return parsed.set(drivername=f"{dialect}+{driver}")
+
+
+def _is_memory_sqlite(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def engine_arguments(
+    url: URL, settings: EngineSettings, *, asynchronous: bool
+) -> tuple[URL, dict[str, Any]]:
+    """The URL and keyword arguments for ``create_engine``/``create_async_engine``."""
+    family = dialect_family(url.get_backend_name())
+    driver = url.get_driver_name()
+    connect_args: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        # A connection the server dropped (restart, idle timeout) is replaced before use, so
+        # the store recovers from a database restart by itself.
+        "pool_pre_ping": True,
+        "pool_size": settings.pool_size,
+        "max_overflow": settings.max_overflow,
+        "pool_timeout": settings.pool_timeout,
+        # Errors must not carry statement parameters: they hold session data and secret hashes,
+        # and error messages end up in logs.
+        "hide_parameters": True,
+        "connect_args": connect_args,
+    }
+    if family == "sqlite":
+        if _is_memory_sqlite(url):
+            # Every connection to :memory: is a new, empty database, so the pool holds exactly
+            # one, and concurrent requests queue for it. (StaticPool would share that one
+            # connection between concurrent transactions, which SQLite cannot keep apart.)
+            kwargs["poolclass"] = pool.AsyncAdaptedQueuePool if asynchronous else pool.QueuePool
+            kwargs["pool_size"], kwargs["max_overflow"] = 1, 0
+        if driver == "pysqlite":
+            # The pool hands connections to whichever thread asks; each is used by one at a time.
+            connect_args["check_same_thread"] = False
+    elif family == "postgresql":
+        url = _translate_sslmode(url, driver)
+        timeout_ms = _ms(settings.statement_timeout)
+        if driver == "asyncpg":
+            connect_args["timeout"] = settings.connect_timeout
+            if timeout_ms is not None and "server_settings" not in url.query:
+                connect_args["server_settings"] = {"statement_timeout": str(timeout_ms)}
+        elif driver in ("psycopg", "psycopg2"):
+            # libpq counts whole seconds and treats anything under 2 as 2.
+            connect_args["connect_timeout"] = max(2, math.ceil(settings.connect_timeout))
+            if timeout_ms is not None and "options" not in url.query:
+                connect_args["options"] = f"-c statement_timeout={timeout_ms}"
+        elif driver == "pg8000":
+            connect_args["timeout"] = settings.connect_timeout
+    else:
+        connect_args["connect_timeout"] = max(1, math.ceil(settings.connect_timeout))
+        if settings.statement_timeout is not None and driver in ("pymysql", "asyncmy", "mysqldb"):
+            # These drivers' connect timeout covers only the TCP connect: the server's greeting
+            # and every answer are read under read_timeout, so without one a server that
+            # accepts but never answers hangs the caller. The server stops a statement after
+            # statement_timeout, so a healthy answer never takes longer than this.
+            connect_args["read_timeout"] = math.ceil(
+                settings.connect_timeout + settings.statement_timeout
+            )
+            if driver == "pymysql":
+                connect_args["write_timeout"] = connect_args["read_timeout"]
+        if "charset" not in url.query:
+            url = url.update_query_dict({"charset": "utf8mb4"})
+    return url, kwargs
+
+
+def _translate_sslmode(url: URL, driver: str) -> URL:
+    """Let one PostgreSQL URL carry its TLS mode to both twins: libpq drivers call it
+    ``sslmode``, asyncpg calls it ``ssl`` (with the same values: require, verify-full, ...)."""
+    query = url.query
+    if driver == "asyncpg" and "sslmode" in query and "ssl" not in query:
+        return url.difference_update_query(["sslmode"]).update_query_dict({"ssl": query["sslmode"]})
+    if driver in ("psycopg", "psycopg2") and "ssl" in query and "sslmode" not in query:
+        return url.difference_update_query(["ssl"]).update_query_dict({"sslmode": query["ssl"]})
+    return url
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else max(1, math.ceil(seconds * 1000))
+
+
+def _session_setup(
+    url: URL, settings: EngineSettings, dialect: sa.Dialect
+) -> Callable[[Any, Any], None] | None:
+    """What to run on each new connection, as a pool ``connect`` listener (None: nothing)."""
+    family = dialect_family(url.get_backend_name())
+    if family == "sqlite":
+        # busy_timeout is set first, so that switching the journal mode waits for other writers
+        # too. Without a statement timeout, Python's sqlite3 default (5 s) stays.
+        busy = _ms(settings.statement_timeout)
+        pragmas = [f"PRAGMA busy_timeout = {busy}"] if busy is not None else []
+        pragmas += [
+            # WAL: readers never block the writer and the writer never blocks readers.
+            "PRAGMA journal_mode = WAL",
+            # With WAL, NORMAL is safe against application crashes and avoids an fsync per
+            # commit; a power loss may forget the last commits, which a session store tolerates.
+            "PRAGMA synchronous = NORMAL",
+        ]
+        return _run_on_connect(lambda: pragmas)
+    if family == "mysql" and settings.statement_timeout is not None:
+        seconds = settings.statement_timeout
+        lock_wait = max(1, math.ceil(seconds))
+
+        def mysql_timeouts() -> list[str]:
+            # The dialect meets the server on the first connection, before this listener runs,
+            # so it knows by now which of the two it is talking to.
+            if getattr(dialect, "is_mariadb", False):
+                limit = f"SET SESSION max_statement_time = {seconds:.3f}"
+            else:
+                limit = f"SET SESSION max_execution_time = {_ms(seconds)}"
+            return [f"SET SESSION innodb_lock_wait_timeout = {lock_wait}", limit]
+
+        return _run_on_connect(mysql_timeouts)
+    return None
+
+
+def _run_on_connect(statements: Callable[[], list[str]]) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in statements():
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def build_engine(
+    create: Callable[..., E],
+    url: str | URL,
+    settings: EngineSettings,
+    *,
+    asynchronous: bool,
+) -> E:
+    """Create the engine for ``url`` with ``create`` (``create_engine`` or ``create_async_engine``)
+    and install the per-connection setup (SQLite pragmas, MySQL timeouts)."""
+    resolved = resolve_url(url, asynchronous=asynchronous)
+    final_url, kwargs = engine_arguments(resolved, settings, asynchronous=asynchronous)
+    try:
+        engine = create(final_url, **kwargs)
+    except ImportError as exc:
+        backend, driver = resolved.get_backend_name(), resolved.get_driver_name()
+        drivers = _DRIVERS[dialect_family(backend)]
+        default = drivers.async_default if asynchronous else drivers.sync_default
+        hint = f"pip install 'coatcheck[{drivers.extra}]'"
+        if driver != default:
+            hint = f"install {driver}, or use {backend}:// for {default} ({hint})"
+        raise ConfigurationError(
+            f"the {driver} driver for {backend} is not installed ({exc}): {hint}"
+        ) from exc
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    setup = _session_setup(final_url, settings, sync_engine.dialect)
+    if setup is not None:
+        event.listen(sync_engine, "connect", setup)
+    return engine
+
+
+@contextmanager
+def unavailable_on_failure(url: URL) -> Iterator[None]:
+    """Raise :class:`~coatcheck.errors.StoreUnavailableError` for any database or network failure.
+
+    Driver errors (wrapped by SQLAlchemy), pool timeouts, socket errors and timeouts all mean
+    the same to a request: the store cannot answer now (HTTP 503).
+    """
+    try:
+        yield
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        where = url.render_as_string(hide_password=True)
+        raise StoreUnavailableError(
+            f"SQL session store {where} failed: {type(exc).__name__}: {exc}"
+        ) from exc

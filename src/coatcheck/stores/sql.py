@@ -1,0 +1,291 @@
+"""SQL session stores through SQLAlchemy Core: SQLite, PostgreSQL, MySQL and MariaDB.
+
+:class:`AsyncSQLStore` runs on an async engine, :class:`SQLStore` (its sync twin) on a sync one.
+Both execute the same plans from :mod:`coatcheck.stores._sql_statements`; they only open a
+transaction, run each statement the plan yields and translate failures.
+
+- ``put`` is a versioned compare-and-set (``UPDATE ... WHERE id = :id AND version = :expected``),
+  so of two requests writing the same session from the same version exactly one wins, on every
+  database; an insert never overwrites an existing id.
+- ``hit`` is one atomic upsert per call (``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``).
+- ``purge_expired`` deletes a bounded batch per call, so it never holds long locks.
+- Any database or network failure raises :class:`~coatcheck.errors.StoreUnavailableError`.
+
+Schema: SQLite databases get their tables on first use by default; on PostgreSQL and MySQL the
+schema is created explicitly, with :meth:`AsyncSQLStore.create_schema` or by running
+:func:`schema_ddl` in your own migrations (or ``create_schema=True``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Self, TypeVar
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .._core.record import SessionRecord
+from ..errors import ConfigurationError
+from ._sql_engine import EngineSettings, build_engine, unavailable_on_failure
+from ._sql_statements import (
+    DEFAULT_TABLE_PREFIX,
+    Done,
+    Outcome,
+    Plan,
+    SQLPlans,
+    SQLTables,
+    advance,
+    build_tables,
+    schema_ddl,
+    schema_metadata,
+)
+
+__all__ = ["AsyncSQLStore", "SQLStore", "SQLTables", "schema_ddl", "schema_metadata"]
+
+T = TypeVar("T")
+
+
+def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
+    """Create the missing tables and indexes, tolerating another process doing the same.
+
+    Two app instances starting together both see no table, both create it, and one fails
+    (PostgreSQL: a duplicate type; elsewhere: table exists). The loser rolls back and looks
+    again, and now finds the tables. A real problem (no permission) fails the second time too.
+    """
+    for attempt in (1, 2):
+        try:
+            tables.metadata.create_all(conn)
+            conn.commit()
+            return
+        except DBAPIError:
+            conn.rollback()
+            if attempt == 2:
+                raise
+
+
+def _wants_schema(create_schema: bool | None, dialect_name: str) -> bool:
+    # SQLite is the zero-setup default: its file is created on first use, so are its tables.
+    # On a server, DDL is an operator's decision (permissions, migrations), so never implicit.
+    return create_schema if create_schema is not None else dialect_name == "sqlite"
+
+
+class AsyncSQLStore:
+    """A session store on an SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine`.
+
+    Pass your own engine, or build one with :meth:`from_url`. Tables are named
+    ``<table_prefix>sessions`` and ``<table_prefix>hits``. With ``create_schema=True`` the tables
+    are created (if missing) before the first operation; the default (``None``) does that for
+    SQLite only. :meth:`close` disposes the engine only when :meth:`from_url` built it.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool | None = None,
+    ) -> None:
+        if not isinstance(engine, AsyncEngine):
+            raise ConfigurationError(
+                "AsyncSQLStore needs an AsyncEngine (create_async_engine); use SQLStore for a "
+                "sync Engine"
+            )
+        self.engine = engine
+        self.tables = build_tables(table_prefix)
+        self._plans = SQLPlans(self.tables, engine.dialect.name)
+        self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
+        self._schema_lock = asyncio.Lock()
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        statement_timeout: float | None = 5.0,
+    ) -> Self:
+        """A store on a new engine for ``url``, with the async driver for its database.
+
+        ``sqlite:///path.db``, ``sqlite://`` (in memory), ``postgresql://...``, ``mysql://...``
+        and ``mariadb://...`` use aiosqlite, asyncpg and asyncmy; ``postgresql+psycopg://`` and
+        ``mysql+aiomysql://`` are kept; a sync-only driver is replaced by the default. Timeouts
+        are in seconds; ``statement_timeout=None`` leaves the server's own limits.
+        Raises :class:`~coatcheck.errors.ConfigurationError` for an unsupported URL, a missing
+        driver or a bad setting.
+        """
+        settings = EngineSettings(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
+        engine = build_engine(create_async_engine, url, settings, asynchronous=True)
+        store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
+        store._owns_engine = True
+        return store
+
+    async def create_schema(self) -> None:
+        """Create the tables and indexes that do not exist yet (safe to call again)."""
+        with unavailable_on_failure(self.engine.url):
+            async with self.engine.connect() as conn:
+                await conn.run_sync(_create_schema_on, self.tables)
+        self._schema_pending = False
+
+    async def _run(self, plan: Plan[T]) -> T:
+        if self._schema_pending:
+            async with self._schema_lock:
+                if self._schema_pending:
+                    await self.create_schema()
+        with unavailable_on_failure(self.engine.url):
+            async with self.engine.begin() as conn:
+                outcome: Outcome = None
+                while not isinstance(step := advance(plan, outcome), Done):
+                    try:
+                        outcome = await conn.execute(step)
+                    except IntegrityError as exc:
+                        outcome = exc  # the plan decides what a constraint violation means
+        return step.value
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        return await self._run(self._plans.get(session_id))
+
+    async def put(self, record: SessionRecord, expected_version: int) -> bool:
+        return await self._run(self._plans.put(record, expected_version))
+
+    async def delete(self, *session_ids: str) -> None:
+        await self._run(self._plans.delete(session_ids))
+
+    async def sessions_of(self, user_id: str) -> list[SessionRecord]:
+        return await self._run(self._plans.sessions_of(user_id))
+
+    async def user_ids(self) -> list[str]:
+        return await self._run(self._plans.user_ids())
+
+    async def purge_expired(self, now: float, batch: int = 500) -> int:
+        return await self._run(self._plans.purge_expired(now, batch))
+
+    async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
+        return await self._run(self._plans.hit(key, now, window))
+
+    async def clear_hits(self, key: str) -> None:
+        await self._run(self._plans.clear_hits(key))
+
+    async def close(self) -> None:
+        """Close the engine's connections, if this store built the engine."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+
+class SQLStore:
+    """The sync twin of :class:`AsyncSQLStore`, on an SQLAlchemy :class:`~sqlalchemy.Engine`.
+
+    Thread-safe: each operation checks a connection out of the engine's pool for its own
+    transaction.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool | None = None,
+    ) -> None:
+        if not isinstance(engine, Engine):
+            raise ConfigurationError(
+                "SQLStore needs a sync Engine (create_engine); use AsyncSQLStore for an AsyncEngine"
+            )
+        self.engine = engine
+        self.tables = build_tables(table_prefix)
+        self._plans = SQLPlans(self.tables, engine.dialect.name)
+        self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
+        self._schema_lock = threading.Lock()
+        self._owns_engine = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        statement_timeout: float | None = 5.0,
+    ) -> Self:
+        """A store on a new engine for ``url``, with the sync driver for its database.
+
+        Same URLs and settings as :meth:`AsyncSQLStore.from_url`; the drivers are pysqlite,
+        psycopg (3) and pymysql, and an async-only driver in the URL is replaced by them.
+        """
+        settings = EngineSettings(
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
+        engine = build_engine(create_engine, url, settings, asynchronous=False)
+        store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
+        store._owns_engine = True
+        return store
+
+    def create_schema(self) -> None:
+        """Create the tables and indexes that do not exist yet (safe to call again)."""
+        with unavailable_on_failure(self.engine.url), self.engine.connect() as conn:
+            _create_schema_on(conn, self.tables)
+        self._schema_pending = False
+
+    def _run(self, plan: Plan[T]) -> T:
+        if self._schema_pending:
+            with self._schema_lock:
+                if self._schema_pending:
+                    self.create_schema()
+        with unavailable_on_failure(self.engine.url), self.engine.begin() as conn:
+            outcome: Outcome = None
+            while not isinstance(step := advance(plan, outcome), Done):
+                try:
+                    outcome = conn.execute(step)
+                except IntegrityError as exc:
+                    outcome = exc  # the plan decides what a constraint violation means
+        return step.value
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        return self._run(self._plans.get(session_id))
+
+    def put(self, record: SessionRecord, expected_version: int) -> bool:
+        return self._run(self._plans.put(record, expected_version))
+
+    def delete(self, *session_ids: str) -> None:
+        self._run(self._plans.delete(session_ids))
+
+    def sessions_of(self, user_id: str) -> list[SessionRecord]:
+        return self._run(self._plans.sessions_of(user_id))
+
+    def user_ids(self) -> list[str]:
+        return self._run(self._plans.user_ids())
+
+    def purge_expired(self, now: float, batch: int = 500) -> int:
+        return self._run(self._plans.purge_expired(now, batch))
+
+    def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
+        return self._run(self._plans.hit(key, now, window))
+
+    def clear_hits(self, key: str) -> None:
+        self._run(self._plans.clear_hits(key))
+
+    def close(self) -> None:
+        """Close the engine's connections, if this store built the engine."""
+        if self._owns_engine:
+            self.engine.dispose()

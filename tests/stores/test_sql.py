@@ -1,0 +1,646 @@
+"""What the SQL stores promise beyond the store contract: schema, drivers, timeouts, failures.
+
+Every test runs against real databases (a SQLite file, the PostgreSQL and MariaDB servers), on
+both twins where the behaviour belongs to both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import psycopg
+import pymysql
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from coatcheck._core.tokens import new_id
+from coatcheck.errors import ConfigurationError, StoreUnavailableError
+from coatcheck.stores._sql_statements import row_values
+from coatcheck.stores.base import AsyncStore
+from coatcheck.stores.sql import AsyncSQLStore, SQLStore, schema_ddl
+from tests.backends.adapt import AsyncOverSync
+from tests.backends.sql import (
+    PLACES,
+    Kind,
+    Place,
+    async_sql_store,
+    sync_sql_store,
+)
+from tests.services import MYSQL_HOST, MYSQL_PORT, PG_HOST, PG_PORT, free_port
+
+from .test_contract import NOW, make
+
+T = TypeVar("T")
+Twin = Literal["async", "sync"]
+
+_MARKS = {"sqlite": (), "postgres": (pytest.mark.postgres,), "mysql": (pytest.mark.mysql,)}
+KINDS: list[Kind] = ["sqlite", "postgres", "mysql"]
+
+
+def kinds(*chosen: Kind) -> list[Any]:
+    """``chosen`` (default: all) as pytest params, marked with the server they need."""
+    return [pytest.param(kind, marks=_MARKS[kind], id=kind) for kind in chosen or KINDS]
+
+
+@dataclass
+class Subject:
+    """A SQL store under test: its contract face, the store itself, and raw SQL access."""
+
+    kind: Kind
+    store: AsyncStore
+    raw: AsyncSQLStore | SQLStore
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection of the store's own engine, in a transaction."""
+        if isinstance(self.raw, AsyncSQLStore):
+            async with self.raw.engine.begin() as conn:
+                return await conn.run_sync(work)
+        engine = self.raw.engine
+
+        def in_thread() -> T:
+            with engine.begin() as conn:
+                return work(conn)
+
+        return await asyncio.to_thread(in_thread)
+
+    async def sql(self, statement: str) -> list[tuple[Any, ...]]:
+        """The rows of one raw SQL statement (empty for statements that return none)."""
+
+        def work(conn: Connection) -> list[tuple[Any, ...]]:
+            result = conn.exec_driver_sql(statement)
+            return [tuple(row) for row in result.all()] if result.returns_rows else []
+
+        return await self.run(work)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param((kind, twin), marks=_MARKS[kind], id=f"{kind}-{twin}")
+        for kind in KINDS
+        for twin in ("async", "sync")
+    ]
+)
+async def subject(request: pytest.FixtureRequest) -> AsyncIterator[Subject]:
+    """A fresh SQL store of every kind and twin."""
+    kind, twin = request.param
+    if twin == "async":
+        async with async_sql_store(kind) as store:
+            yield Subject(kind, store, store)
+    else:
+        async with sync_sql_store(kind) as sync_store:
+            yield Subject(kind, AsyncOverSync(sync_store), sync_store)
+
+
+def store_for(
+    place: Place, twin: Twin, **options: Any
+) -> tuple[AsyncStore, AsyncSQLStore | SQLStore]:
+    """A store built by from_url on ``place``: (its contract face, the store itself)."""
+    if twin == "async":
+        store = AsyncSQLStore.from_url(place.url, table_prefix=place.table_prefix, **options)
+        return store, store
+    sync_store = SQLStore.from_url(place.url, table_prefix=place.table_prefix, **options)
+    return AsyncOverSync(sync_store), sync_store
+
+
+TWINS = [pytest.param("async", id="async"), pytest.param("sync", id="sync")]
+
+
+# --- SQLite -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("twin", TWINS)
+async def test_sqlite_connections_use_wal_and_a_busy_timeout(twin: Twin) -> None:
+    """Every SQLite connection runs in WAL mode, waits statement_timeout for a busy writer and
+    syncs at NORMAL."""
+    async with PLACES["sqlite"]() as place:
+        store, raw = store_for(place, twin, statement_timeout=3)
+        try:
+            await store.get(new_id())
+            subject = Subject("sqlite", store, raw)
+            assert await subject.sql("PRAGMA journal_mode") == [("wal",)]
+            assert await subject.sql("PRAGMA busy_timeout") == [(3000,)]
+            assert await subject.sql("PRAGMA synchronous") == [(1,)]  # 1 = NORMAL
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+async def test_sqlite_creates_its_schema_on_first_use(twin: Twin) -> None:
+    """A new SQLite file needs no setup: the first operation creates the tables."""
+    async with PLACES["sqlite"]() as place:
+        store, _ = store_for(place, twin)
+        try:
+            record = make()
+            assert await store.put(record, 0) is True
+            assert await store.get(record.id) == record
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+async def test_in_memory_sqlite_serves_concurrent_operations(twin: Twin) -> None:
+    """``sqlite://`` keeps one database for the whole store and serves concurrent callers."""
+    store, _ = store_for(Place(URL.create("sqlite")), twin)
+    try:
+        records = [make(user_id="u") for _ in range(20)]
+        assert all(await asyncio.gather(*(store.put(r, 0) for r in records)))
+        key = "login:" + new_id()
+        hits = await asyncio.gather(*(store.hit(key, NOW, 60) for _ in range(10)))
+        assert list(range(1, 11)) == sorted(count for count, _ in hits)
+        assert sorted(r.id for r in records) == sorted(r.id for r in await store.sessions_of("u"))
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+async def test_sqlite_file_that_cannot_be_opened_is_unavailable(twin: Twin, tmp_path: Path) -> None:
+    """A SQLite path that cannot be opened raises StoreUnavailableError, not a driver error."""
+    url = URL.create("sqlite", database=str(tmp_path / "missing-folder" / "sessions.db"))
+    store, _ = store_for(Place(url), twin)
+    try:
+        with pytest.raises(StoreUnavailableError) as caught:
+            await store.get(new_id())
+        assert caught.value.__cause__ is not None
+    finally:
+        await store.close()
+        await _aiosqlite_workers_finished()
+
+
+async def _aiosqlite_workers_finished() -> None:
+    # After a failed connect aiosqlite stops its worker thread in the background, and the thread
+    # crashes if the event loop has closed first (omnilib/aiosqlite#241): let it finish now.
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            await asyncio.to_thread(thread.join, 5)
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+async def test_session_and_hit_tables_are_indexed_for_their_queries(subject: Subject) -> None:
+    """user_id and expires_at (and the hit windows' end) have indexes, so the user index and
+    purging never scan the table."""
+    await subject.store.get(new_id())  # SQLite creates its schema on first use
+    tables = subject.raw.tables
+
+    def indexed_columns(conn: Connection) -> dict[str, set[tuple[str, ...]]]:
+        inspector = sa.inspect(conn)
+        found: dict[str, set[tuple[str, ...]]] = {}
+        for table in (tables.sessions, tables.hits):
+            indexes = inspector.get_indexes(table.name)
+            found[table.name] = {tuple(str(c) for c in ix["column_names"]) for ix in indexes}
+        return found
+
+    indexes = await subject.run(indexed_columns)
+    assert {("user_id",), ("expires_at",)} <= indexes[tables.sessions.name]
+    assert {("window_ends_at",)} <= indexes[tables.hits.name]
+
+
+async def test_create_schema_is_idempotent(subject: Subject) -> None:
+    """create_schema can run again on an existing schema without error or data loss."""
+    record = make()
+    await subject.store.put(record, 0)
+    if isinstance(subject.raw, AsyncSQLStore):
+        await subject.raw.create_schema()
+    else:
+        await asyncio.to_thread(subject.raw.create_schema)
+    assert await subject.store.get(record.id) == record
+
+
+@pytest.mark.parametrize(
+    ("kind", "dialect_name"),
+    [
+        pytest.param("sqlite", "sqlite", id="sqlite"),
+        pytest.param("postgres", "postgresql", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mysql", "mysql", marks=pytest.mark.mysql, id="mysql"),
+        pytest.param("mysql", "mariadb", marks=pytest.mark.mysql, id="mariadb"),
+    ],
+)
+async def test_schema_ddl_builds_a_working_schema(kind: Kind, dialect_name: str) -> None:
+    """The DDL from schema_ddl runs as is on its database and gives a store everything it
+    needs."""
+    async with PLACES[kind]() as place:
+        store = AsyncSQLStore.from_url(
+            place.url, table_prefix=place.table_prefix, create_schema=False
+        )
+        try:
+            ddl = schema_ddl(dialect_name, table_prefix=place.table_prefix)
+            async with store.engine.begin() as conn:
+                for statement in ddl.split(";\n"):
+                    if statement.strip():
+                        await conn.exec_driver_sql(statement)
+            record = make(user_id="u")
+            assert await store.put(record, 0) is True
+            assert await store.sessions_of("u") == [record]
+            assert await store.hit("k", NOW, 60) == (1, NOW + 60)
+            assert await store.purge_expired(NOW + 601) == 1
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect_name"),
+    [
+        ("sqlite:////var/lib/app/sessions.db", "sqlite"),
+        ("postgres://u:p@db.example/app", "postgresql"),
+        ("postgresql+asyncpg://u:p@db.example/app", "postgresql"),
+        ("mariadb://u@db.example/app", "mariadb"),
+        ("mysql+pymysql://u@db.example/app", "mysql"),
+    ],
+)
+def test_schema_ddl_accepts_a_database_url(url: str, dialect_name: str) -> None:
+    """schema_ddl given a store URL answers with the DDL of that URL's dialect."""
+    assert schema_ddl(url) == schema_ddl(dialect_name)
+
+
+def test_schema_ddl_names_tables_and_indexes_after_the_prefix() -> None:
+    """schema_ddl uses the table prefix for every table and index it creates."""
+    ddl = schema_ddl("postgresql", table_prefix="app_")
+    assert "CREATE TABLE app_sessions" in ddl
+    assert "CREATE TABLE app_hits" in ddl
+    assert "CREATE INDEX ix_app_sessions_user_id ON app_sessions (user_id);" in ddl
+    assert "CREATE INDEX ix_app_sessions_expires_at ON app_sessions (expires_at);" in ddl
+    assert "coatcheck_" not in ddl
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "stores"
+
+
+@pytest.mark.parametrize(
+    ("page", "dialect_name"),
+    [("sqlite.md", "sqlite"), ("postgresql.md", "postgresql"), ("mysql.md", "mysql")],
+)
+def test_the_docs_show_the_schema_the_code_creates(page: str, dialect_name: str) -> None:
+    """Each store page quotes schema_ddl's output verbatim, so the docs cannot drift."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    assert f"```sql\n{schema_ddl(dialect_name)}```" in text
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_server_schema_is_created_only_when_asked(kind: Kind, twin: Twin) -> None:
+    """On a server, a store makes no tables by default (a missing table is an outage whose
+    message holds no session data); create_schema=True makes them on first use."""
+    async with PLACES[kind]() as place:
+        store, _ = store_for(place, twin)
+        record = make()
+        try:
+            with pytest.raises(StoreUnavailableError) as caught:
+                await store.put(record, 0)
+            assert record.secret_hash not in str(caught.value)
+            assert record.secret_hash not in str(caught.value.__cause__)
+        finally:
+            await store.close()
+        store, _ = store_for(place, twin, create_schema=True)
+        try:
+            assert await store.put(record, 0) is True
+            assert await store.get(record.id) == record
+        finally:
+            await store.close()
+
+
+# --- drivers and URLs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "async_driver", "sync_driver"),
+    [
+        ("sqlite:///{tmp}/s.db", "sqlite+aiosqlite", "sqlite+pysqlite"),
+        ("sqlite://", "sqlite+aiosqlite", "sqlite+pysqlite"),
+        ("sqlite+aiosqlite:///{tmp}/s.db", "sqlite+aiosqlite", "sqlite+pysqlite"),
+        ("sqlite+pysqlite:///{tmp}/s.db", "sqlite+aiosqlite", "sqlite+pysqlite"),
+        ("postgresql://u@db.example/app", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("postgres://u@db.example/app", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("postgresql+asyncpg://u@db.example/app", "postgresql+asyncpg", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@db.example/app", "postgresql+psycopg", "postgresql+psycopg"),
+        ("mysql://u@db.example/app", "mysql+asyncmy", "mysql+pymysql"),
+        ("mariadb://u@db.example/app", "mariadb+asyncmy", "mariadb+pymysql"),
+        ("mysql+asyncmy://u@db.example/app", "mysql+asyncmy", "mysql+pymysql"),
+        ("mysql+pymysql://u@db.example/app", "mysql+asyncmy", "mysql+pymysql"),
+        ("mysql+aiomysql://u@db.example/app", None, "mysql+pymysql"),
+    ],
+)
+async def test_from_url_picks_each_twins_driver(
+    url: str, async_driver: str | None, sync_driver: str, tmp_path: Path
+) -> None:
+    """A bare scheme or a driver of the other kind maps to the twin's default driver; a driver
+    the twin can use is kept. (Building the engine does not connect.)"""
+    url = url.format(tmp=tmp_path)
+    if async_driver is not None:
+        async_store = AsyncSQLStore.from_url(url)
+        assert async_driver == async_store.engine.url.drivername
+        await async_store.close()
+    sync_store = SQLStore.from_url(url)
+    assert sync_driver == sync_store.engine.url.drivername
+    sync_store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u@db.example/app?sslmode=require", "postgresql://u@db.example/app?ssl=require"],
+)
+async def test_one_postgres_url_carries_its_tls_mode_to_both_twins(url: str) -> None:
+    """The TLS mode reaches asyncpg as ``ssl`` and psycopg as ``sslmode``, however the URL
+    spells it."""
+    async_store = AsyncSQLStore.from_url(url)
+    sync_store = SQLStore.from_url(url)
+    try:
+        assert dict(async_store.engine.url.query) == {"ssl": "require"}
+        assert dict(sync_store.engine.url.query) == {"sslmode": "require"}
+    finally:
+        await async_store.close()
+        sync_store.close()
+
+
+async def test_a_store_on_your_own_engine_leaves_it_open(tmp_path: Path) -> None:
+    """close() disposes only engines the store built; yours stays usable."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'own.db'}")
+    try:
+        store = AsyncSQLStore(engine)
+        record = make()
+        assert await store.put(record, 0) is True
+        await store.close()
+        assert await AsyncSQLStore(engine).get(record.id) == record
+    finally:
+        await engine.dispose()
+
+
+def test_each_twin_refuses_the_other_kind_of_engine(tmp_path: Path) -> None:
+    """Handing the async store a sync engine (or the reverse) fails at start-up, not per request."""
+    sync_engine = sa.create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    with pytest.raises(ConfigurationError):
+        AsyncSQLStore(sync_engine)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        SQLStore(async_engine)  # type: ignore[arg-type]
+
+
+def test_a_missing_driver_says_what_to_install() -> None:
+    """A driver named in the URL but not installed is a ConfigurationError with the fix."""
+    if importlib.util.find_spec("aiomysql") is not None:
+        pytest.skip("aiomysql is installed here")
+    with pytest.raises(ConfigurationError, match=r"install aiomysql.*coatcheck\[mysql\]"):
+        AsyncSQLStore.from_url("mysql+aiomysql://u@db.example/app")
+
+
+@pytest.mark.parametrize(
+    "url", ["mssql+pyodbc://u@db.example/app", "redis://localhost", "not a url"]
+)
+def test_unsupported_urls_are_configuration_errors(url: str) -> None:
+    """A URL for another kind of database, or no URL at all, fails at start-up."""
+    with pytest.raises(ConfigurationError):
+        SQLStore.from_url(url)
+    with pytest.raises(ConfigurationError):
+        AsyncSQLStore.from_url(url)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"table_prefix": "x; DROP TABLE users; --"},
+        {"table_prefix": "1abc"},
+        {"table_prefix": "p" * 41},
+        {"pool_size": 0},
+        {"max_overflow": -1},
+        {"connect_timeout": 0},
+        {"statement_timeout": -1},
+    ],
+)
+def test_bad_settings_fail_at_start_up(options: dict[str, Any]) -> None:
+    """A table prefix that is not a plain identifier, or an impossible pool or timeout setting,
+    is a ConfigurationError from from_url."""
+    with pytest.raises(ConfigurationError):
+        SQLStore.from_url("sqlite://", **options)
+
+
+@pytest.mark.parametrize("kind", kinds())
+async def test_session_timeouts_are_set_on_each_connection(kind: Kind) -> None:
+    """statement_timeout reaches the database: PostgreSQL's statement_timeout, MariaDB's
+    max_statement_time and lock wait, SQLite's busy_timeout."""
+    async with PLACES[kind]() as place:
+        store = AsyncSQLStore.from_url(
+            place.url, table_prefix=place.table_prefix, statement_timeout=2.5
+        )
+        try:
+            subject = Subject(kind, store, store)
+            if kind == "postgres":
+                assert await subject.sql("SHOW statement_timeout") == [("2500ms",)]
+            elif kind == "mysql":
+                assert await subject.sql(
+                    "SELECT @@session.max_statement_time, @@session.innodb_lock_wait_timeout"
+                ) == [(2.5, 3)]
+            else:
+                assert await subject.sql("PRAGMA busy_timeout") == [(2500,)]
+        finally:
+            await store.close()
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+SERVER_URLS = {
+    "postgres": lambda port: URL.create(
+        "postgresql", username="postgres", host="127.0.0.1", port=port, database="x"
+    ),
+    "mysql": lambda port: URL.create(
+        "mysql", username="root", host="127.0.0.1", port=port, database="x"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_a_server_that_is_down_is_unavailable_at_once(kind: Kind, twin: Twin) -> None:
+    """Nothing listening on the port: get and put raise StoreUnavailableError well within the
+    connect timeout."""
+    place = Place(SERVER_URLS[kind](free_port()))
+    store, _ = store_for(place, twin, connect_timeout=2)
+    try:
+        for operation in (store.get(new_id()), store.put(make(), 0)):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError) as caught:
+                await operation
+            assert time.monotonic() - started < 2
+            assert caught.value.__cause__ is not None
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that accepts TCP connections but never says a word."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_a_server_that_never_answers_times_out(
+    kind: Kind, twin: Twin, silent_server: int
+) -> None:
+    """A hung server raises StoreUnavailableError within connect_timeout + statement_timeout
+    (libpq rounds the connect timeout up to 2 s)."""
+    store, _ = store_for(
+        Place(SERVER_URLS[kind](silent_server)), twin, connect_timeout=0.5, statement_timeout=0.5
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            await store.get(new_id())
+        assert time.monotonic() - started < 3
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", kinds())
+@pytest.mark.parametrize("twin", TWINS)
+async def test_a_duplicate_insert_is_false_and_leaves_the_connection_usable(
+    kind: Kind, twin: Twin
+) -> None:
+    """put(record, 0) on an existing id answers False, not an error, and the same (single)
+    pooled connection goes on working (no aborted transaction left behind)."""
+    async with PLACES[kind]() as place:
+        store, _ = store_for(place, twin, pool_size=1, max_overflow=0, create_schema=True)
+        try:
+            first, clash, other = make(), make(), make()
+            clash.id = first.id
+            assert await store.put(first, 0) is True
+            assert await store.put(clash, 0) is False
+            assert await store.put(other, 0) is True
+            assert await store.get(first.id) == first
+            assert await store.get(other.id) == other
+        finally:
+            await store.close()
+
+
+def _drop_server_connections(kind: Kind, database: str) -> int:
+    """Kill every server connection to ``database`` (ours alone), as a server restart would."""
+    if kind == "postgres":
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            ).fetchall()
+            return len(rows)
+    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s", (database,)
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            for connection_id in ids:
+                cursor.execute(f"KILL {int(connection_id)}")
+            return len(ids)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_connections_the_server_dropped_are_replaced(kind: Kind, twin: Twin) -> None:
+    """After the server drops the pool's connections (a restart), the next operation succeeds
+    on a fresh connection instead of failing."""
+    async with PLACES[kind]() as place:
+        store, _ = store_for(place, twin, create_schema=True)
+        try:
+            record = make()
+            assert await store.put(record, 0) is True
+            database = place.url.database
+            assert database is not None
+            assert await asyncio.to_thread(_drop_server_connections, kind, database) >= 1
+            assert await store.get(record.id) == record
+        finally:
+            await store.close()
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+async def test_purge_deletes_at_most_a_batch_per_call(subject: Subject) -> None:
+    """1200 expired sessions purge in batches of 500 as 500, 500, 200, 0, sparing live ones."""
+    await subject.store.get(new_id())  # SQLite creates its schema on first use
+    expired = [make(expires_at=NOW - 1 - i % 7) for i in range(1200)]
+    live = [make(expires_at=NOW + 1), make(expires_at=NOW + 600)]
+    sessions = subject.raw.tables.sessions
+    await subject.run(
+        lambda conn: conn.execute(sa.insert(sessions), [row_values(r) for r in expired + live])
+    )
+    counts = [await subject.store.purge_expired(NOW, 500) for _ in range(4)]
+    assert counts == [500, 500, 200, 0]
+    for record in live:
+        assert await subject.store.get(record.id) == record
+    remaining = await subject.run(
+        lambda conn: conn.execute(sa.select(sa.func.count()).select_from(sessions)).scalar_one()
+    )
+    assert remaining == 2
+
+
+async def test_purge_also_drops_finished_hit_windows_uncounted(subject: Subject) -> None:
+    """purge_expired removes finished hit windows (they mean the same as none) but counts only
+    sessions."""
+    await subject.store.hit("finished", NOW - 120, 60)
+    await subject.store.hit("running", NOW - 30, 60)
+    assert await subject.store.purge_expired(NOW, 500) == 0
+    hits = subject.raw.tables.hits
+    keys = await subject.run(lambda conn: conn.execute(sa.select(hits.c.key)).scalars().all())
+    assert keys == ["running"]
+    assert await subject.store.hit("finished", NOW, 60) == (1, NOW + 60)
+
+
+async def test_ids_and_user_ids_compare_exactly(subject: Subject) -> None:
+    """Ids and user ids that differ only in letter case are different (MySQL's default
+    collations would make them equal)."""
+    lower = make(user_id="alice")
+    upper = make(user_id="Alice")
+    upper.id = lower.id.swapcase()
+    assert upper.id != lower.id
+    assert await subject.store.put(lower, 0) is True
+    assert await subject.store.put(upper, 0) is True
+    assert await subject.store.get(lower.id) == lower
+    assert await subject.store.get(upper.id) == upper
+    assert [lower] == await subject.store.sessions_of("alice")
+    assert sorted(await subject.store.user_ids()) == ["Alice", "alice"]
+
+
+@pytest.mark.parametrize("kind", kinds())
+async def test_hits_are_shared_by_every_store_on_the_database(kind: Kind) -> None:
+    """Stores of two app instances (one async, one sync) count into the same window atomically."""
+    async with PLACES[kind]() as place:
+        first, _ = store_for(place, "async", create_schema=True)
+        second, _ = store_for(place, "sync", create_schema=True)
+        try:
+            key = "login:" + new_id()
+            results = await asyncio.gather(*(s.hit(key, NOW, 60) for s in [first, second] * 5))
+            assert list(range(1, 11)) == sorted(count for count, _ in results)
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def test_a_record_keeps_its_json_exactly(subject: Subject) -> None:
+    """The stored JSON column round-trips unicode, nesting and floats without change, and the
+    indexed columns copy the record."""
+    record = make(user_id="zoë", data={"π": 3.141592653589793, "nested": [{"a": None}]})
+    await subject.store.put(record, 0)
+    assert await subject.store.get(record.id) == record
+    sessions = subject.raw.tables.sessions
+    rows = await subject.run(
+        lambda conn: conn.execute(
+            sa.select(sessions.c.user_id, sessions.c.expires_at, sessions.c.version)
+        ).all()
+    )
+    assert [("zoë", record.expires_at, record.version)] == [tuple(row) for row in rows]
