@@ -8,6 +8,7 @@ control characters, are ignored rather than raised on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from .config import CookieConfig
@@ -16,23 +17,26 @@ MAX_COOKIE_HEADER_BYTES = 8192
 MAX_COOKIE_VALUE_BYTES = 4096
 
 
+# RFC 6265 cookie-octet: visible ASCII except DQUOTE, comma, semicolon and backslash.
+_VALUE_RE = re.compile(r'[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*')
+
+
 def _clean_value(value: str) -> str | None:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if len(value) > MAX_COOKIE_VALUE_BYTES:
-        return None
-    if any(ord(c) < 0x21 or ord(c) > 0x7E or c in '",;\\' for c in value):
+    if len(value) > MAX_COOKIE_VALUE_BYTES or _VALUE_RE.fullmatch(value) is None:
         return None
     return value
 
 
-def read_cookie(headers: Iterable[str], name: str) -> list[str]:
-    """Every value of cookie ``name`` across the given ``Cookie`` header values, in order.
+def parse_cookies(headers: Iterable[str]) -> dict[str, list[str]]:
+    """Every cookie in the given ``Cookie`` header values: name -> values, in order.
 
     A header over the size cap is skipped whole; a value with control characters or non-ASCII is
-    skipped. The caller decides what several values mean (coatcheck tries each in turn).
+    skipped. Names are kept exactly as sent. The caller decides what several values of one name
+    mean (coatcheck tries each in turn).
     """
-    found: list[str] = []
+    found: dict[str, list[str]] = {}
     for header in headers:
         if len(header) > MAX_COOKIE_HEADER_BYTES:
             continue
@@ -42,12 +46,17 @@ def read_cookie(headers: Iterable[str], name: str) -> list[str]:
             if pair.startswith(" "):
                 pair = pair[1:]
             key, sep, value = pair.partition("=")
-            if not sep or key != name:
+            if not sep:
                 continue
             cleaned = _clean_value(value)
             if cleaned is not None:
-                found.append(cleaned)
+                found.setdefault(key, []).append(cleaned)
     return found
+
+
+def read_cookie(headers: Iterable[str], name: str) -> list[str]:
+    """Every value of cookie ``name`` (matched byte for byte) across ``Cookie`` headers."""
+    return parse_cookies(headers).get(name, [])
 
 
 def _attributes(config: CookieConfig, *, http_only: bool) -> list[str]:

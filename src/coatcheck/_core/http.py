@@ -13,7 +13,6 @@ from typing import Literal
 
 from ..errors import HTTPError
 from .config import SessionConfig
-from .cookies import read_cookie
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 MAX_AUTHORIZATION_BYTES = 4096
@@ -69,9 +68,12 @@ def invalid_request_error() -> HTTPError:
     )
 
 
-def presented_token(request: RequestView, config: SessionConfig) -> PresentedToken | None:
+def presented_token(
+    request: RequestView, config: SessionConfig, cookies: dict[str, list[str]]
+) -> PresentedToken | None:
     """The token the request carries, or ``None`` for an anonymous request.
 
+    ``cookies`` is the request's parsed ``Cookie`` headers (:func:`~.cookies.parse_cookies`).
     Raises :class:`HTTPError` 400 for an ``Authorization`` header that is not a well-formed
     ``Bearer`` credential. Other schemes (``Basic``...) are left to the application.
     """
@@ -93,7 +95,7 @@ def presented_token(request: RequestView, config: SessionConfig) -> PresentedTok
             return PresentedToken("bearer", (credential,))
         if not scheme or any(not c.isalnum() and c not in "-_" for c in scheme):
             raise invalid_request_error()
-    values = read_cookie(request.get_all("cookie"), config.cookie.effective_name)
+    values = cookies.get(config.cookie.effective_name)
     if values:
         return PresentedToken("cookie", tuple(values[:4]))
     return None

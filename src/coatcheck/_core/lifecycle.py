@@ -23,17 +23,18 @@ Rules written here:
 from __future__ import annotations
 
 from collections.abc import Generator
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConflictError, HTTPError
 from . import csrf, tokens
 from .config import SessionConfig
-from .cookies import clear_cookie, read_cookie, set_cookie
+from .cookies import clear_cookie, parse_cookies, set_cookie
 from .ops import Delete, Flow, Get, Put
 from .http import RequestView, client_address, invalid_token_error, presented_token
 from .record import SessionRecord, Transport
-from .session import Session
+from .session import Changes, Session
 
 USER_AGENT_MAX = 512
 
@@ -136,8 +137,9 @@ def open_session(
     def anonymous(transport: Transport = "cookie") -> Session:
         return Session(record=None, transport=transport, now=now, user_agent=user_agent, ip=ip)
 
+    cookies = parse_cookies(request.get_all("cookie"))
     try:
-        presented = presented_token(request, config)
+        presented = presented_token(request, config, cookies)
     except HTTPError as error:
         return Opened(anonymous("bearer"), error=error)
 
@@ -193,7 +195,7 @@ def open_session(
     session = Session(
         record=record, transport=transport, now=now, user_agent=user_agent, ip=ip, flashes=flashes
     )
-    session.presented_xsrf = read_cookie(request.get_all("cookie"), config.csrf.cookie_name)
+    session.presented_xsrf = cookies.get(config.csrf.cookie_name, [])
     if transport == "cookie" and csrf.needs_check(request, transport, config.csrf):
         presented_csrf = csrf.presented_csrf_token(request, config.csrf) or form_csrf
         if not csrf.token_matches(presented_csrf, record.csrf_token):
@@ -213,22 +215,28 @@ def _cross_site_problem(
 # -- commit ---------------------------------------------------------------------------------
 
 
-def _apply(base: SessionRecord, session: Session, now: float, config: SessionConfig) -> SessionRecord:
-    """``base`` with exactly this request's changes on top (used again after a lost race)."""
-    new = base.copy()
-    for key, value in session.changed_keys().items():
-        new.data[key] = value
-    for key in session.removed_keys():
-        new.data.pop(key, None)
-    if session.user_changed:
-        new.user_id = session.user_id
-    new.flash = [*base.flash, *session.outgoing_flashes]
-    if session.csrf_rotation_requested:
-        new.csrf_token = tokens.new_csrf_token()
-    new.remember = session.remember
-    if session.authenticated_now:
-        new.auth_time = session.auth_time
-    new.version = base.version + 1
+def _apply(
+    base: SessionRecord, session: Session, changes: Changes, now: float, config: SessionConfig
+) -> SessionRecord:
+    """``base`` with exactly this request's changes on top (used again after a lost race).
+
+    A shallow copy is enough: values that changed come from the session, and records are
+    serialised by the store on write, so nothing here is shared with what is stored.
+    """
+    data = dict(base.data)
+    data.update(changes.set)
+    for key in changes.removed:
+        data.pop(key, None)
+    new = dataclasses.replace(
+        base,
+        data=data,
+        flash=[*base.flash, *session.outgoing_flashes],
+        user_id=session.user_id if session.user_changed else base.user_id,
+        csrf_token=tokens.new_csrf_token() if session.csrf_rotation_requested else base.csrf_token,
+        remember=session.remember,
+        auth_time=session.auth_time if session.authenticated_now else base.auth_time,
+        version=base.version + 1,
+    )
     _stamp(new, now, config)
     return new
 
@@ -271,11 +279,14 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
             return Committed(clear_cookie_headers(config))
         return Committed()
 
+    changes = session.changes()
     if session.regenerate_requested or (base is None and session.needs_storing()):
-        if base is not None:
+        if base is not None and not session.authenticated_now:
+            # A plain regenerate must not outlive a revocation that happened meanwhile; a login
+            # is a fresh authentication and proceeds from what this request loaded.
             current = yield Get(base.id)
-            if current is None and not session.authenticated_now:
-                return Committed()  # revoked while this request ran: stay gone
+            if current is None or current.secret_hash != base.secret_hash:
+                return Committed()
             base = current
         fresh, token = new_record(
             now=now,
@@ -288,7 +299,7 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
         if base is not None and not session.authenticated_now:
             fresh.created_at = base.created_at
             fresh.absolute_expires_at = base.absolute_expires_at
-        merged = _apply(base if base is not None else fresh, session, now, config)
+        merged = _apply(base if base is not None else fresh, session, changes, now, config)
         fresh.data, fresh.flash, fresh.user_id = merged.data, merged.flash, merged.user_id
         fresh.auth_time = merged.auth_time
         if base is not None and not session.csrf_rotation_requested:
@@ -305,12 +316,12 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
         return Committed()  # anonymous and empty: never stored, no cookie
 
     touch_due = now - base.last_seen_at >= config.effective_touch_interval
-    if not session.is_modified and not touch_due:
+    if not (session.is_modified_by(changes) or touch_due):
         return Committed(_cookie_headers(session, base, None, config))
 
     current = base
     for _ in range(config.max_write_retries):
-        updated = _apply(current, session, now, config)
+        updated = _apply(current, session, changes, now, config)
         if (yield Put(updated, current.version)):
             return Committed(_cookie_headers(session, updated, None, config))
         reread: SessionRecord | None = yield Get(base.id)

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from .record import SessionRecord, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    set: dict[str, Any]
+    removed: frozenset[str]
 
 
 def _dumps(value: Any) -> str:
@@ -42,9 +49,10 @@ class Session(MutableMapping[str, Any]):
         self.now = now
         self.user_agent = user_agent
         self.ip = ip
-        data = record.data if record is not None else {}
-        self._data: dict[str, Any] = json.loads(_dumps(data)) if data else {}
-        self._loaded = {k: _dumps(v) for k, v in data.items()}
+        # The session owns the record the store handed out (stores return fresh objects), so no
+        # copy is made; the snapshot used to find changes is taken on first access to the data.
+        self._data: dict[str, Any] = record.data if record is not None else {}
+        self._loaded: dict[str, str] | None = None
         self._user_id: str | None = record.user_id if record is not None else None
         self._user_changed = False
         self._incoming_flashes: list[Any] = list(flashes or [])
@@ -79,6 +87,9 @@ class Session(MutableMapping[str, Any]):
     @property
     def is_modified(self) -> bool:
         """True when committing would change the stored record (touches aside)."""
+        return self.is_modified_by(self.changes())
+
+    def is_modified_by(self, changes: Changes) -> bool:
         return bool(
             self._destroyed
             or self._regenerate
@@ -87,8 +98,8 @@ class Session(MutableMapping[str, Any]):
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
-            or self.changed_keys()
-            or self.removed_keys()
+            or changes.set
+            or changes.removed
         )
 
     @property
@@ -150,8 +161,13 @@ class Session(MutableMapping[str, Any]):
         self.rotate_csrf()
 
     # -- mapping --------------------------------------------------------------------------
-    def __getitem__(self, key: str) -> Any:
+    def _touch_data(self) -> None:
         self.accessed = True
+        if self._loaded is None:
+            self._loaded = {k: _dumps(v) for k, v in self._data.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        self._touch_data()
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -161,32 +177,36 @@ class Session(MutableMapping[str, Any]):
             _dumps(value)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"session value for {key!r} is not JSON-serialisable: {exc}") from exc
-        self.accessed = True
+        self._touch_data()
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
-        self.accessed = True
+        self._touch_data()
         del self._data[key]
 
     def __iter__(self) -> Iterator[str]:
-        self.accessed = True
+        self._touch_data()
         return iter(self._data)
 
     def __len__(self) -> int:
-        self.accessed = True
+        self._touch_data()
         return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        self._touch_data()
+        return key in self._data
 
     def __repr__(self) -> str:
         return f"<Session id={self.id!r} user_id={self._user_id!r} keys={sorted(self._data)!r}>"
 
-    def changed_keys(self) -> dict[str, Any]:
-        """Keys this request set to a new value (nested mutation included)."""
-        return {
-            k: v for k, v in self._data.items() if self._loaded.get(k) != _dumps(v)
-        }
-
-    def removed_keys(self) -> set[str]:
-        return set(self._loaded) - set(self._data)
+    def changes(self) -> Changes:
+        """What this request did to the data: keys set to a new value (nested mutation
+        included, found by comparing with the JSON snapshot) and keys removed."""
+        loaded = self._loaded
+        if loaded is None:
+            return Changes({}, frozenset())  # the data was never touched
+        changed = {k: v for k, v in self._data.items() if loaded.get(k) != _dumps(v)}
+        return Changes(changed, frozenset(loaded.keys() - self._data.keys()))
 
     # -- flash ----------------------------------------------------------------------------
     def flash(self, message: Any, category: str = "info") -> None:
@@ -220,7 +240,7 @@ class Session(MutableMapping[str, Any]):
 
     def destroy(self) -> None:
         """Delete the stored session at commit and clear the cookie; the data is dropped now."""
-        self.accessed = True
+        self._touch_data()
         self._destroyed = True
         self._data.clear()
         self._user_id = None

@@ -144,6 +144,8 @@ def engine_arguments(
         "connect_args": connect_args,
     }
     if family == "sqlite":
+        # A local file has no server to restart or idle connections to drop: no ping needed.
+        kwargs["pool_pre_ping"] = False
         if _is_memory_sqlite(url):
             # Every connection to :memory: is a new, empty database, so the pool holds exactly
             # one, and concurrent requests queue for it. (StaticPool would share that one

@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import threading
 
-from .._core.record import SessionRecord
+from .._core.record import SessionRecord, record_from_json, record_to_json
 
 
 class MemoryStore:
-    """A thread-safe in-memory store (the sync twin). Records are copied in and out, as a
-    real store would serialise them, so callers never share mutable state with the store."""
+    """A thread-safe in-memory store (the sync twin). Records are kept as JSON, as a real store
+    would keep them, so callers never share mutable state with the store."""
 
     def __init__(self) -> None:
-        self._records: dict[str, SessionRecord] = {}
+        self._records: dict[str, tuple[int, str | None, float, str]] = {}
+        """id -> (version, user_id, expires_at, record JSON)"""
         self._hits: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
-            record = self._records.get(session_id)
-            return record.copy() if record is not None else None
+            stored = self._records.get(session_id)
+        return record_from_json(stored[3]) if stored is not None else None
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
+        row = (record.version, record.user_id, record.expires_at, record_to_json(record))
         with self._lock:
             current = self._records.get(record.id)
             if expected_version == 0:
                 if current is not None:
                     return False
-            elif current is None or current.version != expected_version:
+            elif current is None or current[0] != expected_version:
                 return False
-            self._records[record.id] = record.copy()
+            self._records[record.id] = row
             return True
 
     def delete(self, *session_ids: str) -> None:
@@ -39,15 +41,16 @@ class MemoryStore:
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         with self._lock:
-            return [r.copy() for r in self._records.values() if r.user_id == user_id]
+            rows = [row[3] for row in self._records.values() if row[1] == user_id]
+        return [record_from_json(raw) for raw in rows]
 
     def user_ids(self) -> list[str]:
         with self._lock:
-            return sorted({r.user_id for r in self._records.values() if r.user_id is not None})
+            return sorted({row[1] for row in self._records.values() if row[1] is not None})
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         with self._lock:
-            doomed = [k for k, r in self._records.items() if r.expires_at <= now][:batch]
+            doomed = [k for k, row in self._records.items() if row[2] <= now][:batch]
             for key in doomed:
                 del self._records[key]
             # Counters whose window ended are forgotten here too, so attacker-chosen keys

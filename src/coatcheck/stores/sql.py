@@ -99,6 +99,7 @@ class AsyncSQLStore:
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = asyncio.Lock()
         self._owns_engine = False
+        self._threaded: SQLStore | None = None
 
     @classmethod
     def from_url(
@@ -132,16 +133,36 @@ class AsyncSQLStore:
         engine = build_engine(create_async_engine, url, settings, asynchronous=True)
         store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
         store._owns_engine = True
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            # SQLite runs in-process: aiosqlite hops to its worker thread for every cursor call
+            # (about ten hops per read), while the sync twin in a worker thread costs one hop per
+            # operation -- measured 4-5x faster per read. Same plans, same transactions.
+            store._threaded = SQLStore.from_url(
+                url,
+                table_prefix=table_prefix,
+                create_schema=create_schema,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+            )
         return store
 
     async def create_schema(self) -> None:
         """Create the tables and indexes that do not exist yet (safe to call again)."""
+        if self._threaded is not None:
+            await asyncio.to_thread(self._threaded.create_schema)
+            self._schema_pending = False
+            return
         with unavailable_on_failure(self.engine.url):
             async with self.engine.connect() as conn:
                 await conn.run_sync(_create_schema_on, self.tables)
         self._schema_pending = False
 
     async def _run(self, plan: Plan[T]) -> T:
+        if self._threaded is not None:
+            return await asyncio.to_thread(self._threaded._run, plan)
         if self._schema_pending:
             async with self._schema_lock:
                 if self._schema_pending:
@@ -182,6 +203,8 @@ class AsyncSQLStore:
 
     async def close(self) -> None:
         """Close the engine's connections, if this store built the engine."""
+        if self._threaded is not None:
+            await asyncio.to_thread(self._threaded.close)
         if self._owns_engine:
             await self.engine.dispose()
 
