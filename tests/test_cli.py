@@ -44,12 +44,17 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 def test_migrate_prints_ddl(capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path) -> None:
     """`migrate --sql` prints the CREATE TABLE and index statements."""
-    code, out = run(capsys, "--data-dir", str(tmp_path), "migrate", "--store", url, "--sql", "--secret", SECRET)
+    code, out = run(
+        capsys, "--data-dir", str(tmp_path), "migrate", "--store", url, "--sql", "--secret", SECRET
+    )
     assert code == 0
-    assert "CREATE TABLE" in out and "CREATE INDEX" in out
+    assert "CREATE TABLE" in out
+    assert "CREATE INDEX" in out
 
 
-def test_sessions_users_and_revoke(capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path) -> None:
+def test_sessions_users_and_revoke(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
     """Operators can list a user's sessions with metadata, list users, and revoke sessions."""
     clock = FakeClock(start=time.time())
     a = make_session(url, "alice", clock, "Firefox")
@@ -57,7 +62,9 @@ def test_sessions_users_and_revoke(capsys: pytest.CaptureFixture[str], url: str,
     make_session(url, "bob", clock)
     common = ["--data-dir", str(tmp_path)]
 
-    code, out = run(capsys, *common, "sessions", "--store", url, "--user", "alice", "--json", "--secret", SECRET)
+    code, out = run(
+        capsys, *common, "sessions", "--store", url, "--user", "alice", "--json", "--secret", SECRET
+    )
     rows = json.loads(out)
     assert code == 0
     assert sorted(r["id"] for r in rows) == sorted([a, b])
@@ -73,20 +80,48 @@ def test_sessions_users_and_revoke(capsys: pytest.CaptureFixture[str], url: str,
     assert code == 1
 
     make_session(url, "alice", clock)
-    code, out = run(capsys, *common, "revoke", "--store", url, "--user", "alice", "--keep", b, "--secret", SECRET)
+    code, out = run(
+        capsys,
+        *common,
+        "revoke",
+        "--store",
+        url,
+        "--user",
+        "alice",
+        "--keep",
+        b,
+        "--secret",
+        SECRET,
+    )
     assert "revoked 1 session(s)" in out
-    code, out = run(capsys, *common, "sessions", "--store", url, "--user", "alice", "--json", "--secret", SECRET)
+    code, out = run(
+        capsys, *common, "sessions", "--store", url, "--user", "alice", "--json", "--secret", SECRET
+    )
     assert [r["id"] for r in json.loads(out)] == [b]
 
 
-def test_purge_deletes_only_expired(capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path) -> None:
+def test_purge_deletes_only_expired(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
     """`purge` removes sessions whose deadline passed and keeps live ones."""
     old = FakeClock(start=time.time() - 24 * 3600)
     for _ in range(3):
         make_session(url, "old", old)
     live = make_session(url, "new", FakeClock(start=time.time()))
-    code, out = run(capsys, "--data-dir", str(tmp_path), "purge", "--store", url, "--batch", "2", "--secret", SECRET)
-    assert code == 0 and out.startswith("purged 3 expired sessions")
+    code, out = run(
+        capsys,
+        "--data-dir",
+        str(tmp_path),
+        "purge",
+        "--store",
+        url,
+        "--batch",
+        "2",
+        "--secret",
+        SECRET,
+    )
+    assert code == 0
+    assert out.startswith("purged 3 expired sessions")
     store = sync_store_from_url(url)
     try:
         assert store.get(live) is not None
@@ -97,5 +132,7 @@ def test_purge_deletes_only_expired(capsys: pytest.CaptureFixture[str], url: str
 
 def test_bad_store_url_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """An unknown scheme exits 2 with a message, not a traceback."""
-    assert main(["--data-dir", str(tmp_path), "users", "--store", "ftp://x", "--secret", SECRET]) == 2
+    assert (
+        main(["--data-dir", str(tmp_path), "users", "--store", "ftp://x", "--secret", SECRET]) == 2
+    )
     assert "unknown store URL scheme" in capsys.readouterr().err

@@ -70,24 +70,35 @@ def shared_store(kind: str, tmp_path: Path) -> Iterator[str]:
 def test_two_instances_share_sessions_and_revocations(kind: str, tmp_path: Path) -> None:
     """Two app processes on one store: a session from one works on the other, and a revoke or
     logout on one is seen by the other on its very next request."""
-    with shared_store(kind, tmp_path) as url, demo_server(tmp_path, store=url) as a, demo_server(
-        tmp_path, store=url
-    ) as b:
-        with client(a) as laptop, client(a) as phone:
-            user = register(laptop)
-            response = unsafe(phone, "POST", "/api/login", json={"email": user["email"], "password": "correct horse battery"})
-            assert response.status_code == 200
-            phone_token = phone.cookies[COOKIE]
-            with client(b) as phone_on_b:
-                cookie = {"cookie": f"{COOKIE}={phone_token}"}
-                assert phone_on_b.get("/api/me", headers=cookie).json() == user
-                phone_id = phone_token.split(".")[0]
-                assert unsafe(laptop, "DELETE", f"/api/sessions/{phone_id}").status_code == 204
-                assert phone_on_b.get("/api/me", headers=cookie).status_code == 401
-            laptop_token = laptop.cookies[COOKIE]
-            assert unsafe(laptop, "POST", "/api/logout").status_code == 204
-            with client(b) as replay:
-                assert replay.get("/api/me", headers={"cookie": f"{COOKIE}={laptop_token}"}).status_code == 401
+    with (
+        shared_store(kind, tmp_path) as url,
+        demo_server(tmp_path, store=url) as a,
+        demo_server(tmp_path, store=url) as b,
+        client(a) as laptop,
+        client(a) as phone,
+    ):
+        user = register(laptop)
+        response = unsafe(
+            phone,
+            "POST",
+            "/api/login",
+            json={"email": user["email"], "password": "correct horse battery"},
+        )
+        assert response.status_code == 200
+        phone_token = phone.cookies[COOKIE]
+        with client(b) as phone_on_b:
+            cookie = {"cookie": f"{COOKIE}={phone_token}"}
+            assert phone_on_b.get("/api/me", headers=cookie).json() == user
+            phone_id = phone_token.split(".")[0]
+            assert unsafe(laptop, "DELETE", f"/api/sessions/{phone_id}").status_code == 204
+            assert phone_on_b.get("/api/me", headers=cookie).status_code == 401
+        laptop_token = laptop.cookies[COOKIE]
+        assert unsafe(laptop, "POST", "/api/logout").status_code == 204
+        with client(b) as replay:
+            assert (
+                replay.get("/api/me", headers={"cookie": f"{COOKIE}={laptop_token}"}).status_code
+                == 401
+            )
 
 
 def _hammer(base: str, cookie: str, stop: threading.Event, seen: Counter[int]) -> None:
@@ -103,9 +114,10 @@ def test_redis_outage_under_load_gives_503_then_recovers(tmp_path: Path) -> None
     """Redis hung (SIGSTOP) then killed and restarted under load: the app answers 503 with
     Retry-After while it is down, never 500, never 401 for a valid session, and serves again
     by itself when Redis is back."""
-    with redis_server(tmp_path / "redis") as server, demo_server(
-        tmp_path, store=server.url
-    ) as base:
+    with (
+        redis_server(tmp_path / "redis") as server,
+        demo_server(tmp_path, store=server.url) as base,
+    ):
         with client(base) as c:
             user = register(c)
             cookie = f"{COOKIE}={c.cookies[COOKIE]}"
@@ -113,7 +125,9 @@ def test_redis_outage_under_load_gives_503_then_recovers(tmp_path: Path) -> None
 
         seen: Counter[int] = Counter()
         stop = threading.Event()
-        workers = [threading.Thread(target=_hammer, args=(base, cookie, stop, seen)) for _ in range(4)]
+        workers = [
+            threading.Thread(target=_hammer, args=(base, cookie, stop, seen)) for _ in range(4)
+        ]
         for w in workers:
             w.start()
         try:
@@ -139,8 +153,10 @@ def test_redis_outage_under_load_gives_503_then_recovers(tmp_path: Path) -> None
             stop.set()
             for w in workers:
                 w.join()
-        assert seen[500] == 0 and seen[0] == 0, seen
-        assert seen[503] > 0 and seen[200] > 0, seen
+        assert seen[500] == 0, seen
+        assert seen[0] == 0, seen
+        assert seen[503] > 0, seen
+        assert seen[200] > 0, seen
         assert set(seen) <= {200, 401, 503}, seen
         with client(base) as again:
             register(again)

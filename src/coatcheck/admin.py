@@ -37,9 +37,7 @@ class AsyncSessionAdmin:
 
     async def purge_expired(self, *, batch: int = 500, max_batches: int | None = None) -> int:
         """Delete expired records in batches of ``batch``; returns how many were deleted."""
-        return await self.manager.run(
-            flows.purge_expired(self.manager.clock(), batch, max_batches)
-        )
+        return await self.manager.run(flows.purge_expired(self.manager.clock(), batch, max_batches))
 
 
 class SessionAdmin:
@@ -49,7 +47,9 @@ class SessionAdmin:
         self.manager = manager
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
-        return self.manager.run(flows.sessions_of(user_id, self.manager.config, self.manager.clock()))
+        return self.manager.run(
+            flows.sessions_of(user_id, self.manager.config, self.manager.clock())
+        )
 
     def user_ids(self) -> list[str]:
         return self.manager.run(flows.user_ids())

@@ -57,13 +57,17 @@ def _json_response_parts(
     )
 
 
-async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[str, str]]
+) -> None:
     start, payload = _json_response_parts(status, body, headers)
     await send(start)
     await send(payload)
 
 
-def unavailable_body(error: StoreUnavailableError | ConflictError) -> tuple[dict[str, str], list[tuple[str, str]]]:
+def unavailable_body(
+    error: StoreUnavailableError | ConflictError,
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
     retry_after = getattr(error, "retry_after", 5)
     return {"error": "store_unavailable"}, [("retry-after", str(retry_after))]
 
@@ -115,7 +119,9 @@ class SessionMiddleware:
             return
 
         session = opened.session
-        extra: list[tuple[str, str]] = clear_cookie_headers(self.manager.config) if opened.clear_cookie else []
+        extra: list[tuple[str, str]] = (
+            clear_cookie_headers(self.manager.config) if opened.clear_cookie else []
+        )
         if opened.error is not None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
@@ -194,14 +200,14 @@ class SessionMiddleware:
             _replace_header(headers, b"cache-control", b"no-store")
         elif not any(k.lower() == b"cache-control" for k, _ in headers):
             headers.append((b"cache-control", b"private, no-store"))
-        if sets_cookie and self.manager.config.cookie.secure and scope.get("scheme") == "http":
-            if not self._warned_insecure:
-                self._warned_insecure = True
-                log.warning(
-                    "coatcheck: setting a Secure cookie over plain HTTP; browsers other than on "
-                    "localhost will drop it. Serve over HTTPS (or, in development only, "
-                    "CookieConfig(secure=False))."
-                )
+        insecure = self.manager.config.cookie.secure and scope.get("scheme") == "http"
+        if sets_cookie and insecure and not self._warned_insecure:
+            self._warned_insecure = True
+            log.warning(
+                "coatcheck: setting a Secure cookie over plain HTTP; browsers other than on "
+                "localhost will drop it. Serve over HTTPS (or, in development only, "
+                "CookieConfig(secure=False))."
+            )
 
 
 def _merge_vary(headers: list[tuple[bytes, bytes]], value: str) -> None:

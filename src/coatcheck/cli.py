@@ -78,7 +78,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .stores.url import async_store_from_url
 
     url = _store_url(args)
-    if url.split(":", 1)[0].split("+")[0] in ("sqlite", "postgresql", "postgres", "mysql", "mariadb"):
+    if url.split(":", 1)[0].split("+")[0] in (
+        "sqlite",
+        "postgresql",
+        "postgres",
+        "mysql",
+        "mariadb",
+    ):
         users_url = args.users or url
         _migrate(url)
     else:
@@ -98,7 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     app = create_app(store=async_store_from_url(url), config=config, users_url=users_url)
-    print(f"coatcheck demo on http://{args.host}:{args.port}  (store: {redact(url)})", file=sys.stderr)
+    print(
+        f"coatcheck demo on http://{args.host}:{args.port}  (store: {redact(url)})", file=sys.stderr
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
 
@@ -198,21 +206,35 @@ def _iso(ts: float) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coatcheck", description=__doc__)
-    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the dev secret and default SQLite files live")
+    parser.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="where the dev secret and default SQLite files live",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", help="store URL (default: $COATCHECK_STORE or sqlite file in --data-dir)")
-        p.add_argument("--secret", help="secret (default: $COATCHECK_SECRET or a persisted dev secret)")
+        p.add_argument(
+            "--store", help="store URL (default: $COATCHECK_STORE or sqlite file in --data-dir)"
+        )
+        p.add_argument(
+            "--secret", help="secret (default: $COATCHECK_SECRET or a persisted dev secret)"
+        )
 
     demo = sub.add_parser("demo", help="serve the demo app")
     common(demo)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--idle-timeout", type=float, default=30 * 60, help="seconds (default 1800)")
-    demo.add_argument("--absolute-timeout", type=float, default=12 * 3600, help="seconds (default 43200)")
-    demo.add_argument("--users", help="SQL URL for the demo's user table (default: the store, or a SQLite file)")
-    demo.add_argument("--https-cookies", action="store_true", help="Secure + __Host- cookies (behind TLS)")
+    demo.add_argument(
+        "--absolute-timeout", type=float, default=12 * 3600, help="seconds (default 43200)"
+    )
+    demo.add_argument(
+        "--users", help="SQL URL for the demo's user table (default: the store, or a SQLite file)"
+    )
+    demo.add_argument(
+        "--https-cookies", action="store_true", help="Secure + __Host- cookies (behind TLS)"
+    )
     demo.add_argument("--log-level", default="info")
     demo.set_defaults(func=cmd_demo)
 

@@ -3,10 +3,10 @@
 ::
 
     CoatcheckError                 root of everything coatcheck raises on purpose
-    ├── ConfigurationError         a setting that cannot be secure or cannot work; raised at start-up
+    ├── ConfigurationError         a setting that cannot be secure or work; raised at start-up
     ├── StoreError                 a store failed
     │   └── StoreUnavailableError  unreachable or slower than the configured timeout (HTTP 503)
-    ├── ConflictError              a conditional write kept losing after the bounded retries (HTTP 503)
+    ├── ConflictError              a conditional write kept losing after bounded retries (503)
     ├── PasswordError              a password was refused before hashing (too long, empty)
     └── HTTPError                  an error with an HTTP status for the middleware to answer with
 

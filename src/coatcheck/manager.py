@@ -54,7 +54,9 @@ class _Manager:
 class AsyncSessionManager(_Manager):
     """Opens and commits sessions on an :class:`~coatcheck.stores.base.AsyncStore`."""
 
-    def __init__(self, store: AsyncStore, config: SessionConfig, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: AsyncStore, config: SessionConfig, *, clock: Clock = time.time
+    ) -> None:
         super().__init__(config, clock)
         self.store = store
 
@@ -96,7 +98,9 @@ class AsyncSessionManager(_Manager):
 class SessionManager(_Manager):
     """The sync twin of :class:`AsyncSessionManager`, for WSGI and scripts."""
 
-    def __init__(self, store: SyncStore, config: SessionConfig, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, store: SyncStore, config: SessionConfig, *, clock: Clock = time.time
+    ) -> None:
         super().__init__(config, clock)
         self.store = store
 
@@ -123,7 +127,9 @@ class SessionManager(_Manager):
     def commit(self, session: Session) -> lifecycle.Committed:
         return self.run(self.commit_flow(session))
 
-    def issue_token(self, user_id: str, *, user_agent: str = "", ip: str = "", label: str = "") -> str:
+    def issue_token(
+        self, user_id: str, *, user_agent: str = "", ip: str = "", label: str = ""
+    ) -> str:
         return self.run(self.issue_flow(user_id, user_agent, ip, label))
 
     def close(self) -> None:

@@ -152,7 +152,11 @@ async def test_login_regenerates_id_and_keeps_data(env) -> None:  # type: ignore
     assert response.status_code == 200
     after = client.cookies[COOKIE]
     assert after != before
-    assert (await client.get("/read")).json() == {"user": "u1", "data": {"cart": ["apple"]}, "flashes": []}
+    assert (await client.get("/read")).json() == {
+        "user": "u1",
+        "data": {"cart": ["apple"]},
+        "flashes": [],
+    }
     old = await store.get(before.split(".")[0])
     assert old is None
 
@@ -185,7 +189,7 @@ async def test_logout_destroys_and_old_cookie_no_longer_works(env) -> None:  # t
 )
 async def test_bad_cookie_gives_anonymous_session_and_is_cleared(env, value: str) -> None:  # type: ignore[no-untyped-def]
     """Malformed, forged, oversized and non-ASCII cookies never 500 and never authenticate."""
-    client, store, _ = env
+    client, _store, _ = env
     response = await client.get("/read", headers={"cookie": f"{COOKIE}={value}".encode()})
     assert response.status_code == 200
     assert response.json()["user"] is None
@@ -254,11 +258,17 @@ async def test_cross_site_request_refused_before_token(env) -> None:  # type: ig
     """Sec-Fetch-Site: cross-site or a foreign Origin is refused even with a valid token."""
     client, _, _ = env
     await client.post("/write", json={"a": 1})
-    for headers in ({"sec-fetch-site": "cross-site"}, {"origin": "https://evil.example"}, {"origin": "null"}):
+    for headers in (
+        {"sec-fetch-site": "cross-site"},
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+    ):
         response = await client.post("/write", json={"a": 2}, headers={**csrf(client), **headers})
         assert response.status_code == 403, headers
     same = await client.post(
-        "/write", json={"a": 3}, headers={**csrf(client), "origin": "http://testserver", "sec-fetch-site": "same-origin"}
+        "/write",
+        json={"a": 3},
+        headers={**csrf(client), "origin": "http://testserver", "sec-fetch-site": "same-origin"},
     )
     assert same.status_code == 200
 

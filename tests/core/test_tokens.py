@@ -19,7 +19,8 @@ def test_only_a_hash_is_stored_and_compared() -> None:
     """The stored hash is SHA-256 hex of the secret; a different secret never matches."""
     secret = tokens.new_secret()
     stored = tokens.hash_secret(secret)
-    assert len(stored) == 64 and secret not in stored
+    assert len(stored) == 64
+    assert secret not in stored
     assert tokens.secret_matches(secret, stored)
     assert not tokens.secret_matches(tokens.new_secret(), stored)
 

@@ -26,13 +26,26 @@ def demo_server(
 ) -> Iterator[str]:
     """Start the demo; yield its base URL; stop it. Its log goes to data_dir/demo-<port>.log."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "coatcheck", "--data-dir", str(data_dir), "demo",
-           "--port", str(port), "--secret", secret, "--log-level", "warning", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "coatcheck",
+        "--data-dir",
+        str(data_dir),
+        "demo",
+        "--port",
+        str(port),
+        "--secret",
+        secret,
+        "--log-level",
+        "warning",
+        *args,
+    ]
     if store:
         cmd += ["--store", store]
     log = open(data_dir / f"demo-{port}.log", "wb")  # noqa: SIM115 - closed in finally
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

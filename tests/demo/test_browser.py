@@ -24,7 +24,9 @@ ARGS = [
 def browser() -> Iterator[object]:
     if not os.path.exists(CHROMIUM):
         if under_ci():
-            pytest.fail(f"{CHROMIUM} is missing and CI=true (dev.py test installs Debian's chromium)")
+            pytest.fail(
+                f"{CHROMIUM} is missing and CI=true (dev.py test installs Debian's chromium)"
+            )
         pytest.skip(f"{CHROMIUM} is not installed")
     from playwright.sync_api import sync_playwright
 

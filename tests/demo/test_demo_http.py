@@ -35,7 +35,9 @@ def unsafe(c: httpx.Client, method: str, path: str, **kwargs: object) -> httpx.R
 
 def register(c: httpx.Client, email: str | None = None, name: str = "Ann") -> dict[str, str]:
     email = email or f"{uuid.uuid4().hex[:10]}@example.com"
-    response = unsafe(c, "POST", "/api/register", json={"email": email, "password": PASSWORD, "name": name})
+    response = unsafe(
+        c, "POST", "/api/register", json={"email": email, "password": PASSWORD, "name": name}
+    )
     assert response.status_code == 201, response.text
     body: dict[str, str] = response.json()
     return body
@@ -87,7 +89,9 @@ def test_invalid_registration_is_422(base: str, body: object) -> None:
 
 def test_malformed_json_is_422(base: str) -> None:
     with client(base) as c:
-        response = c.post("/api/register", content=b"{nope", headers={"content-type": "application/json"})
+        response = c.post(
+            "/api/register", content=b"{nope", headers={"content-type": "application/json"}
+        )
         assert response.status_code == 422
 
 
@@ -105,7 +109,9 @@ def test_wrong_password_and_unknown_email_look_the_same(base: str) -> None:
         user = register(c)
     with client(base) as c:
         wrong = c.post("/api/login", json={"email": user["email"], "password": "wrong password!"})
-        unknown = c.post("/api/login", json={"email": "nobody-" + user["email"], "password": "wrong password!"})
+        unknown = c.post(
+            "/api/login", json={"email": "nobody-" + user["email"], "password": "wrong password!"}
+        )
     assert (wrong.status_code, wrong.json()) == (401, {"error": "invalid_credentials"})
     assert (unknown.status_code, unknown.json()) == (401, {"error": "invalid_credentials"})
 
@@ -119,13 +125,17 @@ def test_cart_survives_login_and_id_is_regenerated(base: str) -> None:
         assert c.post("/api/cart", json={"item": "apple"}).status_code == 201
         assert unsafe(c, "POST", "/api/cart", json={"item": "pear"}).status_code == 201
         anonymous = c.cookies[COOKIE]
-        response = unsafe(c, "POST", "/api/login", json={"email": user["email"], "password": PASSWORD})
+        response = unsafe(
+            c, "POST", "/api/login", json={"email": user["email"], "password": PASSWORD}
+        )
         assert response.status_code == 200
         assert response.json() == user
         assert c.cookies[COOKIE] != anonymous
         assert c.get("/api/cart").json() == {"items": ["apple", "pear"]}
     with client(base) as fixated:
-        assert fixated.get("/api/me", headers={"cookie": f"{COOKIE}={anonymous}"}).status_code == 401
+        assert (
+            fixated.get("/api/me", headers={"cookie": f"{COOKIE}={anonymous}"}).status_code == 401
+        )
 
 
 def test_bearer_token_flow(base: str) -> None:

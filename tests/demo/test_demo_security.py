@@ -31,7 +31,9 @@ def test_password_change_ends_other_sessions_and_rotates_this_one(base: str) -> 
         assert login(phone, user["email"]).status_code == 200
         before = laptop.cookies[COOKIE]
         changed = unsafe(
-            laptop, "POST", "/api/password",
+            laptop,
+            "POST",
+            "/api/password",
             json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
         )
         assert changed.status_code == 204, changed.text
@@ -49,7 +51,9 @@ def test_password_change_needs_the_current_password(base: str) -> None:
     with client(base) as c:
         register(c)
         response = unsafe(
-            c, "POST", "/api/password",
+            c,
+            "POST",
+            "/api/password",
             json={"current_password": "not my password", "new_password": "another passphrase"},
         )
         assert response.status_code == 401
@@ -128,7 +132,9 @@ def test_remember_me_is_a_persistent_server_side_session(base: str) -> None:
         user = register(c)
         unsafe(c, "POST", "/api/logout")
         response = login(c, user["email"], remember=True)
-        cookie = next(v for v in response.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}="))
+        cookie = next(
+            v for v in response.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}=")
+        )
         assert "Max-Age=2592000" in cookie
         plain = login(c, user["email"])
         cookie = next(v for v in plain.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}="))
@@ -146,7 +152,9 @@ def test_fixation_a_planted_cookie_is_never_adopted(base: str) -> None:
     """An attacker-chosen token the server never issued is refused and replaced."""
     planted = "A" * 24 + "." + "B" * 43
     with client(base) as c:
-        response = c.post("/api/cart", json={"item": "x"}, headers={"cookie": f"{COOKIE}={planted}"})
+        response = c.post(
+            "/api/cart", json={"item": "x"}, headers={"cookie": f"{COOKIE}={planted}"}
+        )
         assert response.status_code == 201
         assert c.cookies[COOKIE] != planted
         assert any(v.startswith(f'{COOKIE}=""') for v in response.headers.get_list("set-cookie"))
@@ -169,7 +177,9 @@ def test_throttling_blocks_guessing_with_retry_after(tmp_path: Path) -> None:
                 statuses.append(response.status_code)
             assert statuses[:5] == [401] * 5
             assert 429 in statuses[5:]
-            blocked = attacker.post("/api/login", json={"email": user["email"], "password": PASSWORD})
+            blocked = attacker.post(
+                "/api/login", json={"email": user["email"], "password": PASSWORD}
+            )
             assert blocked.status_code == 429
             assert int(blocked.headers["retry-after"]) >= 1
             assert blocked.json() == {"error": "too_many_attempts"}
@@ -185,7 +195,10 @@ def test_enumeration_same_status_and_body_for_unknown_and_wrong(base: str) -> No
         user = register(c)
     with client(base) as c:
         a = c.post("/api/login", json={"email": user["email"], "password": "wrong-password-1"})
-        b = c.post("/api/login", json={"email": f"{uuid.uuid4().hex}@example.com", "password": "wrong-password-1"})
+        b = c.post(
+            "/api/login",
+            json={"email": f"{uuid.uuid4().hex}@example.com", "password": "wrong-password-1"},
+        )
         assert (a.status_code, a.content) == (b.status_code, b.content)
 
 

@@ -62,7 +62,9 @@ def fastapi_app(clock: FakeClock, config: SessionConfig | None = None) -> FastAP
 
 async def test_fastapi_dependencies() -> None:
     """Depends(require_user) answers 401 JSON anonymously and the loaded user after login."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t"
+    ) as c:
         anonymous = await c.get("/me")
         assert (anonymous.status_code, anonymous.json()) == (401, {"error": "unauthenticated"})
         await c.post("/login/1")
@@ -71,7 +73,9 @@ async def test_fastapi_dependencies() -> None:
 
 async def test_deleted_user_counts_as_anonymous() -> None:
     """A session whose user no longer loads is treated as signed out."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t"
+    ) as c:
         await c.post("/login/999")
         assert (await c.get("/me")).status_code == 401
 
@@ -85,7 +89,9 @@ async def test_deleted_user_counts_as_anonymous() -> None:
 )
 async def test_pages_redirect_to_login_with_next(path: str, expected_next: str) -> None:
     """An anonymous page request is redirected (303) to /login?next=<the path>."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t"
+    ) as c:
         response = await c.get(path)
     assert response.status_code == 303
     location = urlsplit(response.headers["location"])
@@ -96,7 +102,9 @@ async def test_pages_redirect_to_login_with_next(path: str, expected_next: str) 
 async def test_fresh_check_requires_recent_login() -> None:
     """RequireFresh accepts a login within max_age and refuses an older one with 401."""
     clock = FakeClock()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(clock)), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fastapi_app(clock)), base_url="http://t"
+    ) as c:
         await c.post("/login/1")
         headers = {"X-XSRF-TOKEN": c.cookies["XSRF-TOKEN"]}
         assert (await c.post("/danger", headers=headers)).status_code == 200
@@ -108,7 +116,9 @@ async def test_fresh_check_requires_recent_login() -> None:
 
 
 async def test_csrf_input_renders_escaped_hidden_field() -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t") as c:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=fastapi_app(FakeClock())), base_url="http://t"
+    ) as c:
         await c.post("/login/1")
         html = (await c.get("/form")).text
         assert f'<input type="hidden" name="_csrf" value="{c.cookies["XSRF-TOKEN"]}">' in html
@@ -126,7 +136,9 @@ async def test_secure_cookie_over_plain_http_warns_once(caplog: pytest.LogCaptur
     app = Starlette(routes=[Route("/", write)])
     app.add_middleware(SessionMiddleware, manager=manager)
     with caplog.at_level(logging.WARNING, logger="coatcheck"):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
             await c.get("/")
             await c.get("/")
     assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1

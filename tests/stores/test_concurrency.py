@@ -99,7 +99,8 @@ async def test_in_flight_request_does_not_resurrect_after_logout(store: AsyncSto
     assert committed.headers == []
     assert await store.get(token.split(".")[0]) is None
     again = await manager.open(request_with(token))
-    assert again.session.is_new and again.clear_cookie
+    assert again.session.is_new
+    assert again.clear_cookie
 
 
 async def test_regenerate_leaves_exactly_one_live_record(store: AsyncStore) -> None:
@@ -119,7 +120,8 @@ async def test_regenerate_leaves_exactly_one_live_record(store: AsyncStore) -> N
 
     results = await asyncio.gather(login(), *(writer(i) for i in range(5)))
     new_token = results[0]
-    assert new_token is not None and new_token != token
+    assert new_token is not None
+    assert new_token != token
     live = await store.sessions_of("alice")
     assert [r.id for r in live] == [new_token.split(".")[0]]
     assert await store.get(token.split(".")[0]) is None

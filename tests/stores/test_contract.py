@@ -99,7 +99,8 @@ async def test_concurrent_updates_exactly_one_wins(store: AsyncStore) -> None:
     results = await asyncio.gather(*attempts)
     assert sum(results) == 1
     stored = await store.get(record.id)
-    assert stored is not None and stored.data == {"writer": results.index(True)}
+    assert stored is not None
+    assert stored.data == {"writer": results.index(True)}
 
 
 async def test_delete_many_and_missing(store: AsyncStore) -> None:
@@ -181,7 +182,9 @@ async def test_records_are_not_shared_with_the_caller(store: AsyncStore) -> None
     await store.put(record, 0)
     record.data["a"].append(2)
     got = await store.get(record.id)
-    assert got is not None and got.data == {"a": [1]}
+    assert got is not None
+    assert got.data == {"a": [1]}
     got.data["a"].append(3)
     again = await store.get(record.id)
-    assert again is not None and again.data == {"a": [1]}
+    assert again is not None
+    assert again.data == {"a": [1]}

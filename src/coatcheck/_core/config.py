@@ -27,8 +27,8 @@ _COOKIE_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
 class CookieConfig:
     """How the session cookie is spelled.
 
-    ``name=None`` picks ``__Host-session`` when the cookie is Secure with no Domain (the browser then
-    guarantees it was set by this exact host over HTTPS with Path=/), and ``session`` otherwise.
+    ``name=None`` picks ``__Host-session`` when the cookie is Secure with no Domain (the browser
+    then guarantees it was set by this exact host over HTTPS with Path=/), else ``session``.
     """
 
     name: str | None = None
@@ -40,9 +40,13 @@ class CookieConfig:
 
     def __post_init__(self) -> None:
         if self.same_site not in ("lax", "strict", "none"):
-            raise ConfigurationError(f"cookie same_site must be lax, strict or none, not {self.same_site!r}")
+            raise ConfigurationError(
+                f"cookie same_site must be lax, strict or none, not {self.same_site!r}"
+            )
         if self.same_site == "none" and not self.secure:
-            raise ConfigurationError("SameSite=None cookies must be Secure (browsers reject them otherwise)")
+            raise ConfigurationError(
+                "SameSite=None cookies must be Secure (browsers reject them otherwise)"
+            )
         if not self.path.startswith("/") or any(c in self.path for c in ";\r\n\x00 "):
             raise ConfigurationError(f"cookie path must be an absolute path, not {self.path!r}")
         if self.domain is not None and not re.fullmatch(r"[A-Za-z0-9.-]+", self.domain):
@@ -86,12 +90,16 @@ class CSRFConfig:
 
     def __post_init__(self) -> None:
         if not _COOKIE_NAME_RE.fullmatch(self.cookie_name):
-            raise ConfigurationError(f"CSRF cookie name {self.cookie_name!r} is not an RFC 6265 token")
+            raise ConfigurationError(
+                f"CSRF cookie name {self.cookie_name!r} is not an RFC 6265 token"
+            )
         if not self.header_names:
             raise ConfigurationError("at least one CSRF header name is needed")
         for origin in self.trusted_origins:
             if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?", origin):
-                raise ConfigurationError(f"trusted origin {origin!r} must look like https://host[:port]")
+                raise ConfigurationError(
+                    f"trusted origin {origin!r} must look like https://host[:port]"
+                )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -126,14 +134,21 @@ class SessionConfig:
             )
         if self.secret.lower() in _KNOWN_WEAK_SECRETS or len(set(self.secret)) < 8:
             raise ConfigurationError("the secret is a well-known or low-entropy value")
-        for name in ("idle_timeout", "absolute_timeout", "remember_idle_timeout",
-                     "remember_absolute_timeout", "store_timeout"):
+        for name in (
+            "idle_timeout",
+            "absolute_timeout",
+            "remember_idle_timeout",
+            "remember_absolute_timeout",
+            "store_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be positive")
         if self.idle_timeout > self.absolute_timeout:
             raise ConfigurationError("idle_timeout cannot exceed absolute_timeout")
         if self.remember_idle_timeout > self.remember_absolute_timeout:
-            raise ConfigurationError("remember_idle_timeout cannot exceed remember_absolute_timeout")
+            raise ConfigurationError(
+                "remember_idle_timeout cannot exceed remember_absolute_timeout"
+            )
         if self.touch_interval is not None and not (
             0 <= self.touch_interval <= self.idle_timeout / 4
         ):
@@ -149,7 +164,9 @@ class SessionConfig:
             try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError as exc:
-                raise ConfigurationError(f"trusted proxy {proxy!r} is not an address or network") from exc
+                raise ConfigurationError(
+                    f"trusted proxy {proxy!r} is not an address or network"
+                ) from exc
         if not self.login_path.startswith("/") or self.login_path.startswith("//"):
             raise ConfigurationError("login_path must be a same-site absolute path")
 

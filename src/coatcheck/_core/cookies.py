@@ -18,7 +18,7 @@ MAX_COOKIE_VALUE_BYTES = 4096
 
 
 # RFC 6265 cookie-octet: visible ASCII except DQUOTE, comma, semicolon and backslash.
-_VALUE_RE = re.compile(r'[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*')
+_VALUE_RE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 
 
 def _clean_value(value: str) -> str | None:

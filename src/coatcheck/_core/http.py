@@ -56,7 +56,12 @@ def invalid_token_error(description: str = "The access token is invalid or expir
     return HTTPError(
         401,
         {"error": "invalid_token"},
-        headers=(("www-authenticate", f'Bearer error="invalid_token", error_description="{description}"'),),
+        headers=(
+            (
+                "www-authenticate",
+                f'Bearer error="invalid_token", error_description="{description}"',
+            ),
+        ),
     )
 
 

@@ -22,7 +22,6 @@ Rules written here:
 
 from __future__ import annotations
 
-from collections.abc import Generator
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +30,8 @@ from ..errors import ConflictError, HTTPError
 from . import csrf, tokens
 from .config import SessionConfig
 from .cookies import clear_cookie, parse_cookies, set_cookie
-from .ops import Delete, Flow, Get, Put
 from .http import RequestView, client_address, invalid_token_error, presented_token
+from .ops import Delete, Flow, Get, Put
 from .record import SessionRecord, Transport
 from .session import Changes, Session
 
@@ -78,7 +77,11 @@ def _stamp(record: SessionRecord, now: float, config: SessionConfig) -> None:
 
 
 def _valid(
-    record: SessionRecord | None, secret: str, transport: Transport, now: float, config: SessionConfig
+    record: SessionRecord | None,
+    secret: str,
+    transport: Transport,
+    now: float,
+    config: SessionConfig,
 ) -> bool:
     return (
         record is not None
@@ -143,7 +146,9 @@ def open_session(
     except HTTPError as error:
         return Opened(anonymous("bearer"), error=error)
 
-    cross_site = _cross_site_problem(request, config, presented is not None and presented.transport == "bearer")
+    cross_site = _cross_site_problem(
+        request, config, presented is not None and presented.transport == "bearer"
+    )
     if cross_site is not None:
         return Opened(anonymous(), error=cross_site)
     if presented is None:
@@ -161,8 +166,10 @@ def open_session(
         if _valid(candidate, secret, transport, now, config):
             record = candidate
             break
-        if candidate is not None and is_expired(candidate, now, config) and tokens.secret_matches(
-            secret, candidate.secret_hash
+        if (
+            candidate is not None
+            and is_expired(candidate, now, config)
+            and tokens.secret_matches(secret, candidate.secret_hash)
         ):
             yield Delete((candidate.id,))  # housekeeping: its owner proved it is theirs
 
@@ -250,13 +257,18 @@ def _cookie_headers(
     if token is not None:
         max_age = int(config.remember_absolute_timeout) if record.remember else None
         headers.append(
-            ("set-cookie", set_cookie(config.cookie, config.cookie.effective_name, token, max_age=max_age))
+            (
+                "set-cookie",
+                set_cookie(config.cookie, config.cookie.effective_name, token, max_age=max_age),
+            )
         )
     if config.csrf.enabled and session.presented_xsrf != [record.csrf_token]:
         headers.append(
             (
                 "set-cookie",
-                set_cookie(config.cookie, config.csrf.cookie_name, record.csrf_token, http_only=False),
+                set_cookie(
+                    config.cookie, config.csrf.cookie_name, record.csrf_token, http_only=False
+                ),
             )
         )
     return headers
@@ -265,7 +277,9 @@ def _cookie_headers(
 def clear_cookie_headers(config: SessionConfig) -> list[tuple[str, str]]:
     headers = [("set-cookie", clear_cookie(config.cookie, config.cookie.effective_name))]
     if config.csrf.enabled:
-        headers.append(("set-cookie", clear_cookie(config.cookie, config.csrf.cookie_name, http_only=False)))
+        headers.append(
+            ("set-cookie", clear_cookie(config.cookie, config.csrf.cookie_name, http_only=False))
+        )
     return headers
 
 
@@ -346,8 +360,13 @@ def issue_token(
 ) -> Flow[str]:
     """Create a bearer session for ``user_id`` and return its token (for API clients)."""
     record, token = new_record(
-        now=now, config=config, transport="bearer", user_id=user_id, auth_time=now,
-        user_agent=user_agent, ip=ip,
+        now=now,
+        config=config,
+        transport="bearer",
+        user_id=user_id,
+        auth_time=now,
+        user_agent=user_agent,
+        ip=ip,
     )
     record.label = label
     if not (yield Put(record, 0)):

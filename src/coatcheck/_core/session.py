@@ -72,7 +72,7 @@ class Session(MutableMapping[str, Any]):
     # -- identity -------------------------------------------------------------------------
     @property
     def id(self) -> str | None:
-        """The public id of the stored session (safe to log and show); ``None`` before it is stored."""
+        """The public id of the stored session (safe to log and show); ``None`` until stored."""
         return self._record.id if self._record is not None else None
 
     @property

@@ -18,8 +18,8 @@ ID_LENGTH = 24
 SECRET_LENGTH = 43
 TOKEN_LENGTH = ID_LENGTH + 1 + SECRET_LENGTH
 
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{%d}" % ID_LENGTH)
-_TOKEN_RE = re.compile(r"([A-Za-z0-9_-]{%d})\.([A-Za-z0-9_-]{%d})" % (ID_LENGTH, SECRET_LENGTH))
+_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{{ID_LENGTH}}}")
+_TOKEN_RE = re.compile(rf"([A-Za-z0-9_-]{{{ID_LENGTH}}})\.([A-Za-z0-9_-]{{{SECRET_LENGTH}}})")
 
 
 def new_id() -> str:

@@ -68,7 +68,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _str_field(body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 1024) -> str:
+def _str_field(
+    body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 1024
+) -> str:
     value = body.get(name)
     if value is None and not required:
         return ""

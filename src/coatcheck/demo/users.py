@@ -34,9 +34,13 @@ class User:
 def async_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     base = scheme.split("+")[0]
-    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg",
-              "postgres": "postgresql+asyncpg", "mysql": "mysql+asyncmy",
-              "mariadb": "mysql+asyncmy"}.get(base)
+    driver = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+        "mysql": "mysql+asyncmy",
+        "mariadb": "mysql+asyncmy",
+    }.get(base)
     if driver is None:
         raise ValueError(f"the demo's users need a SQL URL, not {url!r}")
     if "+" in scheme and base != "postgres":

@@ -110,7 +110,7 @@ class RequireFresh:
 
 
 def csrf_token(request: HTTPConnection) -> str:
-    """The session's CSRF token, for a ``<input type=hidden name=_csrf>`` in server-rendered forms."""
+    """The session's CSRF token, for an ``<input type=hidden name=_csrf>`` in server forms."""
     return get_session(request).csrf_token
 
 
