@@ -61,8 +61,8 @@ def demo(args: list[str]) -> int:
 def test(args: list[str]) -> int:
     ensure_venv("dev")
     ensure_chromium()
-    run(BIN / "ruff", "check", "src", "tests", "benchmarks", "dev.py")
-    run(BIN / "ruff", "format", "--check", "src", "tests", "benchmarks", "dev.py")
+    run(BIN / "ruff", "check", "src", "tests", "benchmarks", "examples", "dev.py")
+    run(BIN / "ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "dev.py")
     run(BIN / "mypy")
     return run(BIN / "python", "-m", "pytest", *args, check=False)
 
