@@ -161,3 +161,29 @@ def test_redis_outage_under_load_gives_503_then_recovers(tmp_path: Path) -> None
         with client(base) as again:
             register(again)
             assert again.get("/api/me").status_code == 200
+
+
+def _commandstats(port: int) -> dict[str, int]:
+    with redis.Redis(host="127.0.0.1", port=port) as r:
+        stats = r.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def test_read_only_requests_cost_one_redis_command_and_no_write(tmp_path: Path) -> None:
+    """Over HTTP, each read-only request within the touch interval is one HGET on Redis and
+    nothing else (INFO commandstats on a Redis only this test uses)."""
+    with (
+        redis_server(tmp_path / "redis") as server,
+        demo_server(tmp_path, store=server.url) as base,
+        client(base) as c,
+    ):
+        register(c)
+        c.get("/api/me")
+        before = _commandstats(server.port)
+        for _ in range(20):
+            assert c.get("/api/me").status_code == 200
+        after = _commandstats(server.port)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    probe = {"info", "hello", "client|setinfo"}  # what _commandstats's own connection sends
+    delta = {k: v for k, v in delta.items() if v and k not in probe}
+    assert delta == {"hget": 20}
