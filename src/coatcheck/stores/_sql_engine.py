@@ -19,6 +19,7 @@ Timeouts are set where each driver allows, so a stuck database turns into
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -207,18 +208,8 @@ def _session_setup(
     """What to run on each new connection, as a pool ``connect`` listener (None: nothing)."""
     family = dialect_family(url.get_backend_name())
     if family == "sqlite":
-        # busy_timeout is set first, so that switching the journal mode waits for other writers
-        # too. Without a statement timeout, Python's sqlite3 default (5 s) stays.
         busy = _ms(settings.statement_timeout)
-        pragmas = [f"PRAGMA busy_timeout = {busy}"] if busy is not None else []
-        pragmas += [
-            # WAL: readers never block the writer and the writer never blocks readers.
-            "PRAGMA journal_mode = WAL",
-            # With WAL, NORMAL is safe against application crashes and avoids an fsync per
-            # commit; a power loss may forget the last commits, which a session store tolerates.
-            "PRAGMA synchronous = NORMAL",
-        ]
-        return _run_on_connect(lambda: pragmas)
+        return lambda dbapi_connection, _record: _sqlite_setup(dbapi_connection, busy)
     if family == "mysql" and settings.statement_timeout is not None:
         seconds = settings.statement_timeout
         lock_wait = max(1, math.ceil(seconds))
@@ -234,6 +225,37 @@ def _session_setup(
 
         return _run_on_connect(mysql_timeouts)
     return None
+
+
+def _sqlite_setup(dbapi_connection: Any, busy_ms: int | None) -> None:
+    """Per-connection SQLite settings: busy timeout, WAL, synchronous=NORMAL.
+
+    busy_timeout comes first (without a statement timeout, Python's sqlite3 default of 5 s
+    stays). Switching a fresh file to WAL needs a lock that SQLite does not wait for on the busy
+    handler, so several processes or threads opening a new database at once can see "database is
+    locked" there: the mode is only set when not already WAL, and a locked switch is retried.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        if busy_ms is not None:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        deadline = time.monotonic() + (busy_ms or 5000) / 1000
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode")
+                if str(cursor.fetchone()[0]).lower() != "wal":
+                    # WAL: readers never block the writer and the writer never blocks readers.
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except Exception as exc:  # sqlite3 or the aiosqlite adapter's OperationalError
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        # With WAL, NORMAL is safe against application crashes and avoids an fsync per commit;
+        # a power loss may forget the last commits, which a session store tolerates.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
 
 
 def _run_on_connect(statements: Callable[[], list[str]]) -> Callable[[Any, Any], None]:
@@ -275,7 +297,31 @@ def build_engine(
     setup = _session_setup(final_url, settings, sync_engine.dialect)
     if setup is not None:
         event.listen(sync_engine, "connect", setup)
+    if dialect_family(final_url.get_backend_name()) == "sqlite":
+        _begin_immediate(sync_engine)
     return engine
+
+
+def _begin_immediate(engine: sa.Engine) -> None:
+    """Start every SQLite transaction with ``BEGIN IMMEDIATE``.
+
+    The driver's own implicit ``BEGIN`` is deferred: the transaction reads from a WAL snapshot
+    and upgrades to a writer at its first write. If another connection committed in between, that
+    upgrade fails at once with SQLITE_BUSY_SNAPSHOT ("database is locked"), without waiting on
+    busy_timeout -- under concurrent writes from threads or processes. Taking the write lock up
+    front makes writers queue on busy_timeout instead. Session operations are short, so the
+    cost (transactions on one file run one at a time) is small; readers outside a transaction
+    are unaffected by WAL.
+    """
+
+    def autocommit_driver(dbapi_connection: Any, _connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN
+
+    def begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", autocommit_driver)
+    event.listen(engine, "begin", begin)
 
 
 @contextmanager
