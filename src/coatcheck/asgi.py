@@ -11,7 +11,10 @@ Errors the middleware answers itself, as JSON:
 - 403 ``csrf`` for a cross-site or token-less unsafe cookie request;
 - 503 ``store_unavailable`` with ``Retry-After`` when the store is down or too slow — never a 500,
   and never a silent logout;
-- any :class:`~coatcheck.errors.HTTPError` the app raises (``require_user`` uses this).
+- any :class:`~coatcheck.errors.HTTPError` the app raises (``require_user`` uses this), and a
+  :class:`~coatcheck.errors.PasswordError` as 422 ``invalid_password``.
+
+A WebSocket handshake from another origin is refused (closed with 1008) before the app sees it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from urllib.parse import parse_qs
 from ._core.http import RequestView, is_unsafe
 from ._core.lifecycle import clear_cookie_headers
 from ._core.session import Session
-from .errors import ConflictError, HTTPError, StoreUnavailableError
+from .errors import ConflictError, HTTPError, PasswordError, StoreUnavailableError
 from .manager import AsyncSessionManager
 
 Scope = MutableMapping[str, Any]
@@ -165,7 +168,12 @@ class SessionMiddleware:
         except HTTPError as error:
             if started:
                 raise
-            await send_json(send, error.status_code, error.body, list(error.headers))
+            await send_json(send, error.status_code, error.body, [*error.headers, *extra])
+        except PasswordError as error:
+            if started:
+                raise
+            refused = {"error": "invalid_password", "message": str(error)}
+            await send_json(send, 422, refused, extra)
         except (StoreUnavailableError, ConflictError) as exc:
             if started:
                 raise

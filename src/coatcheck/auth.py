@@ -16,7 +16,13 @@ def login(session: Session, user_id: str, *, remember: bool = False) -> None:
     and ``auth_time = now``; its data is kept. ``remember=True`` makes it a long-lived,
     server-side, revocable session (``remember_*`` timeouts) with a persistent cookie.
     """
-    session.user_id = str(user_id)
+    user_id = str(user_id)
+    previous = session.user_id
+    if previous is not None and previous != user_id:
+        # Another user signing in on this session (a shared computer): like Django, start
+        # from an empty session, so nothing of the previous user's is handed over.
+        session.forget_contents()
+    session.user_id = user_id
     session.mark_authenticated(remember=remember)
 
 

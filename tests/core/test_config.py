@@ -38,10 +38,12 @@ def test_insecure_cookie_configs_rejected(kwargs: dict[str, object]) -> None:
         CookieConfig(**kwargs)  # type: ignore[arg-type]
 
 
-def test_default_cookie_name_uses_host_prefix_only_when_valid() -> None:
+def test_default_cookie_name_uses_the_strongest_valid_prefix() -> None:
+    """__Host- when possible, __Secure- for a Secure cookie with a Domain or Path, else none."""
     assert CookieConfig().effective_name == "__Host-session"
     assert CookieConfig(secure=False).effective_name == "session"
-    assert CookieConfig(domain="example.com").effective_name == "session"
+    assert CookieConfig(domain="example.com").effective_name == "__Secure-session"
+    assert CookieConfig(path="/app").effective_name == "__Secure-session"
 
 
 @pytest.mark.parametrize(

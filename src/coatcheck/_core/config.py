@@ -27,13 +27,14 @@ _COOKIE_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
 class CookieConfig:
     """How the session cookie is spelled.
 
-    ``name=None`` picks ``__Host-session`` when the cookie is Secure with no Domain (the browser
-    then guarantees it was set by this exact host over HTTPS with Path=/), else ``session``.
+    ``name=None`` picks ``__Host-session`` when the cookie is Secure with no Domain and Path=/
+    (the browser then guarantees it was set by this exact host over HTTPS), ``__Secure-session``
+    for a Secure cookie with a Domain or another Path, and ``session`` only when not Secure.
+    The session cookie is always HttpOnly: no script ever needs the token.
     """
 
     name: str | None = None
     secure: bool = True
-    http_only: bool = True
     same_site: SameSite = "lax"
     path: str = "/"
     domain: str | None = None
@@ -60,9 +61,11 @@ class CookieConfig:
     def effective_name(self) -> str:
         if self.name is not None:
             return self.name
-        if self.secure and self.domain is None and self.path == "/":
+        if not self.secure:
+            return "session"
+        if self.domain is None and self.path == "/":
             return "__Host-session"
-        return "session"
+        return "__Secure-session"
 
 
 def _check_prefix(name: str, *, secure: bool, domain: str | None, path: str) -> None:

@@ -38,7 +38,8 @@ def origin_problem(request: RequestView, config: CSRFConfig) -> str | None:
         host = request.get("host")
         if origin == "null" or host is None:
             return "opaque or unverifiable Origin"
-        if origin.lower() not in (f"{request.scheme}://{host}".lower(),):
+        scheme = {"ws": "http", "wss": "https"}.get(request.scheme, request.scheme)
+        if origin.lower() != f"{scheme}://{host}".lower():
             return "Origin does not match this site"
     return None
 

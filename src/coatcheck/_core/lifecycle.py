@@ -213,7 +213,12 @@ def open_session(
 def _cross_site_problem(
     request: RequestView, config: SessionConfig, is_bearer: bool
 ) -> HTTPError | None:
-    if is_bearer or not csrf.needs_check(request, "cookie", config.csrf):
+    # A WebSocket handshake is a GET, but it opens a channel that can act for the user, and
+    # browsers send it cross-site with cookies: its Origin is checked like an unsafe request's.
+    websocket = request.scheme in ("ws", "wss")
+    if is_bearer or not config.csrf.enabled:
+        return None
+    if not websocket and not csrf.needs_check(request, "cookie", config.csrf):
         return None
     problem = csrf.origin_problem(request, config.csrf)
     return csrf.csrf_error(problem) if problem is not None else None
@@ -237,7 +242,7 @@ def _apply(
     new = dataclasses.replace(
         base,
         data=data,
-        flash=[*base.flash, *session.outgoing_flashes],
+        flash=[*([] if session.drops_stored_flashes else base.flash), *session.outgoing_flashes],
         user_id=session.user_id if session.user_changed else base.user_id,
         csrf_token=tokens.new_csrf_token() if session.csrf_rotation_requested else base.csrf_token,
         remember=session.remember,

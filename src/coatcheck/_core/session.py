@@ -57,6 +57,7 @@ class Session(MutableMapping[str, Any]):
         self._user_changed = False
         self._incoming_flashes: list[Any] = list(flashes or [])
         self._outgoing_flashes: list[Any] = []
+        self._drop_stored_flashes = False
         self._regenerate = False
         self._destroyed = False
         self._rotate_csrf = False
@@ -95,6 +96,7 @@ class Session(MutableMapping[str, Any]):
             or self._regenerate
             or self._user_changed
             or self._outgoing_flashes
+            or self._drop_stored_flashes
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
@@ -224,6 +226,18 @@ class Session(MutableMapping[str, Any]):
     @property
     def outgoing_flashes(self) -> list[Any]:
         return list(self._outgoing_flashes)
+
+    @property
+    def drops_stored_flashes(self) -> bool:
+        return self._drop_stored_flashes
+
+    def forget_contents(self) -> None:
+        """Drop all data and flash messages (queued, delivered and still stored) at commit."""
+        self._touch_data()
+        self._data.clear()
+        self._incoming_flashes.clear()
+        self._outgoing_flashes.clear()
+        self._drop_stored_flashes = True
 
     # -- lifecycle requests ---------------------------------------------------------------
     def regenerate(self) -> None:
