@@ -15,6 +15,7 @@ URL                                              store
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from ..errors import ConfigurationError
 from .base import AsyncStore, SyncStore
@@ -41,9 +42,52 @@ def _family(url: str) -> str:
     raise ConfigurationError(f"unknown store URL scheme {scheme!r}")
 
 
+# Pool and timeout settings that may ride in the URL's query string (so a CLI flag or an
+# environment variable can carry them), with their types; they are taken out before the URL
+# reaches the driver. Keyword arguments given in code win over the URL.
+_URL_OPTIONS: dict[str, dict[str, type]] = {
+    "sql": {
+        "pool_size": int,
+        "max_overflow": int,
+        "pool_timeout": float,
+        "connect_timeout": float,
+        "statement_timeout": float,
+    },
+    "redis": {"max_connections": int, "socket_timeout": float, "socket_connect_timeout": float},
+    "memory": {},
+}
+
+
+def _split_options(url: str, family: str) -> tuple[str, dict[str, Any]]:
+    base, sep, query = url.partition("?")
+    if not sep:
+        return url, {}
+    known = _URL_OPTIONS[family]
+    kept: list[tuple[str, str]] = []
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in known:
+            try:
+                options[name] = known[name](value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"store URL option {name}={value!r} is not a number"
+                ) from None
+        else:
+            kept.append((name, value))
+    return (f"{base}?{urlencode(kept)}" if kept else base), options
+
+
 def async_store_from_url(url: str, **options: Any) -> AsyncStore:
-    """An :class:`AsyncStore` for ``url``; the driver's extra must be installed."""
+    """An :class:`AsyncStore` for ``url``; the driver's extra must be installed.
+
+    Pool and timeout settings may be given in the query string, e.g.
+    ``postgresql://db/app?pool_size=20&statement_timeout=2`` or
+    ``redis://cache:6379/0?prefix=app:&max_connections=50``.
+    """
     family = _family(url)
+    url, from_url = _split_options(url, family)
+    options = {**from_url, **options}
     if family == "memory":
         from .memory import AsyncMemoryStore
 
@@ -60,6 +104,8 @@ def async_store_from_url(url: str, **options: Any) -> AsyncStore:
 def sync_store_from_url(url: str, **options: Any) -> SyncStore:
     """The sync twin of :func:`async_store_from_url`."""
     family = _family(url)
+    url, from_url = _split_options(url, family)
+    options = {**from_url, **options}
     if family == "memory":
         from .memory import MemoryStore
 
