@@ -304,7 +304,11 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
             # A plain regenerate must not outlive a revocation that happened meanwhile; a login
             # is a fresh authentication and proceeds from what this request loaded.
             current = yield Get(base.id)
-            if current is None or current.secret_hash != base.secret_hash:
+            if (
+                current is None
+                or current.secret_hash != base.secret_hash
+                or is_expired(current, now, config)
+            ):
                 return Committed()
             base = current
         fresh, token = new_record(
