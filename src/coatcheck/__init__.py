@@ -23,10 +23,12 @@ from .errors import (
 from .manager import AsyncSessionManager, SessionManager
 from .stores.base import AsyncStore, SyncStore
 from .stores.url import async_store_from_url, sync_store_from_url
+from .throttling import AsyncLoginGuard, LoginGuard, ThrottleConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncLoginGuard",
     "AsyncSessionAdmin",
     "AsyncSessionManager",
     "AsyncStore",
@@ -36,6 +38,7 @@ __all__ = [
     "ConflictError",
     "CookieConfig",
     "HTTPError",
+    "LoginGuard",
     "PasswordError",
     "Session",
     "SessionAdmin",
@@ -46,6 +49,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "SyncStore",
+    "ThrottleConfig",
     "async_store_from_url",
     "is_fresh",
     "login",

@@ -19,16 +19,26 @@ A WebSocket handshake from another origin is refused (closed with 1008) before t
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qs
 
-from ._core.http import RequestView, is_unsafe
+from ._core.http import RequestView
 from ._core.lifecycle import clear_cookie_headers
+from ._core.responses import (
+    INSECURE_COOKIE_WARNING,
+    MAX_FORM_BYTES,
+    JSONAnswer,
+    add_session_headers,
+    app_error_answer,
+    form_field,
+    json_answer,
+    secure_cookie_over_http,
+    unavailable_answer,
+    wants_form_token,
+)
 from ._core.session import Session
-from .errors import ConflictError, HTTPError, PasswordError, StoreUnavailableError
+from .errors import CoatcheckError, ConflictError, StoreUnavailableError
 from .manager import AsyncSessionManager
 
 Scope = MutableMapping[str, Any]
@@ -40,39 +50,11 @@ UserLoader = Callable[[str], Awaitable[Any]]
 
 log = logging.getLogger("coatcheck")
 
-MAX_FORM_BYTES = 1 << 20
-_FORM_TYPES = (b"application/x-www-form-urlencoded",)
 
-
-def _json_response_parts(
-    status: int, body: dict[str, Any], headers: list[tuple[str, str]]
-) -> tuple[Message, Message]:
-    payload = json.dumps(body).encode()
-    raw = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
-    return (
-        {"type": "http.response.start", "status": status, "headers": raw},
-        {"type": "http.response.body", "body": payload},
-    )
-
-
-async def send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[str, str]]
-) -> None:
-    start, payload = _json_response_parts(status, body, headers)
-    await send(start)
-    await send(payload)
-
-
-def unavailable_body(
-    error: StoreUnavailableError | ConflictError,
-) -> tuple[dict[str, str], list[tuple[str, str]]]:
-    retry_after = getattr(error, "retry_after", 5)
-    return {"error": "store_unavailable"}, [("retry-after", str(retry_after))]
+async def send_answer(send: Send, answer: JSONAnswer) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 class SessionMiddleware:
@@ -105,18 +87,17 @@ class SessionMiddleware:
             client[0] if client else "",
         )
         form_csrf: str | None = None
-        if scope["type"] == "http" and self._wants_form_token(request):
-            body, too_big = await _read_body(receive)
-            if not too_big:
-                form_csrf = _form_field(body, self.manager.config.csrf.form_field)
-            receive = _replay(body, receive)
+        if scope["type"] == "http" and wants_form_token(request, self.manager.config.csrf):
+            body, complete, pending = await _read_form(receive)
+            if complete:
+                form_csrf = form_field(body, self.manager.config.csrf.form_field)
+            receive = _replay(body, complete, pending, receive)
 
         try:
             opened = await self.manager.open(request, form_csrf=form_csrf)
         except (StoreUnavailableError, ConflictError) as exc:
             if scope["type"] == "http":
-                body_json, headers = unavailable_body(exc)
-                await send_json(send, 503, body_json, headers)
+                await send_answer(send, unavailable_answer(exc))
             else:
                 await send({"type": "websocket.close", "code": 1013})
             return
@@ -129,8 +110,9 @@ class SessionMiddleware:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await send_json(
-                send, opened.error.status_code, opened.error.body, [*opened.error.headers, *extra]
+            error = opened.error
+            await send_answer(
+                send, json_answer(error.status_code, error.body, [*error.headers, *extra])
             )
             return
 
@@ -155,8 +137,7 @@ class SessionMiddleware:
                     committed = await self.manager.commit(session)
                 except (StoreUnavailableError, ConflictError) as exc:
                     replaced = True
-                    body_json, retry = unavailable_body(exc)
-                    await send_json(send, 503, body_json, retry)
+                    await send_answer(send, unavailable_answer(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 self._add_headers(scope, session, raw_headers, [*extra, *committed.headers])
@@ -165,29 +146,11 @@ class SessionMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except HTTPError as error:
-            if started:
+        except CoatcheckError as exc:
+            answer = app_error_answer(exc, extra)
+            if answer is None or started:
                 raise
-            await send_json(send, error.status_code, error.body, [*error.headers, *extra])
-        except PasswordError as error:
-            if started:
-                raise
-            refused = {"error": "invalid_password", "message": str(error)}
-            await send_json(send, 422, refused, extra)
-        except (StoreUnavailableError, ConflictError) as exc:
-            if started:
-                raise
-            body_json, headers = unavailable_body(exc)
-            await send_json(send, 503, body_json, headers)
-
-    def _wants_form_token(self, request: RequestView) -> bool:
-        config = self.manager.config.csrf
-        if not config.enabled or not is_unsafe(request.method) or request.get("authorization"):
-            return False
-        if any(request.get(h) for h in config.header_names):
-            return False
-        content_type = (request.get("content-type") or "").split(";")[0].strip().lower()
-        return content_type.encode() in _FORM_TYPES
+            await send_answer(send, answer)
 
     def _add_headers(
         self,
@@ -196,78 +159,47 @@ class SessionMiddleware:
         headers: list[tuple[bytes, bytes]],
         session_headers: list[tuple[str, str]],
     ) -> None:
-        sets_cookie = False
-        for name, value in session_headers:
-            headers.append((name.encode("latin-1"), value.encode("latin-1")))
-            sets_cookie = sets_cookie or name == "set-cookie"
-        if not (session.accessed or sets_cookie or session.token):
+        # latin-1 both ways is lossless, so the app's header bytes come back unchanged.
+        text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        sets_cookie = add_session_headers(text, session, session_headers)
+        headers[:] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text]
+        if self._warned_insecure:
             return
-        vary = "Authorization" if session.transport == "bearer" else "Cookie"
-        _merge_vary(headers, vary)
-        if sets_cookie or session.token is not None:
-            _replace_header(headers, b"cache-control", b"no-store")
-        elif not any(k.lower() == b"cache-control" for k, _ in headers):
-            headers.append((b"cache-control", b"private, no-store"))
-        insecure = self.manager.config.cookie.secure and scope.get("scheme") == "http"
-        if sets_cookie and insecure and not self._warned_insecure:
+        if secure_cookie_over_http(self.manager.config, scope.get("scheme", "http"), sets_cookie):
             self._warned_insecure = True
-            log.warning(
-                "coatcheck: setting a Secure cookie over plain HTTP; browsers other than on "
-                "localhost will drop it. Serve over HTTPS (or, in development only, "
-                "CookieConfig(secure=False))."
-            )
+            log.warning(INSECURE_COOKIE_WARNING)
 
 
-def _merge_vary(headers: list[tuple[bytes, bytes]], value: str) -> None:
-    for i, (k, v) in enumerate(headers):
-        if k.lower() == b"vary":
-            existing = [p.strip().lower() for p in v.decode("latin-1").split(",")]
-            if value.lower() not in existing and "*" not in existing:
-                headers[i] = (k, v + b", " + value.encode())
-            return
-    headers.append((b"vary", value.encode()))
+async def _read_form(receive: Receive) -> tuple[bytes, bool, Message | None]:
+    """Buffer the request body, but never more than ``MAX_FORM_BYTES``.
 
-
-def _replace_header(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
-    headers[:] = [(k, v) for k, v in headers if k.lower() != name]
-    headers.append((name, value))
-
-
-async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    Returns the bytes read, whether that is the whole body, and a non-body message met on the
+    way (``http.disconnect``), so that :func:`_replay` can hand the app exactly what it would
+    have received. A larger body streams on to the app unread.
+    """
     chunks: list[bytes] = []
     size = 0
-    too_big = False
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            return b"".join(chunks), False, message
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            too_big = True
         chunks.append(chunk)
+        size += len(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks), too_big
+            return b"".join(chunks), size <= MAX_FORM_BYTES, None
+        if size > MAX_FORM_BYTES:
+            return b"".join(chunks), False, None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
+def _replay(body: bytes, complete: bool, pending: Message | None, receive: Receive) -> Receive:
+    queue: list[Message] = [{"type": "http.request", "body": body, "more_body": not complete}]
+    if pending is not None:
+        queue.append(pending)
 
     async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if queue:
+            return queue.pop(0)
         return await receive()
 
     return replay
-
-
-def _form_field(body: bytes, field: str) -> str | None:
-    try:
-        values = parse_qs(body.decode("utf-8"), keep_blank_values=False, max_num_fields=1000)
-    except (UnicodeDecodeError, ValueError):
-        return None
-    found = values.get(field)
-    return found[0] if found else None

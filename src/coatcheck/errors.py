@@ -45,6 +45,7 @@ class ConflictError(CoatcheckError):
     """A conditional write lost to concurrent requests more times than the retry bound allows."""
 
     status_code = 503
+    retry_after = 1  # the managers set the configured value
 
 
 class PasswordError(CoatcheckError, ValueError):

@@ -19,7 +19,7 @@ from ._core.config import SessionConfig
 from ._core.http import RequestView
 from ._core.ops import Flow, StoreOp
 from ._core.session import Session
-from .errors import CoatcheckError, StoreUnavailableError
+from .errors import CoatcheckError, ConflictError, StoreUnavailableError
 from .stores.base import AsyncStore, SyncStore
 
 T = TypeVar("T")
@@ -78,6 +78,9 @@ class AsyncSessionManager(_Manager):
         except StopIteration as stop:
             value: T = stop.value
             return value
+        except ConflictError as exc:
+            exc.retry_after = self.config.retry_after
+            raise
 
     async def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
         return await self.run(self.open_flow(request, form_csrf))
@@ -120,6 +123,9 @@ class SessionManager(_Manager):
         except StopIteration as stop:
             value: T = stop.value
             return value
+        except ConflictError as exc:
+            exc.retry_after = self.config.retry_after
+            raise
 
     def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
         return self.run(self.open_flow(request, form_csrf))

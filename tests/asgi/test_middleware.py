@@ -19,7 +19,7 @@ from coatcheck.manager import AsyncSessionManager
 from coatcheck.stores.memory import AsyncMemoryStore
 from coatcheck.testing import CountingStore, FakeClock, test_config
 
-COOKIE = "session"
+COOKIE = "coatcheck_session"
 
 
 def build(config: SessionConfig | None = None) -> tuple[Starlette, CountingStore, FakeClock]:
@@ -129,7 +129,7 @@ async def test_idle_timeout_expires_session(env) -> None:  # type: ignore[no-unt
     clock.advance(30 * 60)
     response = await client.get("/read")
     assert response.json()["data"] == {}
-    assert 'session=""' in response.headers["set-cookie"]
+    assert f'{COOKIE}=""' in response.headers["set-cookie"]
 
 
 async def test_absolute_timeout_expires_an_active_session(env) -> None:  # type: ignore[no-untyped-def]
@@ -169,7 +169,7 @@ async def test_logout_destroys_and_old_cookie_no_longer_works(env) -> None:  # t
     stolen = client.cookies[COOKIE]
     response = await client.post("/logout", headers=csrf(client))
     assert response.status_code == 204
-    assert 'session=""' in response.headers["set-cookie"]
+    assert f'{COOKIE}=""' in response.headers["set-cookie"]
     replay = await client.get("/me", headers={"cookie": f"{COOKIE}={stolen}"})
     assert replay.status_code == 401
     assert replay.json() == {"error": "unauthenticated"}

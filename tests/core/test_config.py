@@ -41,7 +41,7 @@ def test_insecure_cookie_configs_rejected(kwargs: dict[str, object]) -> None:
 def test_default_cookie_name_uses_the_strongest_valid_prefix() -> None:
     """__Host- when possible, __Secure- for a Secure cookie with a Domain or Path, else none."""
     assert CookieConfig().effective_name == "__Host-session"
-    assert CookieConfig(secure=False).effective_name == "session"
+    assert CookieConfig(secure=False).effective_name == "coatcheck_session"
     assert CookieConfig(domain="example.com").effective_name == "__Secure-session"
     assert CookieConfig(path="/app").effective_name == "__Secure-session"
 

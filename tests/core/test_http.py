@@ -69,7 +69,7 @@ def test_two_authorization_headers_are_400() -> None:
 def test_other_schemes_are_left_to_the_app() -> None:
     """Basic and other schemes do not select the bearer transport; cookies still apply."""
     found = presented_token(
-        view("1.2.3.4", auth="Basic Zm9vOmJhcg=="), test_config(), {"session": ["x"]}
+        view("1.2.3.4", auth="Basic Zm9vOmJhcg=="), test_config(), {"coatcheck_session": ["x"]}
     )
     assert found is not None
     assert found.transport == "cookie"

@@ -18,7 +18,7 @@ def request(token: str | None = None, *, bearer: bool = False) -> RequestView:
     if token and bearer:
         headers.append(("authorization", f"Bearer {token}"))
     elif token:
-        headers.append(("cookie", f"session={token}"))
+        headers.append(("cookie", f"coatcheck_session={token}"))
     return RequestView("GET", "https", headers, "192.0.2.1")
 
 

@@ -59,7 +59,7 @@ def test_register_cart_logout_login_in_a_browser(browser, tmp_path: Path) -> Non
         page.wait_for_selector(f"text=Signed in as {email} (Ann)")
         page.wait_for_selector("#cart li:has-text('umbrella')")
         page.wait_for_selector("#sessions tr:has-text('(this one)')")
-        assert "session=" not in page.evaluate("document.cookie")
+        assert "coatcheck_session=" not in page.evaluate("document.cookie")
         assert "XSRF-TOKEN=" in page.evaluate("document.cookie")
         page.screenshot(path=str(tmp_path / "signed-in.png"), full_page=True)
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.demo.server import demo_server
 
-COOKIE = "session"
+COOKIE = "coatcheck_session"
 PASSWORD = "correct horse battery"
 
 

@@ -43,7 +43,7 @@ from coatcheck.stores.memory import AsyncMemoryStore
 from coatcheck.testing import FakeClock, test_config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
-COOKIE = "session"
+COOKIE = "coatcheck_session"
 MINUTE = 60.0
 DAY = 24 * 60 * MINUTE
 PASSWORD = "correct horse battery staple"

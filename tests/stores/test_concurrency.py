@@ -17,7 +17,7 @@ from coatcheck.testing import FakeClock, test_config
 
 
 def request_with(token: str | None) -> RequestView:
-    headers = [("cookie", f"session={token}")] if token else []
+    headers = [("cookie", f"coatcheck_session={token}")] if token else []
     return RequestView(method="GET", scheme="http", headers=headers, client_ip="127.0.0.1")
 
 

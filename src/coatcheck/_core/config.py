@@ -29,7 +29,8 @@ class CookieConfig:
 
     ``name=None`` picks ``__Host-session`` when the cookie is Secure with no Domain and Path=/
     (the browser then guarantees it was set by this exact host over HTTPS), ``__Secure-session``
-    for a Secure cookie with a Domain or another Path, and ``session`` only when not Secure.
+    for a Secure cookie with a Domain or another Path, and ``coatcheck_session`` only when not
+    Secure (not plain ``session``, which Flask's and Starlette's own sessions use).
     The session cookie is always HttpOnly: no script ever needs the token.
     """
 
@@ -62,7 +63,7 @@ class CookieConfig:
         if self.name is not None:
             return self.name
         if not self.secure:
-            return "session"
+            return "coatcheck_session"
         if self.domain is None and self.path == "/":
             return "__Host-session"
         return "__Secure-session"

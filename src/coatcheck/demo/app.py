@@ -25,10 +25,10 @@ from ..admin import AsyncSessionAdmin
 from ..asgi import SessionMiddleware
 from ..errors import HTTPError, PasswordError
 from ..integrations.starlette import current_user, get_session, issue_token, require_user
-from ..login import AsyncLoginGuard
 from ..manager import AsyncSessionManager
 from ..passwords import PasswordHasher
 from ..stores.base import AsyncStore
+from ..throttling import AsyncLoginGuard
 from .users import User, UserRepository
 
 STATIC = Path(__file__).parent / "static"
