@@ -158,3 +158,36 @@ async def test_request_session_is_starlettes_request_session() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         assert (await c.get("/")).json() == {"n": 1}
         assert (await c.get("/")).json() == {"n": 2}
+
+
+async def test_current_user_follows_a_login_in_the_same_request() -> None:
+    """current_user() called before and after login() in one request sees the new user."""
+    manager = AsyncSessionManager(AsyncMemoryStore(), test_config())
+
+    async def endpoint(request: Request) -> Response:
+        from coatcheck.integrations.starlette import current_user
+
+        before = await current_user(request)
+        login(get_session(request), "1")
+        return JSONResponse({"before": before, "after": await current_user(request)})
+
+    app = Starlette(routes=[Route("/", endpoint, methods=["POST"])])
+    app.add_middleware(SessionMiddleware, manager=manager, user_loader=load_user)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.post("/")).json() == {"before": None, "after": USERS["1"]}
+
+
+async def test_next_keeps_escapes_of_the_requested_path() -> None:
+    """An escaped ? in the path stays escaped in next (it is not turned into a query)."""
+    manager = AsyncSessionManager(AsyncMemoryStore(), test_config())
+
+    async def page(request: Request) -> Response:
+        await require_user_page(request)
+        return Response("secret")
+
+    app = Starlette(routes=[Route("/files/{name}", page)])
+    app.add_middleware(SessionMiddleware, manager=manager, user_loader=load_user)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/files/a%3Fb")
+    assert response.status_code == 303
+    assert parse_qs(urlsplit(response.headers["location"]).query)["next"] == ["/files/a%3Fb"]

@@ -48,15 +48,16 @@ async def current_user(request: Request) -> Any | None:
 
     A session whose user no longer loads (deleted account) counts as anonymous.
     """
-    if _USER_KEY in request.scope:
-        return request.scope[_USER_KEY]
     session = get_session(request)
     user_id = session.user_id
+    cached = request.scope.get(_USER_KEY)
+    if cached is not None and cached[0] == user_id:
+        return cached[1]  # cached per user id, so a login earlier in this request is seen
     loader: UserLoader | None = request.scope.get("coatcheck.user_loader")
     user: Any | None = None
     if user_id is not None:
         user = await loader(user_id) if loader is not None else user_id
-    request.scope[_USER_KEY] = user
+    request.scope[_USER_KEY] = (user_id, user)
     return user
 
 
@@ -84,7 +85,10 @@ class RequireUserPage:
         user = await current_user(request)
         if user is None:
             login_path = self.login_path or get_manager(request).config.login_path
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            # The raw path keeps escapes as sent (%3F stays %3F rather than becoming a query).
+            raw = request.scope.get("raw_path") or request.url.path.encode()
+            path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+            target = path + (f"?{request.url.query}" if request.url.query else "")
             location = f"{login_path}?{urlencode({'next': safe_next(target)})}"
             raise HTTPError(303, {"error": "unauthenticated"}, headers=(("location", location),))
         return user
