@@ -64,7 +64,8 @@ def test(args: list[str]) -> int:
     run(BIN / "ruff", "check", "src", "tests", "benchmarks", "examples", "dev.py")
     run(BIN / "ruff", "format", "--check", "src", "tests", "benchmarks", "examples", "dev.py")
     run(BIN / "mypy")
-    return run(BIN / "python", "-m", "pytest", *args, check=False)
+    coverage = ["--cov", "--cov-report=term"] if not args else []
+    return run(BIN / "python", "-m", "pytest", *coverage, *args, check=False)
 
 
 def main() -> int:
