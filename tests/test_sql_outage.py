@@ -3,10 +3,8 @@ is hung (SIGSTOP), resumed, killed and restarted on the same port and data folde
 serves requests. The app must answer 503 with Retry-After, in bounded time, while the database
 is away (never 500, never 401 for a valid session) and serve again by itself when it is back.
 
-The demo's user table lives in SQLite here (``--users``), as in the Redis outage test, so what is
-measured is the session store alone: the demo's own user repository (``coatcheck.demo.users``)
-has no timeouts and does not turn database errors into 503s, so with users in the same database
-a request caught between the session read and the user read answers 500.
+The demo's user table lives in the same database (the demo's default), so both the session store
+and the app's own user lookups (which turn database errors into 503s too) go down together.
 """
 
 from __future__ import annotations
@@ -117,13 +115,8 @@ def _until_ok(base: str, cookie: str, within: float) -> tuple[float, Counter[int
 
 @contextmanager
 def _demo_on(kind: Kind, tmp_path: Path) -> Iterator[tuple[SQLServer, str, str]]:
-    """A throwaway database, the demo on it (users in SQLite) and a registered user's cookie."""
-    with (
-        sql_server(kind) as server,
-        demo_server(
-            tmp_path, "--users", f"sqlite:///{tmp_path / 'users.db'}", store=server.url
-        ) as base,
-    ):
+    """A throwaway database, the demo on it (users there too) and a registered user's cookie."""
+    with sql_server(kind) as server, demo_server(tmp_path, store=server.url) as base:
         with client(base) as c:
             user = register(c)
             cookie = f"{COOKIE}={c.cookies[COOKIE]}"

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ..errors import StoreUnavailableError
+
+TIMEOUT = 2.0  # seconds, like the session store's default
+
+
+@asynccontextmanager
+async def _unavailable_on_failure() -> AsyncIterator[None]:
+    """Database trouble in the user table is an outage (503), never a 500."""
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            yield
+    except IntegrityError:
+        raise
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise StoreUnavailableError(f"the demo's user table failed: {type(exc).__name__}") from exc
+
 
 metadata = sa.MetaData()
 users = sa.Table(
@@ -50,7 +70,9 @@ def async_url(url: str) -> str:
 
 class UserRepository:
     def __init__(self, url: str) -> None:
-        self.engine: AsyncEngine = create_async_engine(async_url(url), pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(
+            async_url(url), pool_pre_ping=True, hide_parameters=True
+        )
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as conn:
@@ -62,7 +84,7 @@ class UserRepository:
     async def add(self, email: str, name: str, password_hash: str) -> User | None:
         user = User(str(uuid.uuid4()), email, name, password_hash)
         try:
-            async with self.engine.begin() as conn:
+            async with _unavailable_on_failure(), self.engine.begin() as conn:
                 await conn.execute(
                     users.insert().values(
                         id=user.id, email=email, name=name, password_hash=password_hash
@@ -73,7 +95,7 @@ class UserRepository:
         return user
 
     async def _one(self, clause: sa.ColumnElement[bool]) -> User | None:
-        async with self.engine.connect() as conn:
+        async with _unavailable_on_failure(), self.engine.connect() as conn:
             row = (await conn.execute(sa.select(users).where(clause))).first()
         return User(row.id, row.email, row.name, row.password_hash) if row is not None else None
 
@@ -84,7 +106,7 @@ class UserRepository:
         return await self._one(users.c.email == email)
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        async with self.engine.begin() as conn:
+        async with _unavailable_on_failure(), self.engine.begin() as conn:
             await conn.execute(
                 users.update().where(users.c.id == user_id).values(password_hash=password_hash)
             )
