@@ -15,7 +15,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 
-from coatcheck._core.record import SessionRecord
+from coatcheck._core.record import SessionRecord, record_to_json
 from coatcheck._core.tokens import hash_secret, new_id, new_secret
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
 from coatcheck.stores import _redis_core as core
@@ -259,7 +259,7 @@ async def test_purge_restores_an_index_entry_that_lagged(
         await client.zscore(store.keys.expiry_shard(record.id).expiry, record.id)
         == record.expires_at
     )
-    assert await client.zscore(store.keys.user_index("u1"), record.id) == record.expires_at
+    assert await client.zscore(store.keys.user_index("u1"), record.id) == core.index_horizon(record)
     await store.close()
 
 
@@ -338,7 +338,7 @@ async def test_a_client_with_decoded_responses_works(
 def test_record_and_counter_scripts_name_one_key() -> None:
     """Scripts on a record, a counter or a user index touch KEYS[1] only: atomic on Cluster
     whatever the key; the two shard scripts are checked against a real cluster below."""
-    single = {core.CAS, core.INDEX_ADD, core.DELETE_RECORD, core.PURGE_RECORD, core.HIT}
+    single = {core.CAS, core.INDEX_ADD, core.PURGE_RECORD, core.HIT}
     assert single | {core.EXPIRY_ADD, core.UNINDEX_DUE} == set(core.SCRIPTS)
     for script in single:
         assert {"KEYS[1]"} == set(re.findall(r"KEYS\[\w+\]", script.source)), script.name
@@ -357,38 +357,334 @@ class CountingConnection(redis.asyncio.Connection):
         await super().send_packed_command(command, check_health)
 
 
-async def test_a_read_is_one_command_and_a_write_one_cas_plus_index_updates(
-    server: RedisServer, inspect: redis.asyncio.Redis
-) -> None:
-    """get is one HGET in one round trip; put is one round trip: 3 index scripts and the CAS."""
+def later(record: SessionRecord, seconds: float) -> SessionRecord:
+    """The next version of ``record``, written ``seconds`` later (its idle expiry moved along)."""
+    newer = record.copy()
+    newer.version += 1
+    newer.last_seen_at += seconds
+    newer.expires_at += seconds
+    newer.data = {"n": newer.version}
+    return newer
+
+
+async def counted_store(server: RedisServer) -> AsyncRedisStore:
+    """A store on the throwaway server whose client counts round trips, scripts already loaded."""
     pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
     client = redis.asyncio.Redis.from_pool(pool)
-    store = AsyncRedisStore(client)
-    record = make(user_id="u1")
+    store = AsyncRedisStore(client, owns_client=True)
     await client.ping()  # connect (and handshake) before counting
-    assert await store.put(record, 0)  # loads the scripts: the first EVALSHAs fall back to EVAL
+    warm_up = make(user_id="warm-up")
+    assert await store.put(warm_up, 0)  # loads the scripts: the first EVALSHAs fall back to EVAL
+    await store.delete(warm_up.id)
+    return store
 
-    before, writes = await command_calls(inspect), CountingConnection.writes
+
+class Delta:
+    """Round trips and server commands (``INFO commandstats``) from creation to :meth:`stop`."""
+
+    def __init__(self, inspect: redis.asyncio.Redis) -> None:
+        self.inspect = inspect
+
+    async def start(self) -> Delta:
+        self.before, self.writes = await command_calls(self.inspect), CountingConnection.writes
+        return self
+
+    async def stop(self) -> tuple[int, dict[str, int]]:
+        after = await command_calls(self.inspect)
+        changed = {
+            name: calls - self.before.get(name, 0)
+            for name, calls in after.items()
+            if calls != self.before.get(name, 0) and name != "info"
+        }
+        return CountingConnection.writes - self.writes, changed
+
+
+async def test_a_read_is_one_command_and_an_insert_one_round_trip_with_its_index_scripts(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """get is one HMGET in one round trip; a new signed-in session is one round trip: its three
+    index scripts, then the CAS."""
+    store = await counted_store(server)
+    record = make(user_id="u1")
+    delta = await Delta(inspect).start()
+    assert await store.put(record, 0)
+    trips, commands = await delta.stop()
+    assert trips == 1
+    assert commands["evalsha"] == 4
+    assert commands["zadd"] == 4  # user index, users, expiry and lapse
+    assert "eval" not in commands
+
+    delta = await Delta(inspect).start()
     assert await store.get(record.id) == record
-    after = await command_calls(inspect)
-    assert CountingConnection.writes - writes == 1
-    changed = {
-        name: calls - before.get(name, 0)
-        for name, calls in after.items()
-        if calls != before.get(name, 0)
-    }
-    assert changed == {"hget": 1, "info": 1}
+    assert await delta.stop() == (1, {"hget": 1})
+    await store.close()
 
-    newer = record.copy()
-    newer.version = 2
-    before, writes = after, CountingConnection.writes
-    assert await store.put(newer, 1)
-    after = await command_calls(inspect)
-    assert CountingConnection.writes - writes == 1
-    # Commands run inside scripts are counted too; top-level ones are the EVALSHAs.
-    assert after["evalsha"] - before["evalsha"] == 4
-    assert after.get("eval", 0) == before.get("eval", 0)
-    await client.aclose()
+
+@pytest.mark.parametrize("user_id", ["u1", None])
+async def test_a_write_within_the_index_horizon_is_the_cas_script_alone(
+    server: RedisServer, inspect: redis.asyncio.Redis, user_id: str | None
+) -> None:
+    """The saving: writing a session again, its expires_at still within the horizon its indexes
+    were written for, runs the CAS script alone (HMGET, TIME, HSET, PEXPIRE) and no ZADD, in one
+    round trip; the write that moves expires_at past the horizon indexes it again, in one round
+    trip too."""
+    store = await counted_store(server)
+    record = make(user_id=user_id)
+    assert await store.put(record, 0)
+    # expires_at (NOW + 600) rounded up to a bucket of 64 s (10% of 600 s, at least 64 s)
+    assert core.index_horizon(record) == record.expires_at + 40
+
+    current = record
+    for step in (1, 10, 20):  # expires_at moves 31 s in all: still covered
+        assert await store.get(current.id) == current
+        newer = later(current, step)
+        delta = await Delta(inspect).start()
+        assert await store.put(newer, current.version)
+        assert await delta.stop() == (
+            1,
+            {"evalsha": 1, "hmget": 1, "time": 1, "hset": 1, "pexpire": 1},
+        )
+        current = newer
+    assert await store.get(current.id) == current
+
+    beyond = later(current, 10)  # 41 s past the indexed expires_at: a new bucket
+    delta = await Delta(inspect).start()
+    assert await store.put(beyond, current.version)
+    trips, commands = await delta.stop()
+    assert trips == 1
+    assert commands["evalsha"] == (4 if user_id else 2)
+    assert await store.get(beyond.id) == beyond
+    shard = store.keys.expiry_shard(record.id)
+    assert await inspect.zscore(shard.expiry, record.id) == beyond.expires_at
+    if user_id is not None:
+        horizon = core.index_horizon(beyond)
+        assert await inspect.zscore(store.keys.user_index(user_id), record.id) == horizon
+        assert await inspect.zscore(store.keys.users, user_id) == horizon
+    await store.close()
+
+
+async def index_state(
+    inspect: redis.asyncio.Redis, keys: core.KeyLayout, record: SessionRecord
+) -> dict[str, float]:
+    """Every index score and TTL of ``record``, and its own, as the server sees them now."""
+    shard = keys.expiry_shard(record.id)
+    pipe = inspect.pipeline(transaction=False)
+    pipe.time()
+    pipe.pttl(keys.record(record.id))
+    pipe.zscore(shard.expiry, record.id)
+    pipe.zscore(shard.lapse, record.id)
+    pipe.pttl(shard.expiry)
+    pipe.pttl(shard.lapse)
+    if record.user_id is not None:
+        pipe.zscore(keys.user_index(record.user_id), record.id)
+        pipe.zscore(keys.users, record.user_id)
+        pipe.pttl(keys.user_index(record.user_id))
+        pipe.pttl(keys.users)
+    (seconds, micros), record_ttl, *rest = await pipe.execute()
+    names = ["expiry", "lapse", "expiry_ttl", "lapse_ttl", "user", "users", "user_ttl", "users_ttl"]
+    state = dict(zip(names, rest, strict=False))
+    state["record_ttl"] = record_ttl
+    state["now_ms"] = seconds * 1000 + micros // 1000
+    return state
+
+
+async def test_index_entries_never_fall_below_their_record(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """The safety: through inserts, covered writes, writes past the horizon, writes without a
+    hint, big jumps, a change of user and a logout, a user index and users never score a session
+    below its record's expires_at, the expiry shard never above it (so purge finds it), and the
+    index keys and the lapse entry outlive the record's TTL."""
+    store = await counted_store(server)
+    record = make(user_id="u1")
+    assert await store.put(record, 0)
+    current = record
+    steps = [0.5, 5, 30, 30, 59, 61, 1, 120, 0, 3, 400, 10, 10, 10, 10, 10, 10, 10, 2000, 7]
+    for n, step in enumerate(steps):
+        if n % 4 == 3:  # now and then a write by a process that did not read the session
+            store._hints.take(current.id)
+        else:
+            assert await store.get(current.id) == current
+        newer = later(current, step)
+        if n == 9:
+            newer.user_id = "u2"  # the same id handed to another user
+        if n == 14:
+            newer.user_id = None
+        if n == 16:
+            newer.user_id = "u3"
+        assert await store.put(newer, current.version)
+        current = newer
+        state = await index_state(inspect, store.keys, current)
+        assert state["expiry"] <= current.expires_at, n
+        assert state["lapse"] >= state["now_ms"] + state["record_ttl"], n
+        assert min(state["expiry_ttl"], state["lapse_ttl"]) >= state["record_ttl"], n
+        if current.user_id is not None:
+            assert state["user"] >= current.expires_at, n
+            assert state["users"] >= current.expires_at, n
+            assert min(state["user_ttl"], state["users_ttl"]) >= state["record_ttl"], n
+            assert [r.id for r in await store.sessions_of(current.user_id)] == [record.id], n
+    for user in ("u1", "u2"):
+        assert await store.sessions_of(user) == []
+    await store.close()
+
+
+async def test_a_stale_hint_costs_a_round_trip_not_an_index_entry(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """When this process's hint says covered but the stored hash says otherwise (here: its
+    coverage end was moved behind our back), the CAS script writes nothing and the write is sent
+    again with its index scripts."""
+    store = await counted_store(server)
+    record = make(user_id="u1")
+    assert await store.put(record, 0)
+    assert await store.get(record.id) == record
+    await inspect.hset(store.keys.record(record.id), "l", "0")
+    await inspect.zrem(store.keys.user_index("u1"), record.id)
+    newer = later(record, 1)
+    delta = await Delta(inspect).start()
+    assert await store.put(newer, record.version)
+    trips, commands = await delta.stop()
+    assert trips == 2
+    assert commands["evalsha"] == 5
+    assert [r.id for r in await store.sessions_of("u1")] == [record.id]
+    await store.close()
+
+
+async def test_records_without_index_fields_are_indexed_by_their_next_write(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """A record written by an earlier coatcheck (no i/b/l fields), or whose user was changed by
+    one (``u`` and ``i`` disagree), is indexed again by its next write."""
+    store = await counted_store(server)
+    record = make(user_id="u1")
+    assert await store.put(record, 0)
+    key = store.keys.record(record.id)
+    await inspect.hdel(key, "i", "b", "l")
+    assert await store.get(record.id) == record
+    newer = later(record, 1)
+    assert await store.put(newer, record.version)
+    assert await inspect.hget(key, "i") == b"@u1"
+    assert await inspect.hget(key, "b") == repr(core.index_horizon(newer)).encode()
+
+    # An older app server moves the session to u2 (writing `u`, indexing u2, leaving `i`).
+    moved = later(newer, 1)
+    moved.user_id = "u2"
+    await inspect.hset(key, mapping={"v": moved.version, "u": "u2", "d": record_to_json(moved)})
+    assert await store.get(record.id) == moved
+    again = later(moved, 1)
+    delta = await Delta(inspect).start()
+    assert await store.put(again, moved.version)
+    trips, commands = await delta.stop()
+    assert (trips, commands["evalsha"]) == (2, 5)  # the CAS refused, then indexed for u2
+    assert await inspect.hget(key, "i") == b"@u2"
+    assert [r.id for r in await store.sessions_of("u2")] == [record.id]
+    await store.close()
+
+
+async def test_a_failed_index_write_drops_the_records_claim(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """If an index script fails while the CAS succeeds, put raises and removes the record's
+    horizon, so that its next write indexes it again instead of trusting the claim."""
+    store = await counted_store(server)
+    record = make(user_id="u1")
+    await inspect.set(store.keys.user_index("u1"), "not a sorted set")
+    with pytest.raises(StoreUnavailableError):
+        await store.put(record, 0)
+    key = store.keys.record(record.id)
+    assert await inspect.hget(key, "v") == b"1"
+    assert await inspect.hget(key, "b") is None
+    await inspect.delete(store.keys.user_index("u1"))
+
+    assert await store.get(record.id) == record
+    newer = later(record, 1)
+    assert await store.put(newer, record.version)
+    assert [r.id for r in await store.sessions_of("u1")] == [record.id]
+    await store.close()
+
+
+async def test_purge_finds_a_record_whose_writes_did_not_index_it_again(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """Writes within the horizon leave the expiry entry at an earlier expires_at: purge meets the
+    record early, keeps it and rescores it, and deletes it once it has really expired."""
+    store = await counted_store(server)
+    record = make(user_id="u1")
+    assert await store.put(record, 0)
+    assert await store.get(record.id) == record
+    newer = later(record, 30)
+    assert await store.put(newer, record.version)
+    shard = store.keys.expiry_shard(record.id)
+    assert await inspect.zscore(shard.expiry, record.id) == record.expires_at
+
+    assert await store.purge_expired(record.expires_at + 1) == 0
+    assert await store.get(record.id) == newer
+    assert await inspect.zscore(shard.expiry, record.id) == newer.expires_at
+    assert [r.id for r in await store.sessions_of("u1")] == [record.id]
+    assert await store.purge_expired(newer.expires_at) == 1
+    assert await store.get(record.id) is None
+    assert await inspect.exists(store.keys.user_index("u1")) == 0
+    await store.close()
+
+
+@pytest.mark.parametrize("read_first", [True, False])
+async def test_delete_after_a_read_is_one_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis, read_first: bool
+) -> None:
+    """On one server, deleting a session this process has read (logout, the old id at login) is
+    one round trip: the record, its expiry entries, then its user index entry. Without the read,
+    or when the session changed hands since, a second round trip cleans the right user index."""
+    store = await counted_store(server)
+    record, moved = make(user_id="u1"), make(user_id="u1")
+    for r in (record, moved):
+        assert await store.put(r, 0)
+        if read_first:
+            assert await store.get(r.id) == r
+    await inspect.hset(store.keys.record(moved.id), "u", "u2")  # as another process would
+    # Another process (its own hints) on the same server, which has read nothing.
+    deleter = store if read_first else AsyncRedisStore(store.client)
+    delta = await Delta(inspect).start()
+    await deleter.delete(record.id)
+    trips, _commands = await delta.stop()
+    assert trips == (1 if read_first else 2)
+    delta = await Delta(inspect).start()
+    await deleter.delete(moved.id)
+    trips, _commands = await delta.stop()
+    assert trips == 2
+    assert await inspect.exists(store.keys.user_index("u2")) == 0
+    assert await store.sessions_of("u1") == []
+    for r in (record, moved):
+        assert await inspect.exists(store.keys.record(r.id)) == 0
+        assert await inspect.zscore(store.keys.expiry_shard(r.id).expiry, r.id) is None
+    await store.close()
+
+
+def test_index_horizons_round_up_to_nested_buckets() -> None:
+    """A horizon is expires_at rounded up to a power-of-two bucket near 10% of the remaining
+    lifetime (64 s to 4096 s); a record written already expired is indexed at its expires_at."""
+    record = make()
+    for lifetime, bucket in [(600, 64), (1800, 128), (12 * 3600, 4096), (14 * 86400, 4096)]:
+        record.expires_at = NOW + lifetime
+        horizon = core.index_horizon(record)
+        assert horizon % bucket == 0
+        assert record.expires_at <= horizon < record.expires_at + bucket
+    record.expires_at = NOW - 1
+    assert core.index_horizon(record) == NOW - 1
+    # A horizon on a coarse grid lies on every finer one: a record whose lifetime shrank since
+    # its last indexing write still guesses its coverage on the safe side.
+    record.expires_at = 1_800_000_001.0
+    assert core.index_horizon(record) % 64 == 0
+
+
+def test_hints_are_bounded_and_taken_once() -> None:
+    """The hint map drops its oldest entries past its size, and a hint is used once."""
+    hints = core.Hints(size=3)
+    for n in range(5):
+        hints.remember(f"id{n}", core.Hint(n, None, float(n)))
+    assert len(hints) == 3
+    assert hints.take("id0") is None
+    assert hints.take("id4") == core.Hint(4, None, 4.0)
+    assert hints.take("id4") is None
 
 
 # --- Cluster -------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ logic below exists once.
 
 Key layout (``P`` is the prefix, ``coatcheck:`` by default; ``n`` is crc32(id) mod 16)::
 
-    P s:{<id>}       hash  v version, x expires_at, d record JSON, u user id (signed-in only)
-    P u:{<user_id>}  zset  session id -> expires_at           the user's sessions
-    P users          zset  user id -> latest expires_at        who has sessions
+    P s:{<id>}       hash  v version, x expires_at, d record JSON, u user id (signed-in only),
+                           i, b, l what the indexes were last written for (see below)
+    P u:{<user_id>}  zset  session id -> index horizon        the user's sessions
+    P users          zset  user id -> latest index horizon     who has sessions
     P expiry:{n}     zset  session id -> expires_at           what purge_expired looks for
     P lapse:{n}      zset  session id -> ms when Redis's TTL   which expiry entries are surely
                            drops the record (Redis's clock)    dead (swept as writes pass by)
@@ -22,14 +23,31 @@ Rules this layout keeps:
   atomically on Redis Cluster; correctness therefore never depends on an index. The only script
   with two keys works on an expiry shard pair, which shares the ``{n}`` hash tag (one slot).
 - Indexes may hold stale entries (a session deleted, moved to another user, or expired by Redis)
-  but must not miss a live one. A write adds its index entries *before* its conditional write in
-  the same pipeline (Redis runs a connection's commands in order; on Cluster the per-node
-  batches run side by side), with ``ZADD GT`` so an index score is never below the record's
-  ``expires_at``. Readers drop the stale entries they meet.
+  but must not miss a live one. A write that (re)indexes a session sends its index entries
+  *before* its conditional write in the same pipeline (Redis runs a connection's commands in
+  order; on Cluster the per-node batches run side by side), with ``ZADD GT``. Readers drop the
+  stale entries they meet.
+- Index entries are written ahead, not on every write. A user index and ``users`` score a session
+  by its *index horizon*: ``expires_at`` rounded up to a bucket (a power of two of seconds near
+  10% of the remaining lifetime, 64 s to 4096 s; none for a record written already expired), an
+  upper bound of its ``expires_at`` until a write moves ``expires_at`` past it. The record
+  remembers what its indexes were written for: ``i`` the owner (``@<user id>``, or ``-`` for
+  anonymous), ``b`` the horizon and ``l`` until when (Redis ms, the record node's clock) the index
+  keys and the lapse entry outlive any TTL the record may get. A write the stored record says is
+  covered (same owner, ``expires_at <= b``, new TTL ending by ``l``) is the compare-and-set
+  alone; the CAS script checks this on the stored hash and refuses (``-1``, nothing written) when
+  it does not hold, and the write is then sent again with its index entries. Which of the two to
+  send first is guessed from the record the last ``get`` of this process returned
+  (:class:`Hints`): ``b`` is on a bucket grid and at or above the stored ``expires_at``, so it is
+  at or above ``index_horizon`` of that record. A guess never decides correctness, only the
+  number of commands.
+- The expiry shard holds ``expires_at`` as of the last (re)indexing write: at most the record's
+  real ``expires_at``, which moves forward as the session is used, so ``purge_expired`` does not
+  miss an expired record. It may meet a live one early; it then scores it again.
 - Indexes clean themselves without ``purge_expired``: a write to a user index or ``users`` drops
-  entries that expired more than ``TTL_MARGIN`` before the writer's time (the contract lets
-  ``sessions_of`` omit expired records), and a write to an expiry shard drops the entries whose
-  records Redis's TTL has certainly removed, judged by Redis's own clock. An expiry entry is
+  entries whose horizon ended more than ``TTL_MARGIN`` before the writer's time (the contract
+  lets ``sessions_of`` omit expired records), and a write to an expiry shard drops the entries
+  whose records Redis's TTL has certainly removed, judged by Redis's own clock. An expiry entry is
   never dropped while its record may still exist, so ``purge_expired`` counts exactly even when
   a test's fake clock jumps.
 - TTLs are housekeeping: the core decides expiry. ``put`` has no ``now``; it takes the record's
@@ -41,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import zlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +82,25 @@ EXPIRY_SHARDS = 16
 TTL_MARGIN = 60.0
 """Seconds every key outlives the expiry it was written for: absorbs clock skew between app
 servers, and leaves expired records for ``purge_expired`` to count under a test's fake clock."""
+
+INDEX_BUCKET_SHARE = 0.1
+INDEX_BUCKET_MIN = 64.0
+INDEX_BUCKET_MAX = 4096.0
+"""A session is indexed with its ``expires_at`` rounded up to a bucket: the largest power of two
+of seconds within 10% of its remaining lifetime, from 64 s to 4096 s (128 s for a 30-minute idle
+timeout). Writes that stay within the bucket leave the indexes alone; an index entry outlives its
+record by less than a bucket (stale entries are dropped when met). Powers of two nest: a horizon
+on a coarser grid lies on every finer one, so a shrinking lifetime never breaks a guess."""
+
+COVER_SLACK = 60.0
+"""Seconds of Redis time the index keys and the lapse entry outlive the index horizon, so that a
+write the horizon covers by the app's clock is covered by Redis's clock too (request jitter, the
+two clocks drifting apart); the CAS script checks it exactly and refuses what it does not cover."""
+
+ANONYMOUS = "-"
+"""The stored owner (field ``i``) of an anonymous session; a signed-in one's is ``@<user id>``."""
+
+HINTS_SIZE = 4096
 
 _SCAN_COUNT = 1000
 
@@ -95,17 +133,38 @@ CAS = LuaScript(
     """
 -- Write a session record if the stored version is the one the caller read.
 -- ARGV: expected version ('0' = insert only), new version, expires_at, record JSON, ttl ms,
--- [user id]. Returns 1 when written, 0 when another request won or the record is gone.
+-- owner ('@' .. user id, or '-'), then either index horizon and coverage ttl ms (the caller
+-- (re)indexed the session in this pipeline) or '' (it did not: the indexes must already cover
+-- this write). Returns 1 when written, 0 when another request won or the record is gone, -1 when
+-- nothing was written because the indexes do not cover the write.
+local stored = redis.call('HMGET', KEYS[1], 'v', 'u', 'i', 'b', 'l')
 if ARGV[1] == '0' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-elseif redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then
+  if stored[1] then return 0 end
+elseif stored[1] ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 'x', ARGV[3], 'd', ARGV[4])
-if ARGV[6] then
-  redis.call('HSET', KEYS[1], 'u', ARGV[6])
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local owner = ARGV[6]
+if ARGV[7] == '' then
+  local user_owner = '-'
+  if stored[2] then user_owner = '@' .. stored[2] end
+  if stored[3] ~= owner or user_owner ~= owner or not stored[4] or not stored[5]
+      or tonumber(stored[4]) < tonumber(ARGV[3])
+      or tonumber(stored[5]) < now_ms + tonumber(ARGV[5]) then
+    return -1
+  end
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 'x', ARGV[3], 'd', ARGV[4])
 else
-  redis.call('HDEL', KEYS[1], 'u')
+  local covered = string.format('%d', now_ms + tonumber(ARGV[8]))
+  if owner == '-' then
+    if stored[2] then redis.call('HDEL', KEYS[1], 'u') end
+    redis.call('HSET', KEYS[1], 'v', ARGV[2], 'x', ARGV[3], 'd', ARGV[4],
+      'i', owner, 'b', ARGV[7], 'l', covered)
+  else
+    redis.call('HSET', KEYS[1], 'v', ARGV[2], 'x', ARGV[3], 'd', ARGV[4],
+      'i', owner, 'b', ARGV[7], 'l', covered, 'u', string.sub(owner, 2))
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
@@ -115,9 +174,10 @@ return 1
 INDEX_ADD = LuaScript(
     "index_add",
     """
--- Add a member to a user index or to users (scored by expires_at), never lowering its score,
--- drop members that ended long ago by the writer's clock, and make the index outlive everything
--- written into it. ARGV: member, score, ttl ms, trim bound (members scored below it go).
+-- Add a member to a user index or to users (scored by its index horizon), never lowering its
+-- score, drop members whose horizon ended long ago by the writer's clock, and make the index
+-- outlive everything written into it. ARGV: member, score, ttl ms, trim bound (members scored
+-- below it go).
 redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
@@ -132,7 +192,8 @@ EXPIRY_ADD = LuaScript(
     """
 -- Add a session to its expiry shard pair (KEYS[1] expiry, KEYS[2] lapse: one slot), then sweep
 -- up to 100 entries whose records Redis's TTL has certainly dropped, by Redis's clock with a
--- minute of grace for clock skew between nodes. ARGV: member, expires_at, ttl ms.
+-- minute of grace for clock skew between nodes. ARGV: member, expires_at, ttl ms (how long the
+-- record may live from now, whatever TTL later writes give it before it is indexed again).
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local ttl = tonumber(ARGV[3])
@@ -172,32 +233,29 @@ return removed
 """,
 )
 
-DELETE_RECORD = LuaScript(
-    "delete_record",
-    """
--- Delete a session record and return its user id (nil for anonymous or missing records).
-local user = redis.call('HGET', KEYS[1], 'u')
-redis.call('DEL', KEYS[1])
-return user
-""",
-)
-
 PURGE_RECORD = LuaScript(
     "purge_record",
     """
 -- Delete a session record if it expired by now. ARGV: now. Returns {0} when missing,
--- {1, user id?} when deleted, {2, expires_at, ttl ms, user id?} when still live.
-local expires = redis.call('HGET', KEYS[1], 'x')
+-- {1, user id?} when deleted, {2, expires_at, ttl ms, index horizon, user id?} when still live;
+-- the ttl covers whatever TTL a write may give the record before it is indexed again.
+local stored = redis.call('HMGET', KEYS[1], 'x', 'u', 'b', 'l')
+local expires, user = stored[1], stored[2]
 if not expires then return {0} end
-local user = redis.call('HGET', KEYS[1], 'u')
 if tonumber(expires) <= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
   if user then return {1, user} end
   return {1}
 end
 local ttl = redis.call('PTTL', KEYS[1])
-if user then return {2, expires, ttl, user} end
-return {2, expires, ttl}
+if stored[4] then
+  local time = redis.call('TIME')
+  local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  ttl = math.max(ttl, tonumber(stored[4]) - now_ms)
+end
+local horizon = stored[3] or expires
+if user then return {2, expires, ttl, horizon, user} end
+return {2, expires, ttl, horizon}
 """,
 )
 
@@ -219,7 +277,7 @@ return {count, ends}
 """,
 )
 
-SCRIPTS = (CAS, INDEX_ADD, EXPIRY_ADD, UNINDEX_DUE, DELETE_RECORD, PURGE_RECORD, HIT)
+SCRIPTS = (CAS, INDEX_ADD, EXPIRY_ADD, UNINDEX_DUE, PURGE_RECORD, HIT)
 _SOURCE_BY_SHA = {script.sha: script.source for script in SCRIPTS}
 
 
@@ -281,6 +339,82 @@ class KeyLayout:
         return f"{self.prefix}h:{{{key}}}"
 
 
+# --- index horizons and hints --------------------------------------------------------------------
+
+
+def owner_of(user_id: str | None) -> str:
+    """What field ``i`` holds for a session of ``user_id`` (``None``: anonymous)."""
+    return ANONYMOUS if user_id is None else "@" + user_id
+
+
+def index_horizon(record: SessionRecord) -> float:
+    """The score a (re)indexing write gives ``record`` in its user index and in ``users``: its
+    ``expires_at`` rounded up to its bucket.
+
+    Also a guess at what a stored record is covered by: every write leaves the stored horizon
+    (field ``b``) on the grid of the last indexing write and at or above ``expires_at``, so, the
+    grids being nested, at or above ``index_horizon`` of the stored record.
+    """
+    lifetime = record.expires_at - record.last_seen_at
+    if lifetime <= 0:
+        return record.expires_at  # written already expired: no later write will extend it
+    share = min(max(lifetime * INDEX_BUCKET_SHARE, INDEX_BUCKET_MIN), INDEX_BUCKET_MAX)
+    bucket = 2.0 ** math.floor(math.log2(share))
+    return math.ceil(record.expires_at / bucket) * bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """What this process last saw of a stored record: its version, its user, and a lower bound
+    of the horizon its indexes cover (:func:`index_horizon` of it)."""
+
+    version: int
+    user_id: str | None
+    horizon: float
+
+    @classmethod
+    def of(cls, record: SessionRecord) -> Hint:
+        return cls(record.version, record.user_id, index_horizon(record))
+
+    def covers(self, record: SessionRecord, expected_version: int) -> bool:
+        """Whether writing ``record`` over the stored one most likely needs no index write."""
+        return (
+            expected_version != 0
+            and self.version == expected_version
+            and self.user_id == record.user_id
+            and record.expires_at <= self.horizon
+        )
+
+
+class Hints:
+    """A small, bounded, thread-safe map of session id -> :class:`Hint`, oldest dropped first.
+
+    ``get`` (and a successful ``put``) leaves a hint, and the ``put`` or ``delete`` of the same
+    request takes it. Hints only choose between sending a write with or without its index
+    entries, and which user index a delete cleans at once; the stored hash decides what is
+    correct, so a wrong or missing hint costs commands or a round trip, never correctness.
+    """
+
+    def __init__(self, size: int = HINTS_SIZE) -> None:
+        self._size = size
+        self._items: dict[str, Hint] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def remember(self, session_id: str, hint: Hint) -> None:
+        with self._lock:
+            self._items.pop(session_id, None)
+            self._items[session_id] = hint
+            while len(self._items) > self._size:
+                del self._items[next(iter(self._items))]
+
+    def take(self, session_id: str) -> Hint | None:
+        with self._lock:
+            return self._items.pop(session_id, None)
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -303,12 +437,12 @@ def _as_eval(command: Command) -> Command:
     return command
 
 
-def _batch(commands: list[Command]) -> Plan[list[Any]]:
-    """Send ``commands`` in one round trip and return their replies, raising the first error.
+def _replies(commands: list[Command]) -> Plan[list[Any]]:
+    """Send ``commands`` in one round trip and return their replies, errors included.
 
     A server that forgot our scripts (restarted, failed over, ``SCRIPT FLUSH``) answers NOSCRIPT
-    without running anything, so those commands alone are re-sent as EVAL, which also caches the
-    script again: one extra round trip, once per server.
+    without running anything, so those commands alone are re-sent as EVAL, in their order, which
+    also caches the scripts again: one extra round trip, once per server.
     """
     if not commands:
         return []
@@ -318,6 +452,12 @@ def _batch(commands: list[Command]) -> Plan[list[Any]]:
         retried = yield [_as_eval(commands[i]) for i in forgotten]
         for i, reply in zip(forgotten, retried, strict=True):
             replies[i] = reply
+    return replies
+
+
+def _batch(commands: list[Command]) -> Plan[list[Any]]:
+    """Like :func:`_replies`, raising the first error reply."""
+    replies = yield from _replies(commands)
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
@@ -329,16 +469,23 @@ def _index_entries(
     session_id: str,
     user_id: str | None,
     expires_at: float,
+    horizon: float,
     ttl_ms: int,
     now: float,
 ) -> list[Command]:
-    """The index writes for one session; they run before its conditional write."""
-    score, trim = _number(expires_at), _number(now - TTL_MARGIN)
+    """The index writes for one session; they run before its conditional write.
+
+    The user index and ``users`` get ``horizon``, the expiry shard ``expires_at``; every key
+    written is kept at least ``ttl_ms``.
+    """
+    trim = _number(now - TTL_MARGIN)
     commands = []
     if user_id is not None:
+        score = _number(horizon)
         commands.append(INDEX_ADD.call([keys.user_index(user_id)], session_id, score, ttl_ms, trim))
         commands.append(INDEX_ADD.call([keys.users], user_id, score, ttl_ms, trim))
-    commands.append(EXPIRY_ADD.call(keys.expiry_shard(session_id).keys, session_id, score, ttl_ms))
+    shard = keys.expiry_shard(session_id)
+    commands.append(EXPIRY_ADD.call(shard.keys, session_id, _number(expires_at), ttl_ms))
     return commands
 
 
@@ -352,50 +499,108 @@ def _group(pairs: Iterable[tuple[K, str]]) -> dict[K, list[str]]:
 # --- plans, one per store method -----------------------------------------------------------------
 
 
-def get_plan(keys: KeyLayout, session_id: str) -> Plan[SessionRecord | None]:
-    """One round trip: ``HGET s:{id} d``."""
+def get_plan(
+    keys: KeyLayout, session_id: str, hints: Hints | None = None
+) -> Plan[SessionRecord | None]:
+    """One round trip: ``HGET s:{id} d``. Leaves a hint for the write that may follow."""
     (raw,) = yield from _batch([("HGET", keys.record(session_id), "d")])
-    return None if raw is None else record_from_json(raw)
+    if raw is None:
+        return None
+    record = record_from_json(raw)
+    if hints is not None:
+        hints.remember(session_id, Hint.of(record))
+    return record
 
 
-def put_plan(keys: KeyLayout, record: SessionRecord, expected_version: int) -> Plan[bool]:
-    """One round trip: the index writes, then the CAS script on the record key.
+def put_plan(
+    keys: KeyLayout, record: SessionRecord, expected_version: int, hints: Hints | None = None
+) -> Plan[bool]:
+    """One round trip: the CAS script alone when the record's indexes cover the write, else the
+    index writes and then the CAS script; two when the guess (``hints``) said covered and the
+    stored hash disagreed.
 
     ``put`` has no ``now``: the record's ``last_seen_at`` stands in for it (the core sets it to
     the request's time, at most ``touch_interval`` ago), which keeps fake clocks working.
     """
-    ttl_ms = _ttl_ms(max(record.expires_at - record.last_seen_at, 0.0) + TTL_MARGIN)
-    owner: tuple[Arg, ...] = () if record.user_id is None else (record.user_id,)
-    cas = CAS.call(
-        [keys.record(record.id)],
+    lifetime = max(record.expires_at - record.last_seen_at, 0.0)
+    ttl_ms = _ttl_ms(lifetime + TTL_MARGIN)
+    owner = owner_of(record.user_id)
+    record_key = keys.record(record.id)
+    cas_args = (
         str(expected_version),
         str(record.version),
         _number(record.expires_at),
         record_to_json(record),
         ttl_ms,
-        *owner,
+        owner,
     )
+    hint = hints.take(record.id) if hints is not None else None
+    if hint is not None and hint.covers(record, expected_version):
+        (written,) = yield from _batch([CAS.call([record_key], *cas_args, "")])
+        if written != -1:
+            if written == 1 and hints is not None:
+                hints.remember(record.id, Hint(record.version, record.user_id, hint.horizon))
+            return bool(written == 1)
+
+    horizon = index_horizon(record)
+    # How long the indexes must outlive this write: any TTL a later write may give the record
+    # while its expires_at stays within the horizon, plus the slack.
+    cover_ms = _ttl_ms(lifetime + horizon - record.expires_at + TTL_MARGIN + COVER_SLACK)
     indexing = _index_entries(
-        keys, record.id, record.user_id, record.expires_at, ttl_ms, record.last_seen_at
+        keys, record.id, record.user_id, record.expires_at, horizon, cover_ms, record.last_seen_at
     )
-    replies = yield from _batch([*indexing, cas])
-    return bool(replies[-1] == 1)
+    cas = CAS.call([record_key], *cas_args, _number(horizon), cover_ms)
+    *indexed, written = yield from _replies([*indexing, cas])
+    if isinstance(written, Exception):
+        raise written
+    failed = next((reply for reply in indexed if isinstance(reply, Exception)), None)
+    if failed is not None:
+        if written == 1:
+            # The record now claims index entries that may be missing: drop the claim, so that
+            # its next write indexes it again (best effort; the error is raised either way).
+            yield from _replies([("HDEL", record_key, "b")])
+        raise failed
+    if written == 1 and hints is not None:
+        hints.remember(record.id, Hint(record.version, record.user_id, horizon))
+    return bool(written == 1)
 
 
-def delete_plan(keys: KeyLayout, session_ids: tuple[str, ...]) -> Plan[None]:
-    """One round trip (delete scripts and expiry entries), plus one to unindex signed-in ones."""
+def delete_plan(
+    keys: KeyLayout,
+    session_ids: tuple[str, ...],
+    hints: Hints | None = None,
+    *,
+    in_order: bool = False,
+) -> Plan[None]:
+    """One round trip (each record's user and the record, its expiry entries), plus one to
+    unindex the signed-in ones from their users' indexes.
+
+    With ``in_order`` (one server: a pipeline runs in order) the user indexes named by ``hints``
+    are cleaned in the first round trip, after the records are gone; the second one is then
+    needed only for a session whose user changed since (or that had no hint).
+    """
     ids = list(dict.fromkeys(session_ids))
     if not ids:
         return
+    guessed: dict[str, str] = {}
+    for session_id in ids:
+        hint = hints.take(session_id) if hints is not None else None
+        if in_order and hint is not None and hint.user_id is not None:
+            guessed[session_id] = hint.user_id
     shards = _group((keys.expiry_shard(i), i) for i in ids)
-    replies = yield from _batch(
-        [DELETE_RECORD.call([keys.record(i)]) for i in ids]
-        + [("ZREM", key, *members) for shard, members in shards.items() for key in shard.keys]
-    )
+    commands: list[Command] = []
+    for session_id in ids:
+        commands += [("HGET", keys.record(session_id), "u"), ("DEL", keys.record(session_id))]
+    commands += [("ZREM", key, *members) for shard, members in shards.items() for key in shard.keys]
+    commands += [
+        ("ZREM", keys.user_index(user), *members)
+        for user, members in _group((user, i) for i, user in guessed.items()).items()
+    ]
+    replies = yield from _batch(commands)
     owners = _group(
-        (keys.user_index(_text(owner)), i)
-        for i, owner in zip(ids, replies[: len(ids)], strict=True)
-        if owner is not None
+        (keys.user_index(_text(owner)), session_id)
+        for session_id, owner in zip(ids, replies[: 2 * len(ids) : 2], strict=True)
+        if owner is not None and guessed.get(session_id) != _text(owner)
     )
     yield from _batch([("ZREM", index, *members) for index, members in owners.items()])
 
@@ -416,7 +621,8 @@ def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]
             stale.append(session_id)
     if stale:
         # Safe: ids are never reused. A session handed back to this user between our read and
-        # this ZREM loses its entry only until its next write, which adds it again.
+        # this ZREM loses its entry until it is indexed again (at the latest when a write moves
+        # its expires_at past its index horizon).
         yield from _batch([("ZREM", index, *stale)])
     return records
 
@@ -444,10 +650,11 @@ def purge_plan(keys: KeyLayout, now: float, batch: int) -> Plan[int]:
 
     A pass reads due entries from every expiry shard (one round trip), runs the purge script on
     each candidate record and drops the shard entries that are still due (one round trip), then
-    unindexes the deleted records from their users' indexes and re-indexes the rare live record
-    whose entry lagged (one round trip, when needed). Entries of records Redis already expired are
-    dropped without counting; passes repeat until ``batch`` records were deleted or nothing is
-    due, and each pass shrinks the due set, so it ends.
+    unindexes the deleted records from their users' indexes and indexes again the live records
+    met early (one round trip, when needed). A live record is met when a write moved its
+    ``expires_at`` without indexing it again, or when a write's index update was lost. Entries of
+    records Redis already expired are dropped without counting; passes repeat until ``batch``
+    records were deleted or nothing is due, and each pass shrinks the due set, so it ends.
     """
     deleted = 0
     now_arg = _number(now)
@@ -483,12 +690,15 @@ def purge_plan(keys: KeyLayout, now: float, batch: int) -> Plan[int]:
                 if len(reply) > 1:
                     gone.append((_text(reply[1]), session_id))
             elif status == 2:
-                # Live, but its shard entry said otherwise: a write whose index update was lost
-                # (a partial failure on Cluster). Index it again at the record's real expiry.
+                # Live: index it again at its real expiry, keeping what its hash claims (the
+                # horizon, and a ttl covering whatever TTL writes may give it until indexed again).
                 expires_at, record_ttl = float(_text(reply[1])), int(reply[2])
-                owner = _text(reply[3]) if len(reply) > 3 else None
+                horizon = max(float(_text(reply[3])), expires_at)
+                owner = _text(reply[4]) if len(reply) > 4 else None
                 ttl_ms = record_ttl if record_ttl > 0 else _ttl_ms(expires_at - now + TTL_MARGIN)
-                follow_up += _index_entries(keys, session_id, owner, expires_at, ttl_ms, now)
+                follow_up += _index_entries(
+                    keys, session_id, owner, expires_at, horizon, ttl_ms, now
+                )
         for user, members in _group(gone).items():
             follow_up.append(("ZREM", keys.user_index(user), *members))
         if gone:

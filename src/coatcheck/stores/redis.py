@@ -8,9 +8,11 @@ Round trips per method (a round trip is one pipeline; on Cluster a pipeline is s
 the nodes answer in parallel):
 
 =================  ====================================================================
-``get``            1 (``HGET``)
-``put``            1 (index scripts, then the CAS script on the record key)
-``delete``         1, plus 1 when a deleted session was signed in (its user index)
+``get``            1 (``HMGET``)
+``put``            1: the CAS script alone while the session's index entries cover the write,
+                   else its index scripts then the CAS script (rarely 2: see ``_redis_core``)
+``delete``         1 on one server when this process read the session first; else 1, plus 1
+                   when a deleted session was signed in (its user index)
 ``sessions_of``    2, plus 1 when stale index entries were met
 ``user_ids``       1 per 1000 users (``ZSCAN``), plus 1
 ``purge_expired``  2 or 3 per pass; passes repeat until ``batch`` deleted or nothing is due
@@ -254,6 +256,9 @@ class AsyncRedisStore:
         self.client = client
         self.keys = core.KeyLayout(prefix)
         self._owns_client = owns_client
+        self._hints = core.Hints()
+        # One server runs a pipeline in order; a cluster runs its per-node parts side by side.
+        self._in_order = not isinstance(client, redis.asyncio.cluster.RedisCluster)
 
     @classmethod
     def from_url(
@@ -294,13 +299,18 @@ class AsyncRedisStore:
         return cls(client, prefix=store_prefix, owns_client=True)
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._run("get", core.get_plan(self.keys, session_id))
+        return await self._run("get", core.get_plan(self.keys, session_id, self._hints))
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
-        return await self._run("put", core.put_plan(self.keys, record, expected_version))
+        return await self._run(
+            "put", core.put_plan(self.keys, record, expected_version, self._hints)
+        )
 
     async def delete(self, *session_ids: str) -> None:
-        await self._run("delete", core.delete_plan(self.keys, session_ids))
+        await self._run(
+            "delete",
+            core.delete_plan(self.keys, session_ids, self._hints, in_order=self._in_order),
+        )
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return await self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
@@ -367,6 +377,8 @@ class RedisStore:
         self.client = client
         self.keys = core.KeyLayout(prefix)
         self._owns_client = owns_client
+        self._hints = core.Hints()
+        self._in_order = not isinstance(client, redis.cluster.RedisCluster)
 
     @classmethod
     def from_url(
@@ -409,13 +421,16 @@ class RedisStore:
         return cls(client, prefix=store_prefix, owns_client=True)
 
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run("get", core.get_plan(self.keys, session_id))
+        return self._run("get", core.get_plan(self.keys, session_id, self._hints))
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
-        return self._run("put", core.put_plan(self.keys, record, expected_version))
+        return self._run("put", core.put_plan(self.keys, record, expected_version, self._hints))
 
     def delete(self, *session_ids: str) -> None:
-        self._run("delete", core.delete_plan(self.keys, session_ids))
+        self._run(
+            "delete",
+            core.delete_plan(self.keys, session_ids, self._hints, in_order=self._in_order),
+        )
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
