@@ -94,7 +94,23 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        """Start the server and return once it answers PING."""
+        """Start the server and return once it answers PING.
+
+        Test ports come from the ephemeral range, so a client socket elsewhere on the machine
+        can briefly hold this port as its local address (for instance a client reconnecting while
+        the server is down for a restart); a refused bind is retried for a few seconds.
+        """
+        bind_deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._start_once()
+                return
+            except RuntimeError as exc:
+                if "Failed listening" not in str(exc) or time.monotonic() > bind_deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _start_once(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "nodes.conf").unlink(missing_ok=True)
         self.process = subprocess.Popen(

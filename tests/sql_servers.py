@@ -228,7 +228,23 @@ class SQLServer:
         raise NotImplementedError
 
     def start(self) -> None:
-        """Start the server on its port and data folder; return once it answers a query."""
+        """Start the server on its port and data folder; return once it answers a query.
+
+        Test ports come from the ephemeral range, so a client socket can briefly hold this port
+        as its local address (a client reconnecting during a restart); a refused bind is retried
+        for a few seconds.
+        """
+        bind_deadline = time.monotonic() + 5
+        while True:
+            try:
+                self._start_once()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or time.monotonic() > bind_deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _start_once(self) -> None:
         log = open(self.log, "ab")  # noqa: SIM115 - the child holds its own copy
         try:
             self.process = subprocess.Popen(
