@@ -21,9 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.services import under_ci
+from tests.services import retry_refused_bind, unavailable
 
 START_TIMEOUT = 10.0
 
@@ -33,10 +31,7 @@ def require_redis_binaries() -> None:
     missing = [name for name in ("redis-server", "redis-cli") if shutil.which(name) is None]
     if not missing:
         return
-    message = f"{' and '.join(missing)} not found on PATH"
-    if under_ci():
-        pytest.fail(f"{message}, and CI=true: a missing server is a failure under CI")
-    pytest.skip(message)
+    unavailable(f"{' and '.join(missing)} not found on PATH")
 
 
 def _port_free(port: int) -> bool:
@@ -96,19 +91,9 @@ class RedisServer:
     def start(self) -> None:
         """Start the server and return once it answers PING.
 
-        Test ports come from the ephemeral range, so a client socket elsewhere on the machine
-        can briefly hold this port as its local address (for instance a client reconnecting while
-        the server is down for a restart); a refused bind is retried for a few seconds.
+        A bind refused because a client socket briefly holds the port is retried.
         """
-        bind_deadline = time.monotonic() + 5
-        while True:
-            try:
-                self._start_once()
-                return
-            except RuntimeError as exc:
-                if "Failed listening" not in str(exc) or time.monotonic() > bind_deadline:
-                    raise
-                time.sleep(0.2)
+        retry_refused_bind(self._start_once, "Failed listening")
 
     def _start_once(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

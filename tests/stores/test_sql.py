@@ -7,8 +7,8 @@ both twins where the behaviour belongs to both.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -385,10 +385,9 @@ def test_each_twin_refuses_the_other_kind_of_engine(tmp_path: Path) -> None:
         SQLStore(async_engine)  # type: ignore[arg-type]
 
 
-def test_a_missing_driver_says_what_to_install() -> None:
+def test_a_missing_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver named in the URL but not installed is a ConfigurationError with the fix."""
-    if importlib.util.find_spec("aiomysql") is not None:
-        pytest.skip("aiomysql is installed here")
+    monkeypatch.setitem(sys.modules, "aiomysql", None)  # importing it now raises ImportError
     with pytest.raises(ConfigurationError, match=r"install aiomysql.*coatcheck\[mysql\]"):
         AsyncSQLStore.from_url("mysql+aiomysql://u@db.example/app")
 
