@@ -126,3 +126,118 @@ async def test_regenerate_leaves_exactly_one_live_record(store: AsyncStore) -> N
     assert [r.id for r in live] == [new_token.split(".")[0]]
     assert await store.get(token.split(".")[0]) is None
     assert (await open_session(manager, new_token))["cart"] == ["apple"]
+
+
+async def opened_together(manager: AsyncSessionManager, token: str, n: int) -> list[Session]:
+    """``n`` requests that all loaded the session before any of them commits: the worst case,
+    every commit but the first meets a newer record, on every store (the async memory store never
+    yields to the event loop, so requests would not overlap on their own)."""
+    return list(await asyncio.gather(*(open_session(manager, token) for _ in range(n))))
+
+
+async def test_concurrent_appends_to_one_list_lose_nothing(store: AsyncStore) -> None:
+    """20 requests each appending an item to the same cart (two tabs, many clicks) leave all 20
+    items, including the first ones added when the cart did not exist yet."""
+    manager = make_manager(store)
+    token = await new_session(manager, other=True)
+
+    async def add(i: int, session: Session) -> None:
+        items = list(session.get("cart", []))
+        items.append(f"item-{i}")
+        session["cart"] = items
+        await manager.commit(session)
+
+    sessions = await opened_together(manager, token, 20)
+    await asyncio.gather(*(add(i, s) for i, s in enumerate(sessions)))
+    final = await open_session(manager, token)
+    assert sorted(final["cart"]) == sorted(f"item-{i}" for i in range(20))
+
+
+async def test_concurrent_identical_appends_are_all_kept(store: AsyncStore) -> None:
+    """10 requests adding the same item to one cart leave it there 10 times."""
+    manager = make_manager(store)
+    token = await new_session(manager, cart=[])
+
+    async def add(session: Session) -> None:
+        session["cart"].append("apple")
+        await manager.commit(session)
+
+    await asyncio.gather(*map(add, await opened_together(manager, token, 10)))
+    assert (await open_session(manager, token))["cart"] == ["apple"] * 10
+
+
+async def test_concurrent_removals_and_appends_on_one_list(store: AsyncStore) -> None:
+    """Removals of different items racing appends: every removal applies, every append stays."""
+    manager = make_manager(store)
+    token = await new_session(manager, cart=[f"old-{i}" for i in range(6)])
+
+    async def remove(i: int, session: Session) -> None:
+        session["cart"].remove(f"old-{i}")
+        await manager.commit(session)
+
+    async def add(i: int, session: Session) -> None:
+        session["cart"].append(f"new-{i}")
+        await manager.commit(session)
+
+    sessions = await opened_together(manager, token, 6)
+    await asyncio.gather(
+        *(remove(i, s) for i, s in enumerate(sessions[:3])),
+        *(add(i, s) for i, s in enumerate(sessions[3:])),
+    )
+    final = (await open_session(manager, token))["cart"]
+    assert sorted(final) == ["new-0", "new-1", "new-2", "old-3", "old-4", "old-5"]
+
+
+async def test_concurrent_nested_dict_edits_lose_nothing(store: AsyncStore) -> None:
+    """Requests each changing a different key of one nested object keep each other's change."""
+    manager = make_manager(store)
+    token = await new_session(manager, prefs={"theme": "light"})
+
+    async def set_pref(i: int, session: Session) -> None:
+        session["prefs"][f"p{i}"] = {"value": i}
+        await manager.commit(session)
+
+    sessions = await opened_together(manager, token, 10)
+    await asyncio.gather(*(set_pref(i, s) for i, s in enumerate(sessions)))
+    prefs = (await open_session(manager, token))["prefs"]
+    assert {"theme": "light", **{f"p{i}": {"value": i} for i in range(10)}} == prefs
+
+
+async def test_concurrent_increments_all_count(store: AsyncStore) -> None:
+    """50 requests each calling increment() on one counter add exactly 50."""
+    manager = make_manager(store)
+    token = await new_session(manager, views=7)
+
+    async def bump(session: Session) -> None:
+        session.increment("views")
+        await manager.commit(session)
+
+    await asyncio.gather(*map(bump, await opened_together(manager, token, 50)))
+    assert (await open_session(manager, token))["views"] == 57
+
+
+async def test_concurrent_set_adds_and_discards(store: AsyncStore) -> None:
+    """Set operations from concurrent requests all apply: adds of different values and
+    discards of different values, none undone by another request's write."""
+    manager = make_manager(store)
+    token = await new_session(manager, tags=["a", "b", "c"])
+
+    async def add(value: str, session: Session) -> None:
+        session.add_to_set("tags", value)
+        await manager.commit(session)
+
+    async def discard(value: str, session: Session) -> None:
+        session.discard_from_set("tags", value)
+        await manager.commit(session)
+
+    s = await opened_together(manager, token, 7)
+    await asyncio.gather(
+        add("x", s[0]),
+        add("y", s[1]),
+        add("x", s[2]),
+        add("a", s[3]),
+        discard("b", s[4]),
+        discard("c", s[5]),
+        discard("zz", s[6]),
+    )
+    assert sorted((await open_session(manager, token))["tags"]) == ["a", "x", "y"]

@@ -125,7 +125,10 @@ class SessionConfig:
     bearer: bool = True
     store_timeout: float = 2.0
     retry_after: int = 5
-    max_write_retries: int = 32
+    max_write_retries: int = 64
+    """How many times a write that lost a race is merged and tried again. Each lost race is
+    another request's successful write, so this many concurrent writers of one session all land;
+    beyond, a request answers 503 with ``Retry-After``."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed."""
     login_path: str = "/login"

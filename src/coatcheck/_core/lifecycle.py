@@ -15,9 +15,13 @@ Rules written here:
   message is delivered to exactly one request even when several race.
 - A request that did not change its session writes nothing, except to bump ``last_seen_at`` once
   per ``touch_interval``. Empty anonymous sessions are never stored.
-- Writes are conditional on the record version. On conflict the flow re-reads and re-applies only
-  what this request changed, at most ``max_write_retries`` times. A record that disappeared
-  (logout, revocation) stays gone: a request in flight never brings it back.
+- Writes are conditional on the record version. On conflict the flow re-reads and merges what
+  this request changed into the newer record (three ways, see :mod:`coatcheck._core.merge`), at
+  most ``max_write_retries`` times. A record that disappeared (logout, revocation) stays gone: a
+  request in flight never brings it back.
+- A bearer session keeps its token when it is regenerated (a login or a password change on it):
+  the token was handed to the client in a response body, not planted in a browser, so there is no
+  fixation to defend against, and a new token could not be delivered.
 """
 
 from __future__ import annotations
@@ -230,15 +234,14 @@ def _cross_site_problem(
 def _apply(
     base: SessionRecord, session: Session, changes: Changes, now: float, config: SessionConfig
 ) -> SessionRecord:
-    """``base`` with exactly this request's changes on top (used again after a lost race).
+    """``base`` with exactly this request's changes on top: applied as they are on the record the
+    request loaded, merged into a newer one (after a lost race).
 
     A shallow copy is enough: values that changed come from the session, and records are
     serialised by the store on write, so nothing here is shared with what is stored.
     """
-    data = dict(base.data)
-    data.update(changes.set)
-    for key in changes.removed:
-        data.pop(key, None)
+    loaded = base is session.record
+    data = changes.apply_to(base.data) if loaded else changes.merge_into(base.data)
     new = dataclasses.replace(
         base,
         data=data,
@@ -299,7 +302,10 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
         return Committed()
 
     changes = session.changes()
-    if session.regenerate_requested or (base is None and session.needs_storing()):
+    rotate = session.regenerate_requested and not (
+        base is not None and session.transport == "bearer"
+    )
+    if rotate or (base is None and session.needs_storing()):
         if base is not None and not session.authenticated_now:
             # A plain regenerate must not outlive a revocation that happened meanwhile; a login
             # is a fresh authentication and proceeds from what this request loaded.

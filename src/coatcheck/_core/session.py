@@ -3,7 +3,12 @@
 It is a mutable mapping over JSON values, plus the user id, flash messages and a few lifecycle
 requests (:meth:`Session.regenerate`, :meth:`Session.destroy`). It performs no I/O: it only
 remembers what the request changed, so that :mod:`coatcheck._core.lifecycle` can commit exactly
-that change, and re-apply it on top of a newer record if a concurrent request won the write.
+that change, and merge it into a newer record if a concurrent request won the write (the rules
+are in :mod:`coatcheck._core.merge`).
+
+Changes are found without any flag set by hand: the first time a request reads or replaces a
+key's value, the JSON text of the value as loaded is kept, and at commit every such key is
+compared with it. Keys the request never touched cannot have changed and cost nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +18,73 @@ from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .merge import MISSING, Inapplicable, Op, apply_ops, merge, same
 from .record import SessionRecord, Transport
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
 class Changes:
+    """What one request did to the session data."""
+
     set: dict[str, Any]
+    """Keys given a new value (nested mutation included), with their value now."""
     removed: frozenset[str]
+    """Keys the request deleted."""
+    loaded: dict[str, str]
+    """The JSON text of each changed or removed key as this request loaded it (absent: the key
+    did not exist)."""
+    ops: dict[str, tuple[Op, ...]]
+    """Operations recorded on keys (:meth:`Session.increment`, :meth:`Session.add_to_set`, ...)."""
+    replaced: dict[str, Any] | None = None
+    """All the data, when the request dropped what was stored (a different user signed in):
+    nothing written by anyone before is kept then."""
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.removed or self.replaced is not None)
+
+    def apply_to(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with this request's changes on top, as if nobody else had written since."""
+        if self.replaced is not None:
+            return dict(self.replaced)
+        merged = dict(data)
+        merged.update(self.set)
+        for key in self.removed:
+            merged.pop(key, None)
+        return merged
+
+    def merge_into(self, theirs: dict[str, Any]) -> dict[str, Any]:
+        """Merge this request's changes into ``theirs``, the data of a newer record.
+
+        Each changed key is merged three ways (base: as loaded, mine: as written, theirs). A key
+        changed only through recorded operations gets them applied again to their value instead,
+        so two concurrent increments both count.
+        """
+        if self.replaced is not None:
+            return dict(self.replaced)
+        merged = dict(theirs)
+        for key in (*self.set, *self.removed):
+            base = json.loads(self.loaded[key]) if key in self.loaded else MISSING
+            mine = self.set.get(key, MISSING)
+            value = self._replayed(key, base, mine, theirs.get(key, MISSING))
+            if value is MISSING:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return merged
+
+    def _replayed(self, key: str, base: Any, mine: Any, theirs: Any) -> Any:
+        ops = self.ops.get(key)
+        if ops:
+            try:
+                # The operations explain this request's whole change only if replaying them on
+                # the loaded value gives what it wrote (not, say, an assignment made after them).
+                if same(apply_ops(base, ops), mine):
+                    return apply_ops(theirs, ops)
+            except Inapplicable:
+                pass
+        return merge(base, mine, theirs)
 
 
 def _dumps(value: Any) -> str:
@@ -52,7 +117,11 @@ class Session(MutableMapping[str, Any]):
         # The session owns the record the store handed out (stores return fresh objects), so no
         # copy is made; the snapshot used to find changes is taken on first access to the data.
         self._data: dict[str, Any] = record.data if record is not None else {}
-        self._loaded: dict[str, str] | None = None
+        self._keys_loaded: frozenset[str] | None = None
+        """The keys as loaded, noted on the first access to the data."""
+        self._loaded: dict[str, str] = {}
+        """key -> JSON text of its value as loaded, for each key whose value was handed out."""
+        self._ops: dict[str, list[Op]] = {}
         self._user_id: str | None = record.user_id if record is not None else None
         self._user_changed = False
         self._incoming_flashes: list[Any] = list(flashes or [])
@@ -100,8 +169,7 @@ class Session(MutableMapping[str, Any]):
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
-            or changes.set
-            or changes.removed
+            or changes
         )
 
     @property
@@ -165,11 +233,20 @@ class Session(MutableMapping[str, Any]):
     # -- mapping --------------------------------------------------------------------------
     def _touch_data(self) -> None:
         self.accessed = True
-        if self._loaded is None:
-            self._loaded = {k: _dumps(v) for k, v in self._data.items()}
+        if self._keys_loaded is None:
+            self._keys_loaded = frozenset(self._data)
+
+    def _snapshot(self, key: str) -> None:
+        """Keep the loaded JSON of ``key`` before its value is first handed out or replaced."""
+        self.accessed = True
+        keys_loaded = self._keys_loaded
+        if keys_loaded is None:
+            keys_loaded = self._keys_loaded = frozenset(self._data)
+        if key not in self._loaded and key in keys_loaded and key in self._data:
+            self._loaded[key] = _dumps(self._data[key])
 
     def __getitem__(self, key: str) -> Any:
-        self._touch_data()
+        self._snapshot(key)
         return self._data[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -179,11 +256,11 @@ class Session(MutableMapping[str, Any]):
             _dumps(value)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"session value for {key!r} is not JSON-serialisable: {exc}") from exc
-        self._touch_data()
+        self._snapshot(key)
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
-        self._touch_data()
+        self._snapshot(key)
         del self._data[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -201,14 +278,61 @@ class Session(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         return f"<Session id={self.id!r} user_id={self._user_id!r} keys={sorted(self._data)!r}>"
 
+    # -- operations that merge ------------------------------------------------------------
+    def increment(self, key: str, amount: int | float = 1) -> int | float:
+        """Add ``amount`` to the number at ``key`` (0 when absent) and return the new value.
+
+        Unlike ``session[key] += 1``, concurrent increments all count: the increment is recorded
+        and applied again on the newer value if another request wrote the session meanwhile.
+        """
+        if not isinstance(amount, int | float) or isinstance(amount, bool):
+            raise TypeError("increment amount must be an int or a float")
+        value: int | float = self._record_op(key, ("incr", amount))
+        return value
+
+    def add_to_set(self, key: str, value: Any) -> None:
+        """Add ``value`` (a JSON scalar) to the set stored at ``key`` as a list, if absent.
+
+        Concurrent additions and removals of different values are all kept, as with a set.
+        """
+        self._set_op(key, ("add", value))
+
+    def discard_from_set(self, key: str, value: Any) -> None:
+        """Remove ``value`` from the set stored at ``key``, if present."""
+        self._set_op(key, ("discard", value))
+
+    def _set_op(self, key: str, op: Op) -> None:
+        if not isinstance(op[1], _JSON_SCALARS):
+            raise TypeError("set elements must be JSON scalars (str, int, float, bool or None)")
+        self._record_op(key, op)
+
+    def _record_op(self, key: str, op: Op) -> Any:
+        try:
+            value = apply_ops(self.get(key, MISSING), [op])
+        except Inapplicable as exc:
+            raise TypeError(f"session value for {key!r}: {exc}") from None
+        self[key] = value
+        self._ops.setdefault(key, []).append(op)
+        return value
+
     def changes(self) -> Changes:
         """What this request did to the data: keys set to a new value (nested mutation
-        included, found by comparing with the JSON snapshot) and keys removed."""
+        included, found by comparing with the JSON as loaded) and keys removed."""
+        if self._keys_loaded is None:
+            return Changes({}, frozenset(), {}, {})  # the data was never touched
+        keys_loaded = self._keys_loaded
         loaded = self._loaded
-        if loaded is None:
-            return Changes({}, frozenset())  # the data was never touched
-        changed = {k: v for k, v in self._data.items() if loaded.get(k) != _dumps(v)}
-        return Changes(changed, frozenset(loaded.keys() - self._data.keys()))
+        data = self._data
+        changed = {
+            k: v
+            for k, v in data.items()
+            if k not in keys_loaded or (k in loaded and loaded[k] != _dumps(v))
+        }
+        removed = keys_loaded - data.keys()
+        involved = {k: loaded[k] for k in (*changed, *removed) if k in loaded}
+        ops = {k: tuple(v) for k, v in self._ops.items() if k in changed or k in removed}
+        replaced = dict(data) if self._drop_stored_flashes else None
+        return Changes(changed, frozenset(removed), involved, ops, replaced)
 
     # -- flash ----------------------------------------------------------------------------
     def flash(self, message: Any, category: str = "info") -> None:
@@ -233,11 +357,16 @@ class Session(MutableMapping[str, Any]):
 
     def forget_contents(self) -> None:
         """Drop all data and flash messages (queued, delivered and still stored) at commit."""
-        self._touch_data()
-        self._data.clear()
+        self._forget_data()
         self._incoming_flashes.clear()
         self._outgoing_flashes.clear()
         self._drop_stored_flashes = True
+
+    def _forget_data(self) -> None:
+        for key in list(self._data):
+            self._snapshot(key)
+        self._data.clear()
+        self._ops.clear()
 
     # -- lifecycle requests ---------------------------------------------------------------
     def regenerate(self) -> None:
@@ -254,9 +383,8 @@ class Session(MutableMapping[str, Any]):
 
     def destroy(self) -> None:
         """Delete the stored session at commit and clear the cookie; the data is dropped now."""
-        self._touch_data()
+        self._forget_data()
         self._destroyed = True
-        self._data.clear()
         self._user_id = None
 
     @property

@@ -1,0 +1,155 @@
+"""How a Session finds what a request changed, and how that change meets a newer record."""
+
+from __future__ import annotations
+
+import pytest
+
+from coatcheck import auth
+from coatcheck._core.http import RequestView
+from coatcheck.admin import SessionAdmin
+from coatcheck.manager import SessionManager
+from coatcheck.stores.memory import MemoryStore
+from coatcheck.testing import FakeClock, test_config
+
+
+def request(token: str | None = None, *, bearer: bool = False) -> RequestView:
+    headers: list[tuple[str, str]] = []
+    if token and bearer:
+        headers.append(("authorization", f"Bearer {token}"))
+    elif token:
+        headers.append(("cookie", f"coatcheck_session={token}"))
+    return RequestView("GET", "https", headers, "192.0.2.1")
+
+
+def setup(**data: object) -> tuple[SessionManager, str]:
+    manager = SessionManager(MemoryStore(), test_config(), clock=FakeClock())
+    session = manager.open(request()).session
+    session.update(data)
+    token = manager.commit(session).token
+    assert token is not None
+    return manager, token
+
+
+def test_untouched_keys_are_not_changes() -> None:
+    """Reading one key snapshots only that key; nothing read and nothing written is no change."""
+    manager, token = setup(a=[1], b={"x": 1})
+    session = manager.open(request(token)).session
+    assert session["a"] == [1]
+    assert not session.changes()
+    assert not session.is_modified
+
+
+def test_nested_mutation_is_a_change() -> None:
+    """Appending to a loaded list in place is found at commit without any flag."""
+    manager, token = setup(a=[1])
+    session = manager.open(request(token)).session
+    session["a"].append(2)
+    changes = session.changes()
+    assert changes.set == {"a": [1, 2]}
+    assert changes.loaded == {"a": "[1]"}
+
+
+def test_delete_and_re_add_same_value_is_no_change() -> None:
+    """A key removed and set again to the value it had is not a change."""
+    manager, token = setup(a=1)
+    session = manager.open(request(token)).session
+    del session["a"]
+    session["a"] = 1
+    assert not session.changes()
+
+
+def test_increment_and_set_ops_return_and_store_values() -> None:
+    """increment() returns the new number; set ops keep a list without duplicates."""
+    manager, token = setup(other=True)
+    session = manager.open(request(token)).session
+    assert session.increment("n") == 1
+    assert session.increment("n", 2.5) == 3.5
+    session.add_to_set("s", "a")
+    session.add_to_set("s", "a")
+    session.add_to_set("s", 2)
+    session.discard_from_set("s", "a")
+    manager.commit(session)
+    again = manager.open(request(token)).session
+    assert (again["n"], again["s"]) == (3.5, [2])
+
+
+def test_ops_refuse_wrong_types() -> None:
+    """increment() on a string, a bool amount or a non-scalar set element is a TypeError."""
+    manager, token = setup(name="x")
+    session = manager.open(request(token)).session
+    with pytest.raises(TypeError):
+        session.increment("name")
+    with pytest.raises(TypeError):
+        session.increment("n", True)
+    with pytest.raises(TypeError):
+        session.add_to_set("s", ["not", "scalar"])
+    assert session["name"] == "x"
+    assert "n" not in session
+
+
+def test_assignment_after_increment_is_merged_as_a_value() -> None:
+    """An increment followed by a plain assignment is not replayed as an increment: the
+    assignment is what the request meant, and it merges like any other value."""
+    manager, token = setup(n=1)
+    first = manager.open(request(token)).session
+    other = manager.open(request(token)).session
+    other.increment("n")
+    manager.commit(other)  # n == 2
+    first.increment("n")
+    first["n"] = 10
+    manager.commit(first)
+    assert manager.open(request(token)).session["n"] == 10
+
+
+def test_increment_meets_a_counter_someone_made_a_string() -> None:
+    """When the newer record holds a non-number where the counter was, the increment cannot
+    apply and the request's value wins as a conflict (no exception at commit)."""
+    manager, token = setup(n=1)
+    first = manager.open(request(token)).session
+    other = manager.open(request(token)).session
+    other["n"] = "reset"
+    manager.commit(other)
+    first.increment("n")
+    manager.commit(first)
+    assert manager.open(request(token)).session["n"] == 2
+
+
+def test_different_user_login_drops_what_a_concurrent_request_added() -> None:
+    """A different user signing in starts from an empty session even when another request
+    added a key after this one loaded the session."""
+    manager, token = setup(secret_of_a="x")
+    session = manager.open(request(token)).session
+    auth.login(session, "a")
+    token = manager.commit(session).token
+    assert token is not None
+    switching = manager.open(request(token)).session
+    other = manager.open(request(token)).session
+    other["added"] = "by a"
+    manager.commit(other)
+    auth.login(switching, "b")
+    token = manager.commit(switching).token
+    assert token is not None
+    final = manager.open(request(token)).session
+    assert (final.user_id, dict(final)) == ("b", {})
+
+
+def test_bearer_login_keeps_its_token_and_ends_other_sessions() -> None:
+    """A bearer client that signs in again or changes its password keeps its token (a new one
+    could not be delivered), gets a new auth time, and its other sessions still end."""
+    clock = FakeClock()
+    manager = SessionManager(MemoryStore(), test_config(), clock=clock)
+    admin = SessionAdmin(manager)
+    token = manager.issue_token("u1")
+    other = manager.issue_token("u1")
+    clock.advance(60)
+    session = manager.open(request(token, bearer=True)).session
+    admin.revoke_all("u1", keep=session.id)
+    auth.login(session, "u1")
+    committed = manager.commit(session)
+    assert committed.token is None
+    assert committed.headers == []
+    again = manager.open(request(token, bearer=True))
+    assert again.error is None
+    assert again.session.user_id == "u1"
+    assert again.session.auth_time == clock.now
+    assert manager.open(request(other, bearer=True)).error is not None
