@@ -4,12 +4,23 @@ Neither manager decides anything about sessions; both run the same flows from
 :mod:`coatcheck._core.lifecycle` with one generic loop. The only difference between the twins is
 ``await``. Store failures, timeouts and unexpected driver errors all become
 :class:`~coatcheck.errors.StoreUnavailableError` so the middleware can answer 503.
+
+``store_timeout`` bounds every store call on both twins. The async manager cancels the call; the
+sync one cannot interrupt a thread blocked in a driver, so it runs store calls on a small pool of
+worker threads and stops waiting after ``store_timeout`` (the call finishes in the background,
+bounded by the driver's own timeouts). A store that never blocks (the memory store) says so with a
+``blocking = False`` attribute and is called directly, on both twins.
+
+An outage (a store error, a timeout) is logged at WARNING; any other exception from a store is a
+bug in that store, logged at ERROR with its traceback; both answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +35,9 @@ from .stores.base import AsyncStore, SyncStore
 
 T = TypeVar("T")
 log = logging.getLogger("coatcheck")
+SYNC_STORE_THREADS = 32
+"""Worker threads of a sync manager's store calls: enough for a busy WSGI server's threads; when
+all are stuck on a hung store, further calls wait in line and time out like the rest."""
 Clock = Callable[[], float]
 
 
@@ -33,7 +47,10 @@ class _Manager:
         self.clock = clock
 
     def _unavailable(self, op: StoreOp, exc: BaseException) -> StoreUnavailableError:
-        log.warning("coatcheck store %s failed: %r", op.method, exc)
+        if isinstance(exc, TimeoutError | OSError):
+            log.warning("coatcheck store %s failed: %r", op.method, exc)
+        else:
+            log.error("coatcheck store %s raised unexpectedly", op.method, exc_info=exc)
         error = StoreUnavailableError(
             f"session store failed on {op.method}: {exc!r}", retry_after=self.config.retry_after
         )
@@ -59,6 +76,7 @@ class AsyncSessionManager(_Manager):
     ) -> None:
         super().__init__(config, clock)
         self.store = store
+        self._blocking = getattr(store, "blocking", True) is not False
 
     async def run(self, flow: Flow[T]) -> T:
         """Drive a core flow: perform each store operation it yields, send back the result."""
@@ -66,8 +84,11 @@ class AsyncSessionManager(_Manager):
             op = next(flow)
             while True:
                 try:
-                    async with asyncio.timeout(self.config.store_timeout):
-                        result: Any = await getattr(self.store, op.method)(*op.args())
+                    if self._blocking:
+                        async with asyncio.timeout(self.config.store_timeout):
+                            result: Any = await getattr(self.store, op.method)(*op.args())
+                    else:
+                        result = await getattr(self.store, op.method)(*op.args())
                 except CoatcheckError as exc:
                     if isinstance(exc, StoreUnavailableError):
                         exc.retry_after = self.config.retry_after
@@ -106,13 +127,35 @@ class SessionManager(_Manager):
     ) -> None:
         super().__init__(config, clock)
         self.store = store
+        self._blocking = getattr(store, "blocking", True) is not False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _call(self, op: StoreOp) -> Any:
+        method = getattr(self.store, op.method)
+        if not self._blocking:
+            return method(*op.args())
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=SYNC_STORE_THREADS, thread_name_prefix="coatcheck-store"
+                    )
+        future = self._pool.submit(method, *op.args())
+        try:
+            return future.result(timeout=self.config.store_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # still queued: never run it; already running: it ends on its own
+            raise TimeoutError(
+                f"store {op.method} took longer than {self.config.store_timeout} s"
+            ) from None
 
     def run(self, flow: Flow[T]) -> T:
         try:
             op = next(flow)
             while True:
                 try:
-                    result: Any = getattr(self.store, op.method)(*op.args())
+                    result: Any = self._call(op)
                 except CoatcheckError as exc:
                     if isinstance(exc, StoreUnavailableError):
                         exc.retry_after = self.config.retry_after
@@ -139,4 +182,6 @@ class SessionManager(_Manager):
         return self.run(self.issue_flow(user_id, user_agent, ip, label))
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()

@@ -11,6 +11,9 @@ class MemoryStore:
     """A thread-safe in-memory store (the sync twin). Records are kept as JSON, as a real store
     would keep them, so callers never share mutable state with the store."""
 
+    blocking = False
+    """Never waits on I/O: managers call it directly, without a timeout or a worker thread."""
+
     def __init__(self) -> None:
         self._records: dict[str, tuple[int, str | None, float, str]] = {}
         """id -> (version, user_id, expires_at, record JSON)"""
@@ -77,6 +80,8 @@ class MemoryStore:
 
 class AsyncMemoryStore:
     """The async face of :class:`MemoryStore` (no awaits needed: everything is in memory)."""
+
+    blocking = False
 
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.sync = store if store is not None else MemoryStore()
