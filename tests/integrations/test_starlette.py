@@ -16,6 +16,7 @@ from coatcheck import AsyncSessionManager, SessionConfig, login
 from coatcheck.asgi import SessionMiddleware
 from coatcheck.integrations.starlette import (
     RequireFresh,
+    RequireUserPage,
     csrf_input,
     get_session,
     require_user,
@@ -191,3 +192,21 @@ async def test_next_keeps_escapes_of_the_requested_path() -> None:
         response = await c.get("/files/a%3Fb")
     assert response.status_code == 303
     assert parse_qs(urlsplit(response.headers["location"]).query)["next"] == ["/files/a%3Fb"]
+
+
+async def test_login_path_with_a_query_gets_next_appended() -> None:
+    """RequireUserPage(login_path="/login?lang=en") redirects to /login?lang=en&next=..., not to
+    a second "?" (the redirect is built once, in the core, for every integration)."""
+    app = FastAPI()
+    manager = AsyncSessionManager(AsyncMemoryStore(), test_config(), clock=FakeClock())
+    app.add_middleware(SessionMiddleware, manager=manager, user_loader=load_user)
+
+    @app.get("/page")
+    async def page(user: object = Depends(RequireUserPage(login_path="/login?lang=en"))) -> str:
+        return "never"
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/page?x=1")
+    location = urlsplit(response.headers["location"])
+    assert (response.status_code, location.path) == (303, "/login")
+    assert parse_qs(location.query) == {"lang": ["en"], "next": ["/page?x=1"]}

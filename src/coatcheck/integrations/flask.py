@@ -28,7 +28,8 @@ from urllib.parse import quote
 from flask import Flask, Response, g, request
 from markupsafe import Markup
 
-from .._core.redirects import login_redirect_url, safe_next
+from .._core import signin
+from .._core.redirects import safe_next
 from .._core.responses import app_error_answer
 from .._core.session import Session
 from ..auth import is_fresh
@@ -169,12 +170,8 @@ def _unauthenticated(*, redirect: bool, login_path: str | None) -> HTTPError:
         target = quote(request.script_root + request.path, safe=_PATH_SAFE)
         query = request.query_string.decode("latin-1")
         target += f"?{query}" if query else ""
-        location = login_redirect_url(path, target)
-        return HTTPError(303, {"error": "unauthenticated"}, headers=(("location", location),))
-    challenge: tuple[tuple[str, str], ...] = ()
-    if get_session().transport == "bearer":
-        challenge = (("www-authenticate", 'Bearer error="invalid_token"'),)
-    return HTTPError(401, {"error": "unauthenticated"}, headers=challenge)
+        return signin.unauthenticated(get_session().transport, login_path=path, target=target)
+    return signin.unauthenticated(get_session().transport)
 
 
 @overload
@@ -225,7 +222,7 @@ def fresh_login_required(
             if not is_fresh(get_session(), max_age):
                 error = _unauthenticated(redirect=redirect, login_path=login_path)
                 if not redirect:
-                    error = HTTPError(401, {"error": "reauthentication_required"})
+                    error = signin.reauthentication_required()
                 return error_response(error)
             return view(*args, **kwargs)
 

@@ -14,15 +14,14 @@ as a FastAPI dependency as well as a plain function call in a Starlette endpoint
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection, Request
 
-from .._core.redirects import safe_next
+from .._core import signin
 from .._core.session import Session
 from ..asgi import UserLoader
 from ..auth import is_fresh
-from ..errors import ConfigurationError, HTTPError
+from ..errors import ConfigurationError
 from ..manager import AsyncSessionManager
 
 _USER_KEY = "coatcheck.user"
@@ -65,14 +64,8 @@ async def require_user(request: Request) -> Any:
     """The signed-in user, or a 401 ``{"error": "unauthenticated"}`` (for APIs)."""
     user = await current_user(request)
     if user is None:
-        raise HTTPError(401, {"error": "unauthenticated"}, headers=_challenge(request))
+        raise signin.unauthenticated(get_session(request).transport)
     return user
-
-
-def _challenge(request: HTTPConnection) -> tuple[tuple[str, str], ...]:
-    if get_session(request).transport == "bearer":
-        return (("www-authenticate", 'Bearer error="invalid_token"'),)
-    return ()
 
 
 class RequireUserPage:
@@ -89,8 +82,9 @@ class RequireUserPage:
             raw = request.scope.get("raw_path") or request.url.path.encode()
             path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
             target = path + (f"?{request.url.query}" if request.url.query else "")
-            location = f"{login_path}?{urlencode({'next': safe_next(target)})}"
-            raise HTTPError(303, {"error": "unauthenticated"}, headers=(("location", location),))
+            raise signin.unauthenticated(
+                get_session(request).transport, login_path=login_path, target=target
+            )
         return user
 
 
@@ -109,7 +103,7 @@ class RequireFresh:
     async def __call__(self, request: Request) -> Any:
         user = await require_user(request)
         if not is_fresh(get_session(request), self.max_age):
-            raise HTTPError(401, {"error": "reauthentication_required"})
+            raise signin.reauthentication_required()
         return user
 
 
