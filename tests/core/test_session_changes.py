@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coatcheck import auth
@@ -46,7 +48,7 @@ def test_nested_mutation_is_a_change() -> None:
     session["a"].append(2)
     changes = session.changes()
     assert changes.set == {"a": [1, 2]}
-    assert changes.loaded == {"a": "[1]"}
+    assert changes.loaded == {"a": [1]}
 
 
 def test_delete_and_re_add_same_value_is_no_change() -> None:
@@ -153,3 +155,30 @@ def test_bearer_login_keeps_its_token_and_ends_other_sessions() -> None:
     assert again.session.user_id == "u1"
     assert again.session.auth_time == clock.now
     assert manager.open(request(other, bearer=True)).error is not None
+
+
+@pytest.mark.parametrize(
+    ("loaded", "mutate"),
+    [
+        ([True], lambda v: v.__setitem__(0, 1)),
+        ([1], lambda v: v.__setitem__(0, 1.0)),
+        ({"a": 1}, lambda v: v.__setitem__("a", True)),
+        ([[1, 2]], lambda v: v[0].append(3)),
+        ({"a": {"b": []}}, lambda v: v["a"]["b"].append(None)),
+    ],
+)
+def test_in_place_changes_between_json_types_are_found(loaded: object, mutate: Any) -> None:
+    """Changing true into 1, or 1 into 1.0, in place is a change: JSON tells them apart."""
+    manager, token = setup(v=loaded)
+    session = manager.open(request(token)).session
+    mutate(session["v"])
+    assert list(session.changes().set) == ["v"]
+
+
+def test_scalar_type_change_by_assignment_is_found() -> None:
+    """Assigning 1.0 where 1 was, or True where 1 was, is a change."""
+    manager, token = setup(a=1, b=1)
+    session = manager.open(request(token)).session
+    session["a"] = 1.0
+    session["b"] = True
+    assert sorted(session.changes().set) == ["a", "b"]

@@ -7,13 +7,20 @@ that change, and merge it into a newer record if a concurrent request won the wr
 are in :mod:`coatcheck._core.merge`).
 
 Changes are found without any flag set by hand: the first time a request reads or replaces a
-key's value, the JSON text of the value as loaded is kept, and at commit every such key is
-compared with it. Keys the request never touched cannot have changed and cost nothing.
+key's value, a snapshot of the value as loaded is kept, and at commit every such key is compared
+with it. Keys the request never touched cannot have changed and cost nothing. A snapshot of a
+scalar is the scalar itself (immutable); of a list or an object, its ``marshal`` serialisation
+(format 2: no object references, so equal values give equal bytes; ``true``, ``1`` and ``1.0``
+stay distinct). ``marshal`` is about seven times faster than ``json.dumps`` here and supports
+exactly the JSON types. It is an in-memory snapshot only: never stored, never sent, and only
+ever decoded from bytes this process made itself, during the same request (for a merge). What a
+store keeps is JSON, always.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +39,9 @@ class Changes:
     """Keys given a new value (nested mutation included), with their value now."""
     removed: frozenset[str]
     """Keys the request deleted."""
-    loaded: dict[str, str]
-    """The JSON text of each changed or removed key as this request loaded it (absent: the key
-    did not exist)."""
+    loaded: dict[str, Any]
+    """Each changed or removed key's value as this request loaded it (absent: the key did not
+    exist when it was loaded)."""
     ops: dict[str, tuple[Op, ...]]
     """Operations recorded on keys (:meth:`Session.increment`, :meth:`Session.add_to_set`, ...)."""
     replaced: dict[str, Any] | None = None
@@ -65,7 +72,7 @@ class Changes:
             return dict(self.replaced)
         merged = dict(theirs)
         for key in (*self.set, *self.removed):
-            base = json.loads(self.loaded[key]) if key in self.loaded else MISSING
+            base = self.loaded.get(key, MISSING)
             mine = self.set.get(key, MISSING)
             value = self._replayed(key, base, mine, theirs.get(key, MISSING))
             if value is MISSING:
@@ -85,6 +92,30 @@ class Changes:
             except Inapplicable:
                 pass
         return merge(base, mine, theirs)
+
+
+_SNAPSHOT_FORMAT = 2  # marshal format 2: binary floats, no object references
+
+
+def _snapshot_of(value: Any) -> Any:
+    """The value itself for an immutable scalar; marshal bytes for a list or an object."""
+    if isinstance(value, list | dict):
+        return marshal.dumps(value, _SNAPSHOT_FORMAT)
+    return value
+
+
+def _unchanged(snapshot: Any, value: Any) -> bool:
+    if isinstance(snapshot, bytes):  # JSON values are never bytes, so this is a container's
+        try:
+            return marshal.dumps(value, _SNAPSHOT_FORMAT) == snapshot
+        except ValueError:  # something that is not JSON was put inside: surely a change
+            return False
+    return type(value) is type(snapshot) and value == snapshot
+
+
+def _as_loaded(snapshot: Any) -> Any:
+    # S302: these bytes were made by _snapshot_of in this process, from JSON values.
+    return marshal.loads(snapshot) if isinstance(snapshot, bytes) else snapshot  # noqa: S302
 
 
 def _dumps(value: Any) -> str:
@@ -119,8 +150,8 @@ class Session(MutableMapping[str, Any]):
         self._data: dict[str, Any] = record.data if record is not None else {}
         self._keys_loaded: frozenset[str] | None = None
         """The keys as loaded, noted on the first access to the data."""
-        self._loaded: dict[str, str] = {}
-        """key -> JSON text of its value as loaded, for each key whose value was handed out."""
+        self._loaded: dict[str, Any] = {}
+        """key -> snapshot of its value as loaded, for each key whose value was handed out."""
         self._ops: dict[str, list[Op]] = {}
         self._user_id: str | None = record.user_id if record is not None else None
         self._user_changed = False
@@ -237,13 +268,13 @@ class Session(MutableMapping[str, Any]):
             self._keys_loaded = frozenset(self._data)
 
     def _snapshot(self, key: str) -> None:
-        """Keep the loaded JSON of ``key`` before its value is first handed out or replaced."""
+        """Keep a snapshot of ``key`` as loaded before its value is first handed out or replaced."""
         self.accessed = True
         keys_loaded = self._keys_loaded
         if keys_loaded is None:
             keys_loaded = self._keys_loaded = frozenset(self._data)
         if key not in self._loaded and key in keys_loaded and key in self._data:
-            self._loaded[key] = _dumps(self._data[key])
+            self._loaded[key] = _snapshot_of(self._data[key])
 
     def __getitem__(self, key: str) -> Any:
         self._snapshot(key)
@@ -317,7 +348,7 @@ class Session(MutableMapping[str, Any]):
 
     def changes(self) -> Changes:
         """What this request did to the data: keys set to a new value (nested mutation
-        included, found by comparing with the JSON as loaded) and keys removed."""
+        included, found by comparing with the snapshot) and keys removed."""
         if self._keys_loaded is None:
             return Changes({}, frozenset(), {}, {})  # the data was never touched
         keys_loaded = self._keys_loaded
@@ -326,10 +357,10 @@ class Session(MutableMapping[str, Any]):
         changed = {
             k: v
             for k, v in data.items()
-            if k not in keys_loaded or (k in loaded and loaded[k] != _dumps(v))
+            if k not in keys_loaded or (k in loaded and not _unchanged(loaded[k], v))
         }
         removed = keys_loaded - data.keys()
-        involved = {k: loaded[k] for k in (*changed, *removed) if k in loaded}
+        involved = {k: _as_loaded(loaded[k]) for k in (*changed, *removed) if k in loaded}
         ops = {k: tuple(v) for k, v in self._ops.items() if k in changed or k in removed}
         replaced = dict(data) if self._drop_stored_flashes else None
         return Changes(changed, frozenset(removed), involved, ops, replaced)
