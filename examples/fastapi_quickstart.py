@@ -1,13 +1,16 @@
-"""coatcheck in a FastAPI app: login, /me, logout, a cart that survives login (tested)."""
+"""coatcheck in a FastAPI app: login, /me, logout, a cart that survives login, a bearer token
+for API clients, and both schemes in /docs (tested)."""
 
 import os
 import secrets
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from coatcheck import AsyncSessionManager, SessionConfig, async_store_from_url, login, logout
 from coatcheck.asgi import SessionMiddleware
-from coatcheck.integrations.starlette import get_session, require_user
+from coatcheck.integrations.fastapi import SessionAuth
+from coatcheck.integrations.starlette import get_session, issue_token
 from coatcheck.passwords import PasswordHasher
 
 hasher = PasswordHasher()
@@ -26,22 +29,35 @@ manager = AsyncSessionManager(
 )
 app = FastAPI()
 app.add_middleware(SessionMiddleware, manager=manager, user_loader=load_user)
+auth = SessionAuth(manager.config)  # declares the cookie and bearer schemes in /docs
+CurrentUser = Annotated[dict[str, str], Depends(auth.user)]  # 401 unless signed in
 
 
-@app.post("/login")
-async def do_login(request: Request, body: dict[str, str]) -> dict[str, str]:
+async def check_password(body: dict[str, str]) -> dict[str, str]:
     user = USERS.get(body.get("email", ""))
     checked = await hasher.check_password_async(
         user["hash"] if user else None, body.get("password", "")
     )
     if user is None or not checked.ok:
         raise HTTPException(401, "invalid credentials")
+    return user
+
+
+@app.post("/login")
+async def do_login(request: Request, body: dict[str, str]) -> dict[str, str]:
+    user = await check_password(body)
     login(get_session(request), user["id"])  # new session id and CSRF token; the cart is kept
     return {"email": user["email"]}
 
 
+@app.post("/token", status_code=201)
+async def token(request: Request, body: dict[str, str]) -> dict[str, str]:
+    user = await check_password(body)  # API clients: a bearer token instead of a cookie
+    return {"access_token": await issue_token(request, user["id"]), "token_type": "bearer"}
+
+
 @app.get("/me")
-async def me(user: dict[str, str] = Depends(require_user)) -> dict[str, str]:
+async def me(user: CurrentUser) -> dict[str, str]:
     return {"email": user["email"]}
 
 
