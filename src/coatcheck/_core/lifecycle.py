@@ -364,6 +364,37 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
     raise ConflictError(f"session {base.id} kept changing under this request; gave up")
 
 
+def create_session(
+    config: SessionConfig,
+    now: float,
+    *,
+    user_id: str | None,
+    transport: Transport,
+    data: dict[str, Any] | None = None,
+    remember: bool = False,
+    user_agent: str = "",
+    ip: str = "",
+    label: str = "",
+) -> Flow[tuple[SessionRecord, str]]:
+    """Store a new session (signed in as ``user_id`` now, when given) and return it with its
+    token: for bearer tokens, and for tests that sign a client in without a password."""
+    record, token = new_record(
+        now=now,
+        config=config,
+        transport=transport,
+        user_id=user_id,
+        data=data,
+        remember=remember,
+        auth_time=now if user_id is not None else None,
+        user_agent=user_agent,
+        ip=ip,
+    )
+    record.label = label
+    if not (yield Put(record, 0)):
+        raise ConflictError("a freshly generated session id already exists")
+    return record, token
+
+
 def issue_token(
     config: SessionConfig,
     now: float,
@@ -374,16 +405,13 @@ def issue_token(
     label: str = "",
 ) -> Flow[str]:
     """Create a bearer session for ``user_id`` and return its token (for API clients)."""
-    record, token = new_record(
-        now=now,
-        config=config,
-        transport="bearer",
+    _, token = yield from create_session(
+        config,
+        now,
         user_id=user_id,
-        auth_time=now,
+        transport="bearer",
         user_agent=user_agent,
         ip=ip,
+        label=label,
     )
-    record.label = label
-    if not (yield Put(record, 0)):
-        raise ConflictError("a freshly generated session id already exists")
     return token
