@@ -13,7 +13,7 @@ def test_all_is_pinned() -> None:
             "CSRFConfig",
             "CoatcheckError", "ConfigurationError", "ConflictError", "CookieConfig", "HTTPError",
             "LoginGuard", "PasswordError", "ThrottleConfig",
-            "Session", "SessionAdmin", "SessionConfig", "SessionInfo", "SessionManager",
+            "Session", "SessionAdmin", "SessionConfig", "SessionDataError", "SessionInfo", "SessionManager",
             "SessionRecord", "StoreError", "StoreUnavailableError", "SyncStore",
             "async_store_from_url", "is_fresh", "login", "logout", "sync_store_from_url",
         ]

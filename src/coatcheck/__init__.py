@@ -17,6 +17,7 @@ from .errors import (
     ConflictError,
     HTTPError,
     PasswordError,
+    SessionDataError,
     StoreError,
     StoreUnavailableError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "Session",
     "SessionAdmin",
     "SessionConfig",
+    "SessionDataError",
     "SessionInfo",
     "SessionManager",
     "SessionRecord",

@@ -8,6 +8,7 @@
     │   └── StoreUnavailableError  unreachable or slower than the configured timeout (HTTP 503)
     ├── ConflictError              a conditional write kept losing after bounded retries (503)
     ├── PasswordError              a password was refused before hashing (too long, empty)
+    ├── SessionDataError           session data does not match SessionConfig.data_schema
     └── HTTPError                  an error with an HTTP status for the middleware to answer with
 
 A forged, expired or malformed token is *not* an exception: it yields an anonymous session (cookie)
@@ -52,6 +53,11 @@ class PasswordError(CoatcheckError, ValueError):
     """A password was refused before hashing (empty or over the length cap)."""
 
     status_code = 422
+
+
+class SessionDataError(CoatcheckError, ValueError):
+    """Session data does not match the configured ``data_schema`` (raised at commit: a bug in the
+    app; stored data that does not match is never raised on, it gives a fresh session)."""
 
 
 class HTTPError(CoatcheckError):

@@ -41,6 +41,12 @@ all are stuck on a hung store, further calls wait in line and time out like the 
 Clock = Callable[[], float]
 
 
+def _logged(opened: lifecycle.Opened) -> lifecycle.Opened:
+    if opened.discarded is not None:
+        log.warning("coatcheck: %s", opened.discarded)
+    return opened
+
+
 class _Manager:
     def __init__(self, config: SessionConfig, clock: Clock) -> None:
         self.config = config
@@ -104,7 +110,7 @@ class AsyncSessionManager(_Manager):
             raise
 
     async def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
-        return await self.run(self.open_flow(request, form_csrf))
+        return _logged(await self.run(self.open_flow(request, form_csrf)))
 
     async def commit(self, session: Session) -> lifecycle.Committed:
         return await self.run(self.commit_flow(session))
@@ -171,7 +177,7 @@ class SessionManager(_Manager):
             raise
 
     def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
-        return self.run(self.open_flow(request, form_csrf))
+        return _logged(self.run(self.open_flow(request, form_csrf)))
 
     def commit(self, session: Session) -> lifecycle.Committed:
         return self.run(self.commit_flow(session))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import ConfigurationError
+from .schema import Validator, compile_schema
 
 SameSite = Literal["lax", "strict", "none"]
 
@@ -132,6 +133,10 @@ class SessionConfig:
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed."""
     login_path: str = "/login"
+    data_schema: Any = None
+    """A TypedDict, dataclass or pydantic model the session data must match, checked on load and
+    at commit (:mod:`coatcheck._core.schema`); ``None`` for free-form data."""
+    data_validator: Validator | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, str) or len(self.secret) < MIN_SECRET_LENGTH:
@@ -176,6 +181,8 @@ class SessionConfig:
                 ) from exc
         if not self.login_path.startswith("/") or self.login_path.startswith("//"):
             raise ConfigurationError("login_path must be a same-site absolute path")
+        if self.data_schema is not None:
+            object.__setattr__(self, "data_validator", compile_schema(self.data_schema))
 
     @property
     def effective_touch_interval(self) -> float:

@@ -30,7 +30,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConflictError, HTTPError
+from ..errors import ConflictError, HTTPError, SessionDataError
 from . import csrf, tokens
 from .config import SessionConfig
 from .cookies import clear_cookie, parse_cookies, set_cookie
@@ -49,6 +49,9 @@ class Opened:
     session: Session
     clear_cookie: bool = False
     error: HTTPError | None = None
+    discarded: str | None = None
+    """Why a stored session was not used although its token was right (its data does not match
+    the configured schema): the driver logs it."""
 
 
 @dataclass(slots=True)
@@ -182,6 +185,16 @@ def open_session(
             return Opened(anonymous("bearer"), error=invalid_token_error())
         return Opened(anonymous(), clear_cookie=True)
 
+    if config.data_validator is not None:
+        try:
+            config.data_validator(record.data)
+        except SessionDataError as exc:
+            yield Delete((record.id,))
+            reason = f"session {record.id} dropped: its data does not match the schema: {exc}"
+            if transport == "bearer":
+                return Opened(anonymous("bearer"), error=invalid_token_error(), discarded=reason)
+            return Opened(anonymous(), clear_cookie=True, discarded=reason)
+
     flashes: list[Any] = []
     attempts = 0
     while record.flash:
@@ -302,6 +315,8 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
         return Committed()
 
     changes = session.changes()
+    if config.data_validator is not None and (changes or base is None):
+        config.data_validator(session.data_snapshot())
     rotate = session.regenerate_requested and not (
         base is not None and session.transport == "bearer"
     )

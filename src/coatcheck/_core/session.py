@@ -23,10 +23,13 @@ import json
 import marshal
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast, is_typeddict
 
 from .merge import MISSING, Inapplicable, Op, apply_ops, merge, same
 from .record import SessionRecord, Transport
+from .schema import to_data
+
+T = TypeVar("T")
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
@@ -153,6 +156,7 @@ class Session(MutableMapping[str, Any]):
         self._loaded: dict[str, Any] = {}
         """key -> snapshot of its value as loaded, for each key whose value was handed out."""
         self._ops: dict[str, list[Op]] = {}
+        self._typed_views: list[Any] = []
         self._user_id: str | None = record.user_id if record is not None else None
         self._user_changed = False
         self._incoming_flashes: list[Any] = list(flashes or [])
@@ -346,9 +350,40 @@ class Session(MutableMapping[str, Any]):
         self._ops.setdefault(key, []).append(op)
         return value
 
+    # -- typed data -----------------------------------------------------------------------
+    def typed(self, schema: type[T]) -> T:
+        """The data as ``schema`` (a TypedDict, a dataclass or a pydantic model), for type
+        checkers to see its fields. A TypedDict is the live data itself; a dataclass or model
+        instance is read from the data now and written back into it when the request commits
+        (so change the instance, not the session, until then). See
+        :mod:`coatcheck._core.schema`."""
+        for key in list(self._data):
+            self._snapshot(key)
+        self._touch_data()
+        if is_typeddict(schema):
+            return cast(T, self._data)
+        build: Any = getattr(schema, "model_validate", None) or (lambda data: schema(**data))
+        view: T = build(self._data)
+        self._typed_views.append(view)
+        return view
+
+    def _write_back_views(self) -> None:
+        for view in self._typed_views:
+            data = to_data(view)
+            for key in [k for k in self._data if k not in data]:
+                del self[key]
+            for key, value in data.items():
+                self[key] = value
+
+    def data_snapshot(self) -> dict[str, Any]:
+        """The data as the request leaves it (typed views written back)."""
+        self._write_back_views()
+        return self._data
+
     def changes(self) -> Changes:
         """What this request did to the data: keys set to a new value (nested mutation
         included, found by comparing with the snapshot) and keys removed."""
+        self._write_back_views()
         if self._keys_loaded is None:
             return Changes({}, frozenset(), {}, {})  # the data was never touched
         keys_loaded = self._keys_loaded
