@@ -1,7 +1,8 @@
 """The thin drivers: run core flows against a store, async or sync.
 
 Neither manager decides anything about sessions; both run the same flows from
-:mod:`coatcheck._core.lifecycle` with one generic loop. The only difference between the twins is
+:mod:`coatcheck._core.lifecycle` (or, for a ``sealed://`` store, from
+:mod:`coatcheck._core.sealed_flow`) with one generic loop. The only difference between the twins is
 ``await``. Store failures, timeouts and unexpected driver errors all become
 :class:`~coatcheck.errors.StoreUnavailableError` so the middleware can answer 503.
 """
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core import lifecycle
 from ._core.config import SessionConfig
@@ -21,6 +22,10 @@ from ._core.ops import Flow, StoreOp
 from ._core.session import Session
 from .errors import CoatcheckError, ConflictError, StoreUnavailableError
 from .stores.base import AsyncStore, SyncStore
+from .stores.sealed import AsyncSealedStore, SealedStore
+
+if TYPE_CHECKING:
+    from ._core.sealed_flow import SealedMode
 
 T = TypeVar("T")
 log = logging.getLogger("coatcheck")
@@ -28,9 +33,15 @@ Clock = Callable[[], float]
 
 
 class _Manager:
-    def __init__(self, config: SessionConfig, clock: Clock) -> None:
+    def __init__(self, config: SessionConfig, clock: Clock, store: object) -> None:
         self.config = config
         self.clock = clock
+        self.sealed: SealedMode | None = None
+        """The sealed flows, when the store is ``sealed://`` (sessions live in cookies)."""
+        if isinstance(store, AsyncSealedStore | SealedStore):
+            from ._core.sealed_flow import SealedMode  # needs the `sealed` extra (cryptography)
+
+            self.sealed = SealedMode(config, revocations=store.revocations is not None)
 
     def _unavailable(self, op: StoreOp, exc: BaseException) -> StoreUnavailableError:
         log.warning("coatcheck store %s failed: %r", op.method, exc)
@@ -40,12 +51,18 @@ class _Manager:
         return error
 
     def open_flow(self, request: RequestView, form_csrf: str | None) -> Flow[lifecycle.Opened]:
+        if self.sealed is not None:
+            return self.sealed.open(request, self.clock(), form_csrf=form_csrf)
         return lifecycle.open_session(request, self.config, self.clock(), form_csrf=form_csrf)
 
     def commit_flow(self, session: Session) -> Flow[lifecycle.Committed]:
+        if self.sealed is not None:
+            return self.sealed.commit(session, self.clock())
         return lifecycle.commit_session(session, self.config, self.clock())
 
     def issue_flow(self, user_id: str, user_agent: str, ip: str, label: str) -> Flow[str]:
+        if self.sealed is not None:
+            return self.sealed.issue_token()
         return lifecycle.issue_token(
             self.config, self.clock(), user_id=user_id, user_agent=user_agent, ip=ip, label=label
         )
@@ -57,7 +74,7 @@ class AsyncSessionManager(_Manager):
     def __init__(
         self, store: AsyncStore, config: SessionConfig, *, clock: Clock = time.time
     ) -> None:
-        super().__init__(config, clock)
+        super().__init__(config, clock, store)
         self.store = store
 
     async def run(self, flow: Flow[T]) -> T:
@@ -104,7 +121,7 @@ class SessionManager(_Manager):
     def __init__(
         self, store: SyncStore, config: SessionConfig, *, clock: Clock = time.time
     ) -> None:
-        super().__init__(config, clock)
+        super().__init__(config, clock, store)
         self.store = store
 
     def run(self, flow: Flow[T]) -> T:
