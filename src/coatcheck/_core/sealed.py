@@ -63,7 +63,7 @@ _AAD_PREFIX = b"coatcheck/sealed/v1\x00"
 
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
+_PADDING = (b"", b"", b"==", b"=")
 _B64URL_INDEX = {
     c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 }
@@ -149,19 +149,20 @@ class Sealer:
 
 def _decode(value: str) -> bytes | None:
     """Strict, canonical base64url: ``None`` unless ``value`` is exactly how we would spell it."""
-    if not 0 < len(value) <= MAX_SEAL_CHARS or _B64URL_RE.fullmatch(value) is None:
+    size = len(value)
+    tail = size % 4
+    # "+" and "/" would decode too once "-_" are translated; they are not ours to accept.
+    if not 0 < size <= MAX_SEAL_CHARS or tail == 1 or "+" in value or "/" in value:
         return None
-    tail = len(value) % 4
-    if tail == 1:
-        return None
-    if tail and _B64URL_INDEX[value[-1]] & (0x0F if tail == 2 else 0x03):
+    last = _B64URL_INDEX.get(value[-1])
+    if last is None or (tail and last & (0x0F if tail == 2 else 0x03)):
         return None  # bits past the last byte must be zero, or two spellings would open alike
     try:
+        # strict_mode refuses every character outside the alphabet, "=" inside included.
         return binascii.a2b_base64(
-            value.encode("ascii").translate(_TO_STANDARD) + b"=" * (-len(value) % 4),
-            strict_mode=True,
+            value.encode("ascii").translate(_TO_STANDARD) + _PADDING[tail], strict_mode=True
         )
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the checks above
+    except (binascii.Error, UnicodeEncodeError):
         return None
 
 
@@ -207,13 +208,17 @@ def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
         payload["a"] = _ms(record.auth_time)
     if record.remember:
         payload["r"] = True
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    return _ENCODER.encode(payload).encode("utf-8")
+
+
+# One encoder for every seal: json.dumps builds a new one per call when given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_PAYLOAD_KEYS = frozenset("itcdufar")
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # type() rather than isinstance: a bool is an int, and no time.
+    return (type(value) is float or type(value) is int) and math.isfinite(value)
 
 
 def load_payload(plaintext: bytes) -> SealedState | None:
@@ -237,22 +242,23 @@ def load_payload(plaintext: bytes) -> SealedState | None:
     auth_time = payload.get("a")
     remember = payload.get("r", False)
     if (
-        not isinstance(session_id, str)
+        type(session_id) is not str
         or _ID_RE.fullmatch(session_id) is None
-        or not isinstance(times, list)
+        or type(times) is not list
         or len(times) != 4
-        or not all(_is_time(t) for t in times)
-        or not isinstance(csrf_token, str)
+        or not (_is_time(times[0]) and _is_time(times[1]))
+        or not (_is_time(times[2]) and _is_time(times[3]))
+        or type(csrf_token) is not str
         or not 0 < len(csrf_token) <= _MAX_CSRF_CHARS
-        or not isinstance(data, dict)
-        or not (user_id is None or isinstance(user_id, str))
-        or not isinstance(flash, list)
+        or type(data) is not dict
+        or not (user_id is None or type(user_id) is str)
+        or type(flash) is not list
         or not (auth_time is None or _is_time(auth_time))
-        or not isinstance(remember, bool)
-        or len(payload.keys() - {"i", "t", "c", "d", "u", "f", "a", "r"}) != 0
+        or type(remember) is not bool
+        or not _PAYLOAD_KEYS.issuperset(payload)
     ):
         return None
-    created_at, last_seen_at, absolute_expires_at, issued_at = (float(t) for t in times)
+    created_at, last_seen_at, absolute_expires_at, issued_at = map(float, times)
     record = SessionRecord(
         id=session_id,
         secret_hash="",  # a sealed session has no token secret: the seal is the credential
