@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from coatcheck import auth
-from coatcheck._core.config import SessionConfig
+from coatcheck._core.config import CookieConfig, SessionConfig
+from coatcheck._core.cookies import set_cookie
 from coatcheck._core.http import RequestView
 from coatcheck._core.lifecycle import Opened
 from coatcheck._core.record import SessionRecord
+from coatcheck._core.sealed import sealed_length
 from coatcheck._core.sealed_flow import MAX_COOKIE_BYTES, MAX_DENIED, revocation_id
 from coatcheck._core.session import Session
 from coatcheck.admin import AsyncSessionAdmin
@@ -506,3 +508,45 @@ async def test_cookie_holds_no_plaintext() -> None:
     for needle in ("ann@example.com", "user-4242", "email"):
         assert needle.encode() not in decoded
         assert needle not in value
+
+
+@pytest.mark.parametrize(
+    ("cookie", "remember", "attributes", "plaintext"),
+    [
+        (CookieConfig(), False, 55, 2997),
+        (CookieConfig(), True, 72, 2985),
+        (CookieConfig(secure=False), False, 50, 3001),
+    ],
+)
+async def test_documented_capacity(
+    cookie: CookieConfig, remember: bool, attributes: int, plaintext: int
+) -> None:
+    """The numbers in docs/sealed.md: name and attributes take `attributes` bytes, the largest
+    payload is `plaintext` bytes, and the largest session that commits gives a Set-Cookie of
+    4093-4096 bytes while one byte more of data is refused."""
+    config = test_config(cookie=cookie)
+    manager, _, _ = build(revocations=False, config=config)
+    name = cookie.effective_name
+    empty = set_cookie(cookie, name, "", max_age=30 * 24 * 3600 if remember else None)
+    assert len(empty) == attributes
+    assert max(n for n in range(4096) if attributes + sealed_length(n) <= 4096) == plaintext
+
+    async def commit(size: int) -> list[tuple[str, str]]:
+        opened = await Browser(manager).open("POST")
+        auth.login(opened.session, "3c28b32d-061b-40be-a36a-30ba244cffb9", remember=remember)
+        opened.session["blob"] = "x" * size
+        return (await manager.commit(opened.session)).headers
+
+    low, high = 0, 4096
+    while low + 1 < high:  # the largest blob that still commits
+        middle = (low + high) // 2
+        try:
+            await commit(middle)
+            low = middle
+        except SessionTooLargeError:
+            high = middle
+    largest = next(v for _, v in await commit(low) if v.startswith(f"{name}="))
+    assert 4093 <= len(largest) <= MAX_COOKIE_BYTES
+    assert 2700 < low < plaintext
+    with pytest.raises(SessionTooLargeError):
+        await commit(low + 1)
