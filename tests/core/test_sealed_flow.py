@@ -22,7 +22,7 @@ from coatcheck._core.sealed import sealed_length
 from coatcheck._core.sealed_flow import MAX_COOKIE_BYTES, MAX_DENIED, revocation_id
 from coatcheck._core.session import Session
 from coatcheck.admin import AsyncSessionAdmin
-from coatcheck.errors import NotSupportedError, SessionTooLargeError
+from coatcheck.errors import NotSupportedError, SessionTooLargeError, StoreUnavailableError
 from coatcheck.manager import AsyncSessionManager
 from coatcheck.stores.memory import AsyncMemoryStore
 from coatcheck.stores.sealed import AsyncSealedStore
@@ -550,3 +550,26 @@ async def test_documented_capacity(
     assert 2700 < low < plaintext
     with pytest.raises(SessionTooLargeError):
         await commit(low + 1)
+
+
+async def test_revocation_store_outage_is_503_for_signed_in_only() -> None:
+    """A signed-in request whose revocation read fails raises StoreUnavailableError (503, never
+    authenticated from stale data); anonymous seals never touch the store and keep working."""
+
+    class Down(AsyncMemoryStore):
+        broken = False
+
+        async def get(self, session_id: str) -> SessionRecord | None:
+            if self.broken:
+                raise ConnectionError("revocation store down")
+            return await super().get(session_id)
+
+    inner = Down()
+    manager = AsyncSessionManager(AsyncSealedStore(inner), test_config(), clock=FakeClock())
+    anonymous = Browser(manager)
+    await anonymous.visit(lambda s: s.__setitem__("cart", ["pear"]))
+    browser = await signed_in(manager)
+    inner.broken = True
+    with pytest.raises(StoreUnavailableError):
+        await browser.open()
+    assert dict((await anonymous.open()).session) == {"cart": ["pear"]}

@@ -72,13 +72,24 @@ class SealedSession(Session):
     def __init__(
         self,
         *,
+        record: SessionRecord | None,
+        now: float,
+        user_agent: str,
+        ip: str,
+        flashes: list[Any] | None = None,
         issued_at: float | None = None,
         reseal: bool = False,
         revocations: SessionRecord | None = None,
         revocations_read: bool = False,
-        **session: Any,
     ) -> None:
-        super().__init__(**session)
+        super().__init__(
+            record=record,
+            transport="cookie",
+            now=now,
+            user_agent=user_agent,
+            ip=ip,
+            flashes=flashes,
+        )
         self.issued_at = issued_at
         """When this session id was issued (login or first write); revoke-all compares it."""
         self.reseal = reseal
@@ -235,9 +246,7 @@ class SealedMode:
         ip = client_address(request, config.trusted_proxies)
 
         def anonymous() -> SealedSession:
-            return SealedSession(
-                record=None, transport="cookie", now=now, user_agent=user_agent, ip=ip
-            )
+            return SealedSession(record=None, now=now, user_agent=user_agent, ip=ip)
 
         cookies = parse_cookies(request.get_all("cookie"))
         try:
@@ -282,7 +291,6 @@ class SealedMode:
         flashes, record.flash = record.flash, []
         session = SealedSession(
             record=record,
-            transport="cookie",
             now=now,
             user_agent=user_agent,
             ip=ip,
