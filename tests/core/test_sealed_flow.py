@@ -573,3 +573,20 @@ async def test_revocation_store_outage_is_503_for_signed_in_only() -> None:
     with pytest.raises(StoreUnavailableError):
         await browser.open()
     assert dict((await anonymous.open()).session) == {"cart": ["pear"]}
+
+
+async def test_several_cookies_of_one_name_the_first_valid_wins() -> None:
+    """With junk, a revoked seal and a valid seal under the same name, the valid one opens."""
+    manager, _, _ = build()
+    revoked = await signed_in(manager, "u1")
+    stale = revoked.cookies[COOKIE]
+    await revoked.visit(auth.logout, "POST")
+    valid = await signed_in(manager, "u2")
+    header = f"{COOKIE}=junk; {COOKIE}={stale}; {COOKIE}={valid.cookies[COOKIE]}"
+    opened = await manager.open(RequestView("GET", "https", [("cookie", header)], ""))
+    assert opened.session.user_id == "u2"
+    session = opened.session
+    auth.logout(session)
+    await manager.commit(session)  # logs out u2's session (its record, not u1's)
+    again = await manager.open(RequestView("GET", "https", [("cookie", header)], ""))
+    assert again.session.user_id is None

@@ -266,19 +266,19 @@ class SealedMode:
         newest = False
         rv_record: SessionRecord | None = None
         rv_read = False
-        for value in presented.values:
+        for value in presented.values:  # several cookies of one name: the first valid one wins
             opened = self.sealer.open(value)
             if opened is None:
                 continue
             state = load_payload(opened[0])
             if state is None or is_expired(state.record, now, config):
-                continue
+                continue  # checked before the revocation read: dead seals cost no round trip
             user_id = state.record.user_id
             if self.revocations and user_id is not None:
-                rv_record = yield Get(revocation_id(user_id))
-                rv_read = True
-                if is_revoked(rv_record, state.record.id, state.issued_at):
+                read: SessionRecord | None = yield Get(revocation_id(user_id))
+                if is_revoked(read, state.record.id, state.issued_at):
                     continue
+                rv_record, rv_read = read, True
             found, newest = state, opened[1]
             break
         if found is None:
