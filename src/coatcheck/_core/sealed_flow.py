@@ -46,7 +46,7 @@ from .lifecycle import USER_AGENT_MAX, Committed, Opened, clear_cookie_headers, 
 from .ops import Flow, Get, Put
 from .record import SessionRecord
 from .sealed import SealedState, Sealer, dump_payload, load_payload
-from .session import Changes, Session
+from .session import Session
 
 MAX_COOKIE_BYTES = 4096
 """The longest ``Set-Cookie`` value written: name, value and attributes together. RFC 6265
@@ -331,18 +331,17 @@ class SealedMode:
                 return Committed(clear_cookie_headers(config))
             return Committed()
 
-        changes = session.changes()
         new_id = session.regenerate_requested or (base is None and session.needs_storing())
         if base is None and not new_id:
             return Committed()  # anonymous and empty: no cookie
         if base is not None and not new_id:
             touch_due = now - base.last_seen_at >= config.effective_touch_interval
             reseal = sealed is not None and sealed.reseal
-            if not (reseal or touch_due or session.is_modified_by(changes)):
+            if not (reseal or touch_due or session.is_modified):
                 return Committed(_xsrf_headers(session, base.csrf_token, config))
 
         issued_at = _issued_at(sealed, base)
-        record, issued_at = _next_record(session, changes, new_id, issued_at, now, config)
+        record, issued_at = _next_record(session, new_id, issued_at, now, config)
         value = self.sealer.seal(dump_payload(record, issued_at))
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
@@ -419,23 +418,16 @@ def _issued_at(sealed: SealedSession | None, base: SessionRecord | None) -> floa
 
 
 def _next_record(
-    session: Session,
-    changes: Changes,
-    new_id: bool,
-    issued_at: float | None,
-    now: float,
-    config: SessionConfig,
+    session: Session, new_id: bool, issued_at: float | None, now: float, config: SessionConfig
 ) -> tuple[SessionRecord, float]:
-    """The session as the request left it (nothing to merge with), and when its id was issued.
+    """The session as the request left it, and when its id was issued.
 
-    A new session or a login starts the clocks again; a plain regenerate keeps them, so the
-    absolute timeout and revoke-all still count from the start.
+    There is nothing to merge with (the cookie is the only copy), so the data is read through
+    the mapping itself rather than rebuilt from recorded changes. A new session or a login
+    starts the clocks again; a plain regenerate keeps them, so the absolute timeout and
+    revoke-all still count from the start.
     """
     base = session.record
-    data = dict(base.data) if base is not None else {}
-    data.update(changes.set)
-    for key in changes.removed:
-        data.pop(key, None)
     remember = session.remember
     idle, absolute = config.timeouts(remember=remember)
     if base is None or issued_at is None or session.authenticated_now:
@@ -443,10 +435,9 @@ def _next_record(
     else:
         created_at, absolute_expires_at = base.created_at, base.absolute_expires_at
     if base is None:
-        record_id, user_id, flash, csrf_token = tokens.new_id(), session.user_id, [], ""
+        record_id, flash, csrf_token = tokens.new_id(), [], ""
     else:
         record_id = tokens.new_id() if new_id else base.id
-        user_id = session.user_id if session.user_changed else base.user_id
         flash = [] if session.drops_stored_flashes else base.flash
         csrf_token = "" if session.csrf_rotation_requested else base.csrf_token
     record = SessionRecord(
@@ -457,8 +448,8 @@ def _next_record(
         expires_at=min(now + idle, absolute_expires_at),
         absolute_expires_at=absolute_expires_at,
         version=1,
-        user_id=user_id,
-        data=data,
+        user_id=session.user_id,
+        data=dict(session),
         flash=[*flash, *session.outgoing_flashes],
         csrf_token=csrf_token or tokens.new_csrf_token(),
         auth_time=session.auth_time,
