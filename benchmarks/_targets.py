@@ -60,7 +60,8 @@ class Target:
     library: str
     backend: str
     family: str
-    """The coatcheck back-end it is compared with: ``memory``, ``sqlite`` or ``redis``."""
+    """The coatcheck back-end it is compared with: ``memory``, ``cookie`` (coatcheck's sealed
+    cookie), ``sqlite`` or ``redis``."""
     framework: str
     """Whose bare baseline is subtracted: ``asgi``, ``flask`` or ``django``."""
     request: AsyncRequest | SyncRequest
@@ -82,6 +83,8 @@ NOTES: list[str] = [
     "coatcheck: `SessionConfig(secret=...)` defaults (30 min idle, 12 h absolute, "
     "`__Host-session` cookie, CSRF on) and no `user_loader`. Its login also rotates the CSRF "
     "token, so a login response sets two cookies.",
+    "coatcheck (sealed cookie): `sealed://`, no revocation record: the session is sealed with "
+    "AES-256-GCM into the cookie (no store call); its login regenerates the id inside the seal.",
     "Starlette `SessionMiddleware`: `https_only=True`; a signed cookie (itsdangerous), so there "
     "is no id to regenerate.",
     "starsessions: `SessionMiddleware(lifetime=1800, rolling=True)` + "
@@ -218,7 +221,7 @@ def starlette_cookie_target() -> Target:
     return Target(
         "Starlette SessionMiddleware",
         "signed cookie",
-        "memory",
+        "cookie",
         "asgi",
         asgi_client(app),
         True,
@@ -303,7 +306,7 @@ def flask_target(kind: str, redis_url: str | None = None, prefix: str = "") -> T
         )
     if kind == "cookie":
         return Target(
-            "Flask", "signed cookie", "memory", "flask", wsgi_client(app), False, COOKIE_ONLY
+            "Flask", "signed cookie", "cookie", "flask", wsgi_client(app), False, COOKIE_ONLY
         )
     return Target(
         "Flask-Session",
@@ -419,7 +422,7 @@ def django_targets(workdir: Path, redis_url: str | None, prefix: str) -> list[Ta
         Target(
             "Django",
             "signed_cookies",
-            "memory",
+            "cookie",
             "django",
             wsgi_client(handler("signed_cookies")),
             False,
@@ -448,7 +451,7 @@ def build_targets(
 
     from coatcheck import ConfigurationError, async_store_from_url
 
-    coatcheck_urls = [("memory", "memory", "memory://")]
+    coatcheck_urls = [("memory", "memory", "memory://"), ("sealed cookie", "cookie", "sealed://")]
     coatcheck_urls.append(("SQLite", "sqlite", f"sqlite:///{workdir / 'coatcheck.sqlite3'}"))
     if redis_url is not None:
         coatcheck_urls.append(("Redis", "redis", f"{redis_url}?prefix={prefix}coatcheck:"))

@@ -67,7 +67,12 @@ PACKAGES = (
 BASELINE = "(no sessions)"
 BASELINE_SHARE = 0.5
 """A baseline batch lasts this fraction of the session batch it is paired with."""
-FAMILIES = {"memory": "in-process / cookie", "sqlite": "SQLite", "redis": "Redis"}
+FAMILIES = {
+    "memory": "in-process",
+    "cookie": "cookie, no store",
+    "sqlite": "SQLite",
+    "redis": "Redis",
+}
 
 
 @dataclass

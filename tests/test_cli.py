@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coatcheck import SessionManager, login, sync_store_from_url
+from coatcheck import SessionConfig, SessionManager, login, sync_store_from_url
 from coatcheck._core.http import RequestView
 from coatcheck.cli import main
 from coatcheck.testing import FakeClock, test_config
@@ -136,3 +136,76 @@ def test_bad_store_url_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_
         main(["--data-dir", str(tmp_path), "users", "--store", "ftp://x", "--secret", SECRET]) == 2
     )
     assert "unknown store URL scheme" in capsys.readouterr().err
+
+
+def test_secret_prints_a_new_random_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    """`coatcheck secret` prints 43 base64url characters (256 bits), different each time."""
+    first = run(capsys, "secret")
+    second = run(capsys, "secret")
+    assert first[0] == second[0] == 0
+    for _, out in (first, second):
+        assert len(out.strip()) == 43
+        assert set(out.strip()) <= set(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        )
+    assert first[1] != second[1]
+    assert SessionConfig(secret=first[1].strip()).secret == first[1].strip()
+
+
+def test_previous_secrets_from_flags_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--previous-secret (repeated) or COATCHECK_PREVIOUS_SECRETS lists older secrets."""
+    from coatcheck.cli import _config, build_parser
+
+    old = ["old-one-0123456789-abcdefghijklmnopqr", "old-two-0123456789-abcdefghijklmnopqr"]
+    argv = ["--data-dir", str(tmp_path), "users", "--secret", SECRET]
+    flags = build_parser().parse_args(
+        [*argv, "--previous-secret", old[0], "--previous-secret", old[1]]
+    )
+    assert _config(flags).secrets == (*old, SECRET)
+    monkeypatch.setenv("COATCHECK_PREVIOUS_SECRETS", f"{old[0]}, {old[1]}")
+    assert _config(build_parser().parse_args(argv)).previous_secrets == tuple(old)
+
+
+def test_sealed_store_admin_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """On sealed://, listing says why it cannot (exit 2); revoking works with a revocation
+    record (revoke one needs --owner) and says why not without one."""
+    from urllib.parse import quote
+
+    common = ["--data-dir", str(tmp_path), "--secret", SECRET]
+    plain = "sealed://"
+    revoking = "sealed://?revocations=" + quote(f"sqlite:///{tmp_path / 'rv.db'}", safe="")
+    assert main([common[0], common[1], "migrate", "--store", revoking, *common[2:]]) == 0
+    capsys.readouterr()
+    code = main([common[0], common[1], "sessions", "--store", plain, "--user", "u", *common[2:]])
+    assert code == 2
+    assert "cookies" in capsys.readouterr().err
+    code = main([common[0], common[1], "revoke", "--store", plain, "--user", "u", *common[2:]])
+    assert code == 2
+    assert "revocation record" in capsys.readouterr().err
+
+    code, out = run(
+        capsys, common[0], common[1], "revoke", "--store", revoking, "--user", "u", *common[2:]
+    )
+    assert (code, out.strip()) == (0, "revoked every sealed session of user u issued until now")
+    session_id = "A" * 24
+    code = main(
+        [common[0], common[1], "revoke", "--store", revoking, "--session", session_id, *common[2:]]
+    )
+    assert code == 2
+    assert "owner" in capsys.readouterr().err
+    code, out = run(
+        capsys,
+        common[0],
+        common[1],
+        "revoke",
+        "--store",
+        revoking,
+        "--session",
+        session_id,
+        "--owner",
+        "u",
+        *common[2:],
+    )
+    assert (code, out.strip()) == (0, "revoked")

@@ -12,8 +12,10 @@ def test_all_is_pinned() -> None:
             "AsyncLoginGuard", "AsyncSessionAdmin", "AsyncSessionManager", "AsyncStore",
             "CSRFConfig",
             "CoatcheckError", "ConfigurationError", "ConflictError", "CookieConfig", "HTTPError",
-            "LoginGuard", "PasswordError", "ThrottleConfig",
-            "Session", "SessionAdmin", "SessionConfig", "SessionDataError", "SessionInfo", "SessionManager",
+            "LoginGuard", "NotSupportedError", "PasswordError", "SessionTooLargeError",
+            "ThrottleConfig",
+            "Session", "SessionAdmin", "SessionConfig", "SessionDataError", "SessionInfo",
+            "SessionManager",
             "SessionRecord", "StoreError", "StoreUnavailableError", "SyncStore",
             "async_store_from_url", "is_fresh", "login", "logout", "sync_store_from_url",
         ]

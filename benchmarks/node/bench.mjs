@@ -209,7 +209,7 @@ async function main() {
     {
       library: "iron-session",
       backend: "sealed cookie",
-      family: "memory",
+      family: "cookie",
       request: client(ironSessionApp()),
       scenarios: ["read", "write", "anon"],
     },

@@ -11,6 +11,7 @@ Errors the middleware answers itself, as JSON:
 - 403 ``csrf`` for a cross-site or token-less unsafe cookie request;
 - 503 ``store_unavailable`` with ``Retry-After`` when the store is down or too slow — never a 500,
   and never a silent logout;
+- 413 ``session_too_large`` when a sealed session would not fit in one cookie;
 - any :class:`~coatcheck.errors.HTTPError` the app raises (``require_user`` uses this), and a
   :class:`~coatcheck.errors.PasswordError` as 422 ``invalid_password``.
 
@@ -31,6 +32,7 @@ from ._core.responses import (
     JSONAnswer,
     add_session_headers,
     app_error_answer,
+    commit_error_answer,
     form_field,
     json_answer,
     secure_cookie_over_http,
@@ -38,7 +40,7 @@ from ._core.responses import (
     wants_form_token,
 )
 from ._core.session import Session
-from .errors import CoatcheckError, ConflictError, StoreUnavailableError
+from .errors import CoatcheckError, ConflictError, HTTPError, StoreUnavailableError
 from .manager import AsyncSessionManager
 
 Scope = MutableMapping[str, Any]
@@ -135,9 +137,9 @@ class SessionMiddleware:
                 started = True
                 try:
                     committed = await self.manager.commit(session)
-                except (StoreUnavailableError, ConflictError) as exc:
+                except (StoreUnavailableError, ConflictError, HTTPError) as exc:
                     replaced = True
-                    await send_answer(send, unavailable_answer(exc))
+                    await send_answer(send, commit_error_answer(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 self._add_headers(scope, session, raw_headers, [*extra, *committed.headers])

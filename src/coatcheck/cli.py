@@ -1,7 +1,9 @@
-"""The ``coatcheck`` command: serve the demo, create schemas, list, revoke and purge sessions.
+"""The ``coatcheck`` command: serve the demo, create schemas, list, revoke and purge sessions,
+and print a new secret.
 
 Every subcommand that touches sessions takes ``--store URL`` (or ``COATCHECK_STORE``), the same URL
-the middleware and the demo use.
+the middleware and the demo use (``sealed://`` too), and ``--secret`` with ``--previous-secret``
+(or ``COATCHECK_SECRET`` and ``COATCHECK_PREVIOUS_SECRETS``).
 """
 
 from __future__ import annotations
@@ -62,8 +64,19 @@ def _store_url(args: argparse.Namespace) -> str:
     return f"sqlite:///{(_data_dir(args) / 'sessions.db').resolve()}"
 
 
+def _previous_secrets(args: argparse.Namespace) -> tuple[str, ...]:
+    """--previous-secret (repeated), else $COATCHECK_PREVIOUS_SECRETS (comma or space separated),
+    oldest first."""
+    if args.previous_secret:
+        return tuple(args.previous_secret)
+    listed = os.environ.get("COATCHECK_PREVIOUS_SECRETS", "")
+    return tuple(s for s in listed.replace(",", " ").split() if s)
+
+
 def _config(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
-    return SessionConfig(secret=_secret(args), **overrides)
+    return SessionConfig(
+        secret=_secret(args), previous_secrets=_previous_secrets(args), **overrides
+    )
 
 
 def _sync_admin(args: argparse.Namespace) -> SessionAdmin:
@@ -89,6 +102,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _migrate(url)
     else:
         users_url = args.users or f"sqlite:///{(_data_dir(args) / 'demo-users.db').resolve()}"
+        if url.lower().startswith("sealed:"):
+            _migrate(url)  # the revocation store's schema, when it is a SQL database
     secure = bool(args.https_cookies)
     config = _config(
         args,
@@ -190,13 +205,23 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     admin = _sync_admin(args)
     try:
         if args.session:
-            ok = admin.revoke(args.session)
+            ok = admin.revoke(args.session, owner=args.owner)
             print("revoked" if ok else "no such session")
             return 0 if ok else 1
         count = admin.revoke_all(args.user, keep=args.keep)
-        print(f"revoked {count} session(s) of user {args.user}")
+        if admin.manager.sealed is not None:
+            kept = f" except {args.keep}" if args.keep else ""
+            print(f"revoked every sealed session of user {args.user} issued until now{kept}")
+        else:
+            print(f"revoked {count} session(s) of user {args.user}")
     finally:
         admin.manager.close()
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    """Print a new random secret (256 bits, base64url: 43 characters)."""
+    print(secrets.token_urlsafe(32))
     return 0
 
 
@@ -219,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--secret", help="secret (default: $COATCHECK_SECRET or a persisted dev secret)"
+        )
+        p.add_argument(
+            "--previous-secret",
+            action="append",
+            metavar="SECRET",
+            help="an older secret still accepted for sealed cookies (repeat, oldest first; "
+            "default: $COATCHECK_PREVIOUS_SECRETS)",
         )
 
     demo = sub.add_parser("demo", help="serve the demo app")
@@ -264,7 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--session", help="a public session id")
     target.add_argument("--user", help="revoke every session of this user")
     revoke.add_argument("--keep", help="with --user: a session id to keep")
+    revoke.add_argument(
+        "--owner", help="with --session: the session's user (needed for sealed:// sessions)"
+    )
     revoke.set_defaults(func=cmd_revoke)
+
+    secret = sub.add_parser("secret", help="print a new random secret (for COATCHECK_SECRET)")
+    secret.set_defaults(func=cmd_secret)
     return parser
 
 

@@ -10,6 +10,8 @@
     ├── PasswordError              a password was refused before hashing (too long, empty)
     ├── SessionDataError           session data does not match SessionConfig.data_schema
     └── HTTPError                  an error with an HTTP status for the middleware to answer with
+        ├── SessionTooLargeError   a sealed session would not fit in one cookie (413)
+        └── NotSupportedError      the store cannot do this (listing sealed sessions...) (501)
 
 A forged, expired or malformed token is *not* an exception: it yields an anonymous session (cookie)
 or a 401 (bearer), plus a log line.
@@ -74,3 +76,36 @@ class HTTPError(CoatcheckError):
         self.status_code = status_code
         self.body = body
         self.headers = headers
+
+
+class SessionTooLargeError(HTTPError):
+    """A sealed session would need a cookie over the 4096 bytes every browser keeps.
+
+    Raised when the session is committed; the middleware answers 413 ``session_too_large``
+    instead of the app's response and sets no cookie, so the browser keeps its previous session.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            413,
+            {
+                "error": "session_too_large",
+                "detail": f"the sealed session cookie would be {size} bytes; the limit is {limit}",
+            },
+        )
+        self.size = size
+        self.limit = limit
+
+
+class NotSupportedError(HTTPError):
+    """The configured store cannot do this (e.g. list the sessions kept in sealed cookies).
+
+    Answered 501 ``not_supported`` with the reason when raised while handling a request.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(501, {"error": "not_supported", "detail": message})
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,7 +1,8 @@
 """The thin drivers: run core flows against a store, async or sync.
 
 Neither manager decides anything about sessions; both run the same flows from
-:mod:`coatcheck._core.lifecycle` with one generic loop. The only difference between the twins is
+:mod:`coatcheck._core.lifecycle` (or, for a ``sealed://`` store, from
+:mod:`coatcheck._core.sealed_flow`) with one generic loop. The only difference between the twins is
 ``await``. Store failures, timeouts and unexpected driver errors all become
 :class:`~coatcheck.errors.StoreUnavailableError` so the middleware can answer 503.
 
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core import lifecycle
 from ._core.config import SessionConfig
@@ -32,6 +33,10 @@ from ._core.ops import Flow, StoreOp
 from ._core.session import Session
 from .errors import CoatcheckError, ConflictError, StoreUnavailableError
 from .stores.base import AsyncStore, SyncStore
+from .stores.sealed import AsyncSealedStore, SealedStore
+
+if TYPE_CHECKING:
+    from ._core.sealed_flow import SealedMode
 
 T = TypeVar("T")
 log = logging.getLogger("coatcheck")
@@ -48,9 +53,15 @@ def _logged(opened: lifecycle.Opened) -> lifecycle.Opened:
 
 
 class _Manager:
-    def __init__(self, config: SessionConfig, clock: Clock) -> None:
+    def __init__(self, config: SessionConfig, clock: Clock, store: object) -> None:
         self.config = config
         self.clock = clock
+        self.sealed: SealedMode | None = None
+        """The sealed flows, when the store is ``sealed://`` (sessions live in cookies)."""
+        if isinstance(store, AsyncSealedStore | SealedStore):
+            from ._core.sealed_flow import SealedMode  # needs the `sealed` extra (cryptography)
+
+            self.sealed = SealedMode(config, revocations=store.revocations is not None)
 
     def _unavailable(self, op: StoreOp, exc: BaseException) -> StoreUnavailableError:
         if isinstance(exc, TimeoutError | OSError):
@@ -63,12 +74,18 @@ class _Manager:
         return error
 
     def open_flow(self, request: RequestView, form_csrf: str | None) -> Flow[lifecycle.Opened]:
+        if self.sealed is not None:
+            return self.sealed.open(request, self.clock(), form_csrf=form_csrf)
         return lifecycle.open_session(request, self.config, self.clock(), form_csrf=form_csrf)
 
     def commit_flow(self, session: Session) -> Flow[lifecycle.Committed]:
+        if self.sealed is not None:
+            return self.sealed.commit(session, self.clock())
         return lifecycle.commit_session(session, self.config, self.clock())
 
     def issue_flow(self, user_id: str, user_agent: str, ip: str, label: str) -> Flow[str]:
+        if self.sealed is not None:
+            return self.sealed.issue_token()
         return lifecycle.issue_token(
             self.config, self.clock(), user_id=user_id, user_agent=user_agent, ip=ip, label=label
         )
@@ -80,7 +97,7 @@ class AsyncSessionManager(_Manager):
     def __init__(
         self, store: AsyncStore, config: SessionConfig, *, clock: Clock = time.time
     ) -> None:
-        super().__init__(config, clock)
+        super().__init__(config, clock, store)
         self.store = store
         self._blocking = getattr(store, "blocking", True) is not False
 
@@ -131,7 +148,7 @@ class SessionManager(_Manager):
     def __init__(
         self, store: SyncStore, config: SessionConfig, *, clock: Clock = time.time
     ) -> None:
-        super().__init__(config, clock)
+        super().__init__(config, clock, store)
         self.store = store
         self._blocking = getattr(store, "blocking", True) is not False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None

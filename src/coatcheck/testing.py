@@ -324,9 +324,11 @@ class SyncCountingStore:
 
 
 def test_config(**overrides: Any) -> SessionConfig:
-    """A valid config for tests: random secret; plain-HTTP cookies unless ``cookie`` is given."""
+    """A valid config for tests: a random secret unless ``secret`` is given; plain-HTTP cookies
+    unless ``cookie`` is given."""
     overrides.setdefault("cookie", CookieConfig(secure=False))
-    return SessionConfig(secret=secrets.token_urlsafe(32), **overrides)
+    overrides.setdefault("secret", secrets.token_urlsafe(32))
+    return SessionConfig(**overrides)
 
 
 test_config.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name

@@ -13,6 +13,8 @@ Errors the middleware answers itself, as JSON (the same answers as the ASGI midd
 - 503 ``store_unavailable`` with ``Retry-After`` when the store is down, also when the commit in
   ``start_response`` fails (the app's response is then replaced) -- never a 500, never a silent
   logout;
+- 413 ``session_too_large`` when a sealed session would not fit in one cookie (the app's response
+  is replaced the same way);
 - any :class:`~coatcheck.errors.HTTPError` the app raises before calling ``start_response``, and a
   :class:`~coatcheck.errors.PasswordError` as 422 ``invalid_password``.
 
@@ -37,6 +39,7 @@ from ._core.responses import (
     JSONAnswer,
     add_session_headers,
     app_error_answer,
+    commit_error_answer,
     form_field,
     json_answer,
     secure_cookie_over_http,
@@ -44,7 +47,7 @@ from ._core.responses import (
     wants_form_token,
 )
 from ._core.session import Session
-from .errors import CoatcheckError, ConflictError, StoreUnavailableError
+from .errors import CoatcheckError, ConflictError, HTTPError, StoreUnavailableError
 from .manager import SessionManager
 
 if TYPE_CHECKING:
@@ -173,8 +176,8 @@ class _Exchange:
         if self.session_headers is None:
             try:
                 committed = self.middleware.manager.commit(self.session)
-            except (StoreUnavailableError, ConflictError) as exc:
-                answer = unavailable_answer(exc)
+            except (StoreUnavailableError, ConflictError, HTTPError) as exc:
+                answer = commit_error_answer(exc)
                 self.started = True
                 self.replacement = answer.body
                 self.server_start_response(_status_line(answer.status), answer.headers)

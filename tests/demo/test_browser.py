@@ -86,3 +86,39 @@ def test_register_cart_logout_login_in_a_browser(browser, tmp_path: Path) -> Non
         other.reload()
         other.wait_for_selector("text=Not signed in.")
         context.close()
+
+
+def test_sealed_cookies_in_a_browser(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On sealed:// with a revocation record, the page works end to end: the session list
+    explains why it is empty, and signing out other sessions ends the other browser's."""
+    from urllib.parse import quote
+
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    store = "sealed://?revocations=" + quote(f"sqlite:///{tmp_path / 'rv.db'}", safe="")
+    with demo_server(tmp_path, store=store) as base:
+        page = browser.new_context().new_page()
+        page.goto(base + "/")
+        page.fill("#cart-form input[name=item]", "umbrella")
+        page.click("#cart-form button")
+        page.wait_for_selector("#cart li:has-text('umbrella')")
+        page.fill("#register-form input[name=email]", email)
+        page.fill("#register-form input[name=password]", "correct horse battery")
+        page.click("#register-form button")
+        page.wait_for_selector(f"text=Signed in as {email}")
+        page.wait_for_selector("#cart li:has-text('umbrella')")
+        page.wait_for_selector("#sessions td:has-text('no list of them exists')")
+        assert "coatcheck_session=" not in page.evaluate("document.cookie")
+
+        other = browser.new_context().new_page()
+        other.goto(base + "/")
+        other.fill("#login-form input[name=email]", email)
+        other.fill("#login-form input[name=password]", "correct horse battery")
+        other.click("#login-form button")
+        other.wait_for_selector(f"text=Signed in as {email}")
+
+        page.click("#revoke-others")
+        page.wait_for_selector("text=Signed out your other sessions.")
+        other.reload()
+        other.wait_for_selector("text=Not signed in.")
+        page.reload()
+        page.wait_for_selector(f"text=Signed in as {email}")

@@ -112,8 +112,16 @@ class SessionConfig:
     """Everything the session core decides with; validated once, when built."""
 
     secret: str
-    """Key material for what coatcheck signs or seals (sealed cookies, throttling keys).
-    Session tokens themselves need no key: only SHA-256 of their random secret is stored."""
+    """The current secret: at least 32 characters of random data (``coatcheck secret`` prints
+    one). It keys what coatcheck derives keys from: login-throttling counter names (HMAC) and,
+    with the ``sealed://`` store, the AES-256-GCM keys that seal sessions into cookies. Tokens of
+    server-store sessions need no key (only SHA-256 of their random secret is stored), so
+    changing it does not end those sessions; it does end sealed sessions unless the old value is
+    listed in ``previous_secrets``."""
+    previous_secrets: tuple[str, ...] = ()
+    """Older secrets still accepted when opening sealed cookies, oldest first (the list reads
+    oldest -> newest, ending with ``secret``). A cookie sealed with one of them is re-sealed with
+    ``secret`` on its next response; removing a secret from the list ends the cookies it sealed."""
     idle_timeout: float = 30 * 60
     absolute_timeout: float = 12 * 60 * 60
     touch_interval: float | None = None
@@ -146,6 +154,21 @@ class SessionConfig:
             )
         if self.secret.lower() in _KNOWN_WEAK_SECRETS or len(set(self.secret)) < 8:
             raise ConfigurationError("the secret is a well-known or low-entropy value")
+        if isinstance(self.previous_secrets, str):
+            raise ConfigurationError("previous_secrets is a tuple of secrets, not one string")
+        # A list is accepted and kept as a tuple, so the frozen config stays immutable.
+        object.__setattr__(self, "previous_secrets", tuple(self.previous_secrets))
+        for number, previous in enumerate(self.previous_secrets, 1):
+            if not isinstance(previous, str) or len(previous) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(
+                    f"previous secret #{number} must be at least {MIN_SECRET_LENGTH} characters"
+                )
+            if previous.lower() in _KNOWN_WEAK_SECRETS or len(set(previous)) < 8:
+                raise ConfigurationError(
+                    f"previous secret #{number} is a well-known or low-entropy value"
+                )
+        if len({*self.previous_secrets, self.secret}) != len(self.previous_secrets) + 1:
+            raise ConfigurationError("a secret is listed twice (secret and previous_secrets)")
         for name in (
             "idle_timeout",
             "absolute_timeout",
@@ -189,6 +212,11 @@ class SessionConfig:
         if self.touch_interval is not None:
             return self.touch_interval
         return min(60.0, self.idle_timeout / 10)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every accepted secret, oldest -> newest: ``previous_secrets`` then ``secret``."""
+        return (*self.previous_secrets, self.secret)
 
     def timeouts(self, *, remember: bool) -> tuple[float, float]:
         """(idle, absolute) for an ordinary or a remember-me session."""

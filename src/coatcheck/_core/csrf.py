@@ -60,3 +60,19 @@ def token_matches(presented: str | None, expected: str) -> bool:
 
 def needs_check(request: RequestView, transport: str | None, config: CSRFConfig) -> bool:
     return config.enabled and transport != "bearer" and is_unsafe(request.method)
+
+
+def cross_site_error(request: RequestView, config: CSRFConfig, *, bearer: bool) -> HTTPError | None:
+    """The 403 for a request that looks cross-site and could act with the visitor's cookies.
+
+    Unsafe cookie requests are checked, and WebSocket handshakes too: a handshake is a GET, but it
+    opens a channel that can act for the user, and browsers send it cross-site with cookies.
+    Bearer requests and a disabled CSRF configuration are never refused here.
+    """
+    if bearer or not config.enabled:
+        return None
+    websocket = request.scheme in ("ws", "wss")
+    if not websocket and not needs_check(request, "cookie", config):
+        return None
+    problem = origin_problem(request, config)
+    return csrf_error(problem) if problem is not None else None

@@ -9,7 +9,8 @@ Rules written here:
 - Error answers are small JSON bodies with ``Cache-Control: no-store``: 503
   ``store_unavailable`` with ``Retry-After`` for an unreachable store or a write that kept losing,
   422 ``invalid_password`` for a refused password, and any :class:`~coatcheck.errors.HTTPError`
-  as its own status, body and headers.
+  as its own status, body and headers (also when raised by the commit: a sealed session too
+  large for a cookie is a 413).
 - A response that read the session, sets a cookie or carries a fresh token varies on ``Cookie``
   (or ``Authorization`` for bearer sessions). One that sets a token is ``no-store``, replacing the
   app's own ``Cache-Control``; otherwise ``private, no-store`` unless the app chose a policy.
@@ -84,6 +85,14 @@ def unavailable_body(
 def unavailable_answer(error: StoreUnavailableError | ConflictError) -> JSONAnswer:
     body, headers = unavailable_body(error)
     return json_answer(503, body, headers)
+
+
+def commit_error_answer(error: StoreUnavailableError | ConflictError | HTTPError) -> JSONAnswer:
+    """The answer sent instead of the app's when committing the session failed: 503 for an
+    outage or a lost race, or the error's own status (413 for a sealed session too large)."""
+    if isinstance(error, HTTPError):
+        return json_answer(error.status_code, error.body, error.headers)
+    return unavailable_answer(error)
 
 
 def app_error_answer(error: BaseException, extra: Sequence[tuple[str, str]]) -> JSONAnswer | None:

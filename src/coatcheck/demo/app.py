@@ -193,7 +193,8 @@ async def password(request: Request) -> Response:
         raise _invalid(str(exc)) from None
     await demo.users.set_password_hash(user.id, new_hash)
     session = get_session(request)
-    await demo.admin.revoke_all(user.id, keep=session.id)
+    if demo.admin.can_revoke:  # not with sealed cookies and no revocation record
+        await demo.admin.revoke_all(user.id, keep=session.id)
     auth.login(session, user.id, remember=session.remember)  # rotate the current one too
     return Response(status_code=204)
 
@@ -233,7 +234,8 @@ async def revoke_others(request: Request) -> Response:
     demo = _demo(request)
     user: User = await require_user(request)
     count = await demo.admin.revoke_all(user.id, keep=get_session(request).id)
-    return JSONResponse({"revoked": count})
+    # Sealed sessions cannot be counted: every other one issued until now has ended.
+    return JSONResponse({"revoked": None if demo.manager.sealed is not None else count})
 
 
 async def csrf(request: Request) -> Response:

@@ -9,6 +9,8 @@ URL                                              store
 ``mysql://…``, ``mariadb://…``, ``mysql+asyncmy://…``  MySQL / MariaDB
 ``redis://host:port/db``, ``rediss://…``         Redis (standalone)
 ``redis+cluster://host:port[,host:port…]``       Redis Cluster
+``sealed://[?revocations=<URL-encoded URL>]``    no server store: sessions sealed into cookies
+                                                 (see :mod:`coatcheck.stores.sealed`)
 ===============================================  ==========================================
 """
 
@@ -35,6 +37,8 @@ def _family(url: str) -> str:
     scheme = _scheme(url)
     if scheme == "memory":
         return "memory"
+    if scheme == "sealed":
+        return "sealed"
     if scheme in _REDIS:
         return "redis"
     if scheme.split("+")[0] in _SQL:
@@ -86,6 +90,10 @@ def async_store_from_url(url: str, **options: Any) -> AsyncStore:
     ``redis://cache:6379/0?prefix=app:&max_connections=50``.
     """
     family = _family(url)
+    if family == "sealed":
+        from .sealed import AsyncSealedStore
+
+        return AsyncSealedStore.from_url(url, **options)
     url, from_url = _split_options(url, family)
     options = {**from_url, **options}
     if family == "memory":
@@ -104,6 +112,10 @@ def async_store_from_url(url: str, **options: Any) -> AsyncStore:
 def sync_store_from_url(url: str, **options: Any) -> SyncStore:
     """The sync twin of :func:`async_store_from_url`."""
     family = _family(url)
+    if family == "sealed":
+        from .sealed import SealedStore
+
+        return SealedStore.from_url(url, **options)
     url, from_url = _split_options(url, family)
     options = {**from_url, **options}
     if family == "memory":
@@ -122,6 +134,14 @@ def sync_store_from_url(url: str, **options: Any) -> SyncStore:
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***`` (for logs and CLI output)."""
     scheme, sep, rest = url.partition("://")
+    if scheme.lower() == "sealed":
+        from .sealed import parse_url
+
+        try:
+            inner = parse_url(url)
+        except ConfigurationError:
+            return "sealed://?…"  # unparseable: show nothing that could be a password
+        return "sealed://" + (f"?revocations={redact(inner)}" if inner else "")
     if "@" not in rest:
         return url
     creds, _, host = rest.rpartition("@")

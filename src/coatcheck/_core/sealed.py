@@ -1,0 +1,278 @@
+"""Sealed cookies: a whole session encrypted into the cookie value with AES-256-GCM.
+
+No I/O here: keys are derived, payloads sealed and opened, nothing is read or written. The flows
+that use this codec are in :mod:`coatcheck._core.sealed_flow`.
+
+Rules written here:
+
+- **Keys.** Each secret (at least 32 characters, checked by :class:`~.config.SessionConfig`) gives
+  one AES-256-GCM key per purpose through HKDF-SHA256, and a 4-byte key id through HKDF with
+  another label, so operators never number their keys and the id says nothing about the key.
+  Secrets are listed oldest -> newest: a seal is made with the newest and opened with any listed
+  key. Two listed secrets with the same key id are refused at start-up.
+- **Seal layout.** ``base64url(version || key id || nonce || ciphertext || tag)``, unpadded:
+  1 + 4 + 12 bytes in front, a 16-byte tag behind (33 bytes, 44 characters of overhead). The
+  nonce is 96 random bits from the OS for every seal. The associated data binds the format
+  version, the purpose (``cookie``) and the cookie name, so a seal made for one cookie name or
+  purpose does not open under another.
+- **Strict opening.** Only the canonical base64url spelling of a seal opens (no padding, no
+  stray bits in the last character), so every changed character of a cookie is a failed open.
+  Opening never raises: anything that is not an authentic, well-formed seal gives ``None``.
+- **No compression.** The payload is sealed as plain JSON. Compressing attacker-influenced data
+  (a cart) next to secrets (the CSRF token) before encryption would let the seal's length leak
+  them (CRIME/BREACH).
+- **Payload.** A JSON object with short keys: ``i`` session id, ``t`` [created, last seen,
+  absolute deadline, issued] (epoch seconds to the millisecond), ``c`` CSRF token, ``d`` data,
+  and when set ``u`` user id, ``f`` pending flash messages, ``a`` auth time, ``r`` remember-me.
+  A payload that is not exactly that shape is refused like a forged seal.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import ConfigurationError
+from .record import SessionRecord
+
+FORMAT_VERSION = 1
+KEY_ID_BYTES = 4
+NONCE_BYTES = 12
+TAG_BYTES = 16
+HEADER_BYTES = 1 + KEY_ID_BYTES
+OVERHEAD_BYTES = HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+"""Bytes a seal adds to its plaintext before base64url (33)."""
+MAX_SEAL_CHARS = 4096
+"""Longer cookie values are refused before any decoding (no browser sends them anyway)."""
+
+_HKDF_SALT = b"coatcheck sealed sessions"
+_KEY_INFO = b"coatcheck/sealed/v1/aes-256-gcm/"
+_KEY_ID_INFO = b"coatcheck/sealed/v1/key-id"
+_AAD_PREFIX = b"coatcheck/sealed/v1\x00"
+
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_PADDING = (b"", b"", b"==", b"=")
+_B64URL_INDEX = {
+    c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+}
+_ID_RE = re.compile(r"[A-Za-z0-9_-]{24}")
+_MAX_CSRF_CHARS = 128
+
+
+def _hkdf(secret: str, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=SHA256(), length=length, salt=_HKDF_SALT, info=info).derive(
+        secret.encode("utf-8")
+    )
+
+
+def key_id(secret: str) -> bytes:
+    """The 4-byte id a secret's seals carry (derived, so operators never number keys)."""
+    return _hkdf(secret, _KEY_ID_INFO, KEY_ID_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    id: bytes
+    aead: AESGCM
+
+
+class Sealer:
+    """Seals and opens byte strings for one purpose and cookie name, with a key ring.
+
+    ``secrets`` are listed oldest -> newest; the last one seals.
+    """
+
+    def __init__(self, secrets: Sequence[str], *, purpose: str, name: str) -> None:
+        if not secrets:
+            raise ConfigurationError("sealing needs at least one secret")
+        keys: dict[bytes, _Key] = {}
+        info = _KEY_INFO + purpose.encode("ascii")
+        for secret in secrets:
+            kid = key_id(secret)
+            if kid in keys:
+                raise ConfigurationError(
+                    "two listed secrets are the same, or share a key id: list each secret once"
+                )
+            keys[kid] = _Key(kid, AESGCM(_hkdf(secret, info, 32)))
+        self._keys = keys
+        self._newest = keys[key_id(secrets[-1])]
+        self._header = bytes([FORMAT_VERSION]) + self._newest.id
+        self._aad = _AAD_PREFIX + purpose.encode("ascii") + b"\x00" + name.encode("ascii") + b"\x00"
+        self.purpose = purpose
+        self.name = name
+
+    @property
+    def key_ids(self) -> tuple[bytes, ...]:
+        """The ids of the listed keys, oldest -> newest."""
+        return tuple(self._keys)
+
+    def seal(self, plaintext: bytes) -> str:
+        """Encrypt and authenticate ``plaintext`` with the newest key; base64url, unpadded."""
+        nonce = os.urandom(NONCE_BYTES)
+        header = self._header
+        sealed = header + nonce + self._newest.aead.encrypt(nonce, plaintext, self._aad + header)
+        encoded = binascii.b2a_base64(sealed, newline=False).translate(_TO_URLSAFE)
+        return encoded.rstrip(b"=").decode("ascii")
+
+    def open(self, value: str) -> tuple[bytes, bool] | None:
+        """``(plaintext, sealed with the newest key)``, or ``None`` for anything not authentic.
+
+        Never raises, whatever ``value`` holds.
+        """
+        raw = _decode(value)
+        if raw is None or len(raw) < OVERHEAD_BYTES or raw[0] != FORMAT_VERSION:
+            return None
+        key = self._keys.get(raw[1:HEADER_BYTES])
+        if key is None:
+            return None  # sealed with a key that is no longer listed (or a forgery)
+        nonce_end = HEADER_BYTES + NONCE_BYTES
+        try:
+            plaintext = key.aead.decrypt(
+                raw[HEADER_BYTES:nonce_end], raw[nonce_end:], self._aad + raw[:HEADER_BYTES]
+            )
+        except InvalidTag:
+            return None
+        return plaintext, key is self._newest
+
+
+def _decode(value: str) -> bytes | None:
+    """Strict, canonical base64url: ``None`` unless ``value`` is exactly how we would spell it."""
+    size = len(value)
+    tail = size % 4
+    # "+" and "/" would decode too once "-_" are translated; they are not ours to accept.
+    if not 0 < size <= MAX_SEAL_CHARS or tail == 1 or "+" in value or "/" in value:
+        return None
+    last = _B64URL_INDEX.get(value[-1])
+    if last is None or (tail and last & (0x0F if tail == 2 else 0x03)):
+        return None  # bits past the last byte must be zero, or two spellings would open alike
+    try:
+        # strict_mode refuses every character outside the alphabet, "=" inside included.
+        return binascii.a2b_base64(
+            value.encode("ascii").translate(_TO_STANDARD) + _PADDING[tail], strict_mode=True
+        )
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def sealed_length(plaintext_bytes: int) -> int:
+    """Characters of the seal of a ``plaintext_bytes``-long payload."""
+    return math.ceil((plaintext_bytes + OVERHEAD_BYTES) * 4 / 3)
+
+
+# -- the session payload ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SealedState:
+    """A session as read from its seal: the record the Session works on, and when its id was
+    issued (revocations compare with that)."""
+
+    record: SessionRecord
+    issued_at: float
+
+
+def _ms(value: float) -> float:
+    return round(value, 3)
+
+
+def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
+    """The JSON a session is sealed as (see the module docstring for the keys)."""
+    payload: dict[str, Any] = {
+        "i": record.id,
+        "t": [
+            _ms(record.created_at),
+            _ms(record.last_seen_at),
+            _ms(record.absolute_expires_at),
+            _ms(issued_at),
+        ],
+        "c": record.csrf_token,
+        "d": record.data,
+    }
+    if record.user_id is not None:
+        payload["u"] = record.user_id
+    if record.flash:
+        payload["f"] = record.flash
+    if record.auth_time is not None:
+        payload["a"] = _ms(record.auth_time)
+    if record.remember:
+        payload["r"] = True
+    return _ENCODER.encode(payload).encode("utf-8")
+
+
+# One encoder for every seal: json.dumps builds a new one per call when given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_PAYLOAD_KEYS = frozenset("itcdufar")
+
+
+def _is_time(value: object) -> bool:
+    # type() rather than isinstance: a bool is an int, and no time.
+    return (type(value) is float or type(value) is int) and math.isfinite(value)
+
+
+def load_payload(plaintext: bytes) -> SealedState | None:
+    """The session sealed in ``plaintext``, or ``None`` unless it has exactly the expected shape.
+
+    ``expires_at`` is left at the absolute deadline: expiry is decided from the times by the
+    caller, with the current configuration.
+    """
+    try:
+        payload = json.loads(plaintext)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    if not isinstance(payload, dict):
+        return None
+    session_id = payload.get("i")
+    times = payload.get("t")
+    csrf_token = payload.get("c")
+    data = payload.get("d")
+    user_id = payload.get("u")
+    flash = payload.get("f", [])
+    auth_time = payload.get("a")
+    remember = payload.get("r", False)
+    if (
+        type(session_id) is not str
+        or _ID_RE.fullmatch(session_id) is None
+        or type(times) is not list
+        or len(times) != 4
+        or not (_is_time(times[0]) and _is_time(times[1]))
+        or not (_is_time(times[2]) and _is_time(times[3]))
+        or type(csrf_token) is not str
+        or not 0 < len(csrf_token) <= _MAX_CSRF_CHARS
+        or type(data) is not dict
+        or not (user_id is None or type(user_id) is str)
+        or type(flash) is not list
+        or not (auth_time is None or _is_time(auth_time))
+        or type(remember) is not bool
+        or not _PAYLOAD_KEYS.issuperset(payload)
+    ):
+        return None
+    created_at, last_seen_at, absolute_expires_at, issued_at = map(float, times)
+    record = SessionRecord(
+        id=session_id,
+        secret_hash="",  # a sealed session has no token secret: the seal is the credential
+        created_at=created_at,
+        last_seen_at=last_seen_at,
+        expires_at=absolute_expires_at,
+        absolute_expires_at=absolute_expires_at,
+        version=1,
+        user_id=user_id,
+        data=data,
+        flash=flash,
+        csrf_token=csrf_token,
+        auth_time=float(auth_time) if auth_time is not None else None,
+        transport="cookie",
+        remember=remember,
+    )
+    return SealedState(record, issued_at)

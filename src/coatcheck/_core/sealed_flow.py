@@ -1,0 +1,489 @@
+"""Opening, committing and revoking sessions sealed into cookies, as sans-I/O flows.
+
+The ``sealed://`` store keeps no session anywhere: the whole session travels in the cookie,
+sealed by :mod:`coatcheck._core.sealed`. These flows are the sealed twins of
+:mod:`coatcheck._core.lifecycle` and :mod:`coatcheck._core.admin`; the managers run them with the
+same loop, and they yield store operations only for the optional *revocation record*.
+
+Rules written here:
+
+- A seal that does not open, has expired (idle and absolute, from its sealed times and the
+  current configuration), or is revoked gives a fresh anonymous session and the cookie cleared.
+  Bearer tokens are refused (401): a bearer client could not receive the re-sealed session that
+  every write produces.
+- A session is re-sealed when the request changed it, when ``last_seen_at`` is older than
+  ``touch_interval``, when it was sealed with an older key, or when its flash messages were just
+  delivered. Otherwise the response carries no session cookie.
+- Nothing is merged: the cookie is client state, so of two requests writing at once, the response
+  that reaches the browser last wins.
+- A cookie never exceeds 4096 bytes: a larger session is refused with
+  :class:`~coatcheck.errors.SessionTooLargeError` (413) and the browser keeps its previous cookie.
+
+The revocation record (with ``sealed://?revocations=<store URL>``): one record per user, under
+the reserved id :func:`revocation_id` (never a valid token id), holding ``after`` (sessions issued
+before it end, except the one named ``keep``) and ``deny`` (session id -> the seal's absolute
+deadline, kept until then). It is read once per request of a signed-in seal, never for anonymous
+ones, and written with compare-and-set by logout, revoke, revoke-all and a login or regenerate
+that replaces a signed-in session's id (so copies of the old seal end, as a server store deletes
+the old record). Without it, a copied cookie lives until it expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConflictError, HTTPError, NotSupportedError, SessionTooLargeError
+from . import csrf, tokens
+from .config import SessionConfig
+from .cookies import parse_cookies, set_cookie
+from .http import RequestView, client_address, invalid_token_error, presented_token
+from .lifecycle import USER_AGENT_MAX, Committed, Opened, clear_cookie_headers, is_expired
+from .ops import Flow, Get, Put
+from .record import SessionRecord
+from .sealed import SealedState, Sealer, dump_payload, load_payload
+from .session import Session
+
+MAX_COOKIE_BYTES = 4096
+"""The longest ``Set-Cookie`` value written: name, value and attributes together. RFC 6265
+(6.1) asks browsers to keep at least 4096 bytes per cookie counting all three; Chrome and Firefox
+count name and value only, so this bound holds under every reading."""
+MAX_DENIED = 64
+"""Deny entries kept per user; one more folds them into ``after`` (see :func:`_fold`)."""
+REVOCATION_ID_PREFIX = "rv."
+PURPOSE = "cookie"
+
+BEARER_REFUSED = (
+    "bearer tokens are not used with sealed cookie sessions; use a server store for API tokens"
+)
+REVOKE_REFUSED = (
+    "sealed sessions without a revocation record cannot be ended remotely (a copied cookie "
+    "lives until it expires); add one: sealed://?revocations=<URL-encoded store URL>"
+)
+
+
+class SealedSession(Session):
+    """A :class:`Session` opened from a seal, remembering what its commit needs to know."""
+
+    def __init__(
+        self,
+        *,
+        record: SessionRecord | None,
+        now: float,
+        user_agent: str,
+        ip: str,
+        flashes: list[Any] | None = None,
+        issued_at: float | None = None,
+        reseal: bool = False,
+        revocations: SessionRecord | None = None,
+        revocations_read: bool = False,
+    ) -> None:
+        super().__init__(
+            record=record,
+            transport="cookie",
+            now=now,
+            user_agent=user_agent,
+            ip=ip,
+            flashes=flashes,
+        )
+        self.issued_at = issued_at
+        """When this session id was issued (login or first write); revoke-all compares it."""
+        self.reseal = reseal
+        """Re-seal even if unchanged: sealed with an older key, or flash messages delivered."""
+        self.revocations = revocations
+        """The user's revocation record as read when opening (for a conditional write)."""
+        self.revocations_read = revocations_read
+
+
+# -- the revocation record ------------------------------------------------------------------
+
+
+def revocation_id(user_id: str) -> str:
+    """The reserved record id of ``user_id``'s revocations (27 characters).
+
+    It holds a ``.``, so it is never the id part of a token and never opens as a session; it is
+    a hash, so the store holds no user id in clear and the id does not change with the secrets.
+    """
+    digest = hashlib.sha256(b"coatcheck revocations\x00" + user_id.encode("utf-8")).digest()
+    return REVOCATION_ID_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii")[:24]
+
+
+@dataclass(slots=True)
+class Revocations:
+    """What a revocation record says: ``after`` (with ``keep``) and the ``deny`` list."""
+
+    after: float | None = None
+    keep: str | None = None
+    deny: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: SessionRecord | None) -> Revocations | None:
+        """The record's revocations; ``None`` when it is not a well-formed revocation record."""
+        if record is None:
+            return cls()
+        data = record.data
+        after, keep, deny = data.get("after"), data.get("keep"), data.get("deny", {})
+        if (
+            not (after is None or _is_number(after))
+            or not (keep is None or isinstance(keep, str))
+            or not isinstance(deny, dict)
+            or not all(_is_number(v) for v in deny.values())
+        ):
+            return None
+        return cls(after, keep, dict(deny))
+
+    def revokes(self, session_id: str, issued_at: float) -> bool:
+        if session_id in self.deny:
+            return True
+        return self.after is not None and issued_at < self.after and session_id != self.keep
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_revoked(record: SessionRecord | None, session_id: str, issued_at: float) -> bool:
+    """Whether the user's revocation record ends this session (a malformed record ends it)."""
+    revocations = Revocations.of(record)
+    return revocations is None or revocations.revokes(session_id, issued_at)
+
+
+def _longest_life(config: SessionConfig) -> float:
+    return max(config.absolute_timeout, config.remember_absolute_timeout)
+
+
+def _fold(revocations: Revocations, now: float) -> None:
+    """Too many deny entries: end every session issued before ``now`` instead (the newest entry
+    stays, in case its session was issued this very instant). The user's other devices are
+    signed out once; the record stays small, since every signed-in request reads it."""
+    newest = max(revocations.deny.items(), key=lambda item: item[1])
+    revocations.after = now
+    revocations.keep = None
+    revocations.deny = dict([newest])
+
+
+def _revocation_record(
+    current: SessionRecord | None,
+    revocations: Revocations,
+    record_id: str,
+    now: float,
+    config: SessionConfig,
+) -> SessionRecord:
+    revocations.deny = {k: v for k, v in revocations.deny.items() if v > now}
+    if len(revocations.deny) > MAX_DENIED:
+        _fold(revocations, now)
+    deadlines = list(revocations.deny.values())
+    if revocations.after is not None:
+        deadlines.append(revocations.after + _longest_life(config))
+    # Past this, no seal it could refuse is alive: purge_expired and native TTLs may drop it.
+    expires_at = max(deadlines, default=now)
+    return SessionRecord(
+        id=record_id,
+        secret_hash="",  # matches no secret: a revocation record never opens as a session
+        created_at=current.created_at if current is not None else now,
+        last_seen_at=now,
+        expires_at=expires_at,
+        absolute_expires_at=expires_at,
+        version=(current.version if current is not None else 0) + 1,
+        data={"after": revocations.after, "keep": revocations.keep, "deny": revocations.deny},
+        label="coatcheck revocation record",
+    )
+
+
+Edit = Callable[[Revocations], bool]
+"""Changes revocations in place; ``False`` to write nothing after all."""
+
+
+def edit_revocations(
+    user_id: str,
+    edit: Edit,
+    now: float,
+    config: SessionConfig,
+    *,
+    known: SessionRecord | None = None,
+    known_read: bool = False,
+) -> Flow[bool]:
+    """Apply ``edit`` to ``user_id``'s revocation record with compare-and-set; retried on
+    conflict. ``known`` is the record as already read this request (saves a round trip).
+    Returns whether it was written."""
+    record_id = revocation_id(user_id)
+    current: SessionRecord | None = known if known_read else (yield Get(record_id))
+    for _ in range(config.max_write_retries):
+        revocations = Revocations.of(current) or Revocations(after=now)  # malformed: end all
+        if not edit(revocations):
+            return False
+        updated = _revocation_record(current, revocations, record_id, now, config)
+        if (yield Put(updated, current.version if current is not None else 0)):
+            return True
+        current = yield Get(record_id)
+    raise ConflictError(f"the revocation record of user {user_id!r} kept changing; gave up")
+
+
+# -- the mode the managers run ----------------------------------------------------------------
+
+
+class SealedMode:
+    """The sealed flows for one configuration: what the managers run for a ``sealed://`` store.
+
+    ``revocations`` says whether a revocation record is kept (the store has a server store).
+    """
+
+    def __init__(self, config: SessionConfig, *, revocations: bool) -> None:
+        self.config = config
+        self.revocations = revocations
+        self.sealer = Sealer(config.secrets, purpose=PURPOSE, name=config.cookie.effective_name)
+
+    # -- open -------------------------------------------------------------------------------
+
+    def open(self, request: RequestView, now: float, *, form_csrf: str | None) -> Flow[Opened]:
+        """Open the request's seal. Never raises for bad input from the client."""
+        config = self.config
+        user_agent = (request.get("user-agent") or "")[:USER_AGENT_MAX]
+        ip = client_address(request, config.trusted_proxies)
+
+        def anonymous() -> SealedSession:
+            return SealedSession(record=None, now=now, user_agent=user_agent, ip=ip)
+
+        cookies = parse_cookies(request.get_all("cookie"))
+        try:
+            presented = presented_token(request, config, cookies)
+        except HTTPError as error:  # a malformed Authorization header
+            return Opened(anonymous(), error=error)
+        bearer = presented is not None and presented.transport == "bearer"
+        cross_site = csrf.cross_site_error(request, config.csrf, bearer=bearer)
+        if cross_site is not None:
+            return Opened(anonymous(), error=cross_site)
+        if presented is None:
+            return Opened(anonymous())
+        if bearer:
+            return Opened(anonymous(), error=invalid_token_error(BEARER_REFUSED))
+
+        found: SealedState | None = None
+        newest = False
+        rv_record: SessionRecord | None = None
+        rv_read = False
+        for value in presented.values:  # several cookies of one name: the first valid one wins
+            opened = self.sealer.open(value)
+            if opened is None:
+                continue
+            state = load_payload(opened[0])
+            if state is None or is_expired(state.record, now, config):
+                continue  # checked before the revocation read: dead seals cost no round trip
+            user_id = state.record.user_id
+            if self.revocations and user_id is not None:
+                read: SessionRecord | None = yield Get(revocation_id(user_id))
+                if is_revoked(read, state.record.id, state.issued_at):
+                    continue
+                rv_record, rv_read = read, True
+            found, newest = state, opened[1]
+            break
+        if found is None:
+            return Opened(anonymous(), clear_cookie=True)
+
+        record = found.record
+        idle, _ = config.timeouts(remember=record.remember)
+        record.expires_at = min(record.last_seen_at + idle, record.absolute_expires_at)
+        # Flash messages are delivered now and leave the cookie with this response's re-seal.
+        flashes, record.flash = record.flash, []
+        session = SealedSession(
+            record=record,
+            now=now,
+            user_agent=user_agent,
+            ip=ip,
+            flashes=flashes,
+            issued_at=found.issued_at,
+            reseal=not newest or bool(flashes),
+            revocations=rv_record,
+            revocations_read=rv_read,
+        )
+        session.presented_xsrf = cookies.get(config.csrf.cookie_name, [])
+        if csrf.needs_check(request, "cookie", config.csrf):
+            presented_csrf = csrf.presented_csrf_token(request, config.csrf) or form_csrf
+            if not csrf.token_matches(presented_csrf, record.csrf_token):
+                return Opened(session, error=csrf.csrf_error("missing or wrong CSRF token"))
+        return Opened(session)
+
+    # -- commit -----------------------------------------------------------------------------
+
+    def commit(self, session: Session, now: float) -> Flow[Committed]:
+        """Re-seal what the request changed (or clear the cookie) and say which headers to send."""
+        config = self.config
+        sealed = session if isinstance(session, SealedSession) else None
+        known = sealed.revocations if sealed is not None else None
+        known_read = sealed.revocations_read if sealed is not None else False
+        base = session.record
+        if session.is_destroyed:
+            if base is not None and base.user_id is not None and self.revocations:
+                old_id, deadline = base.id, base.absolute_expires_at
+                yield from edit_revocations(
+                    base.user_id,
+                    lambda r: _deny(r, old_id, deadline),
+                    now,
+                    config,
+                    known=known,
+                    known_read=known_read,
+                )
+            if base is not None or session.presented_xsrf:
+                return Committed(clear_cookie_headers(config))
+            return Committed()
+
+        new_id = session.regenerate_requested or (base is None and session.needs_storing())
+        if base is None and not new_id:
+            return Committed()  # anonymous and empty: no cookie
+        if base is not None and not new_id:
+            touch_due = now - base.last_seen_at >= config.effective_touch_interval
+            reseal = sealed is not None and sealed.reseal
+            if not (reseal or touch_due or session.is_modified):
+                return Committed(_xsrf_headers(session, base.csrf_token, config))
+
+        issued_at = _issued_at(sealed, base)
+        record, issued_at = _next_record(session, new_id, issued_at, now, config)
+        value = self.sealer.seal(dump_payload(record, issued_at))
+        max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
+        cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
+        if len(cookie) > MAX_COOKIE_BYTES:
+            raise SessionTooLargeError(len(cookie), MAX_COOKIE_BYTES)
+
+        if new_id and base is not None and base.user_id is not None and self.revocations:
+            # Copies of the old seal end with its id, as a server store deletes the old record.
+            retire = _retire(
+                base,
+                _issued_at(sealed, base),
+                record,
+                login=session.authenticated_now,
+            )
+            written = yield from edit_revocations(
+                base.user_id, retire, now, config, known=known, known_read=known_read
+            )
+            if not written:
+                return Committed(clear_cookie_headers(config))
+
+        headers = [("set-cookie", cookie), *_xsrf_headers(session, record.csrf_token, config)]
+        if new_id:
+            session.token = value
+            return Committed(headers, value)
+        return Committed(headers)
+
+    # -- tokens and admin -------------------------------------------------------------------
+
+    def issue_token(self) -> Flow[str]:
+        """Bearer tokens need a server store; always raises :class:`NotSupportedError`."""
+        raise NotSupportedError(BEARER_REFUSED)
+
+    def revoke(self, session_id: str, *, owner: str | None, now: float) -> Flow[bool]:
+        """End one sealed session of ``owner`` (needed: a seal cannot be looked up by id).
+
+        Returns ``False`` for a malformed id; otherwise ``True``, since a sealed session cannot
+        be known to exist: the deny entry is kept as long as any session could live.
+        """
+        if not self.revocations:
+            raise NotSupportedError(REVOKE_REFUSED)
+        if owner is None:
+            raise NotSupportedError(
+                "revoking a sealed session needs its owner's user id (revoke(id, owner=...))"
+            )
+        if not tokens.is_session_id(session_id):
+            return False
+        deadline = now + _longest_life(self.config)
+        yield from edit_revocations(
+            owner, lambda r: _deny(r, session_id, deadline), now, self.config
+        )
+        return True
+
+    def revoke_all(self, user_id: str, *, keep: str | None, now: float) -> Flow[int]:
+        """End every sealed session of ``user_id`` issued until now, except ``keep``.
+
+        Returns 0: sealed sessions cannot be counted.
+        """
+        if not self.revocations:
+            raise NotSupportedError(REVOKE_REFUSED)
+
+        def end_all(revocations: Revocations) -> bool:
+            revocations.after = now
+            revocations.keep = keep
+            return True
+
+        yield from edit_revocations(user_id, end_all, now, self.config)
+        return 0
+
+
+def _issued_at(sealed: SealedSession | None, base: SessionRecord | None) -> float | None:
+    if sealed is not None and sealed.issued_at is not None:
+        return sealed.issued_at
+    return base.created_at if base is not None else None
+
+
+def _next_record(
+    session: Session, new_id: bool, issued_at: float | None, now: float, config: SessionConfig
+) -> tuple[SessionRecord, float]:
+    """The session as the request left it, and when its id was issued.
+
+    There is nothing to merge with (the cookie is the only copy), so the data is read through
+    the mapping itself rather than rebuilt from recorded changes. A new session or a login
+    starts the clocks again; a plain regenerate keeps them, so the absolute timeout and
+    revoke-all still count from the start.
+    """
+    base = session.record
+    remember = session.remember
+    idle, absolute = config.timeouts(remember=remember)
+    if base is None or issued_at is None or session.authenticated_now:
+        created_at, absolute_expires_at, issued_at = now, now + absolute, now
+    else:
+        created_at, absolute_expires_at = base.created_at, base.absolute_expires_at
+    if base is None:
+        record_id, flash, csrf_token = tokens.new_id(), [], ""
+    else:
+        record_id = tokens.new_id() if new_id else base.id
+        flash = [] if session.drops_stored_flashes else base.flash
+        csrf_token = "" if session.csrf_rotation_requested else base.csrf_token
+    record = SessionRecord(
+        id=record_id,
+        secret_hash="",
+        created_at=created_at,
+        last_seen_at=now,
+        expires_at=min(now + idle, absolute_expires_at),
+        absolute_expires_at=absolute_expires_at,
+        version=1,
+        user_id=session.user_id,
+        data=dict(session),
+        flash=[*flash, *session.outgoing_flashes],
+        csrf_token=csrf_token or tokens.new_csrf_token(),
+        auth_time=session.auth_time,
+        transport="cookie",
+        remember=remember,
+    )
+    return record, issued_at
+
+
+def _retire(
+    base: SessionRecord, issued_at: float | None, new: SessionRecord, *, login: bool
+) -> Edit:
+    """The revocation edit for a signed-in session whose id is replaced by ``new``'s."""
+    old_id, user_id = base.id, base.user_id
+    old_issued = issued_at if issued_at is not None else base.created_at
+
+    def retire(revocations: Revocations) -> bool:
+        if not login and revocations.revokes(old_id, old_issued):
+            return False  # revoked meanwhile: a plain regenerate must not outlive it
+        if revocations.keep == old_id and new.user_id == user_id:
+            revocations.keep = new.id  # the kept session moved to a new id
+        return _deny(revocations, old_id, base.absolute_expires_at)
+
+    return retire
+
+
+def _deny(revocations: Revocations, session_id: str, deadline: float) -> bool:
+    revocations.deny[session_id] = max(deadline, revocations.deny.get(session_id, deadline))
+    return True
+
+
+def _xsrf_headers(session: Session, token: str, config: SessionConfig) -> list[tuple[str, str]]:
+    """The CSRF cookie, when the browser did not send exactly the session's token."""
+    if config.csrf.enabled and session.presented_xsrf != [token]:
+        value = set_cookie(config.cookie, config.csrf.cookie_name, token, http_only=False)
+        return [("set-cookie", value)]
+    return []
