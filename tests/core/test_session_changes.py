@@ -182,3 +182,64 @@ def test_scalar_type_change_by_assignment_is_found() -> None:
     session["a"] = 1.0
     session["b"] = True
     assert sorted(session.changes().set) == ["a", "b"]
+
+
+def test_unread_flash_waits_for_the_request_that_reads_it() -> None:
+    """A flash claimed by a request that never reads it (a redirect, a background fetch) goes
+    back to the store, and is delivered once to the next request that reads flashes."""
+    manager, token = setup(a=1)
+    session = manager.open(request(token)).session
+    session.flash("saved")
+    manager.commit(session)
+    redirect = manager.open(request(token)).session
+    manager.commit(redirect)  # never looked at the flashes
+    page = manager.open(request(token)).session
+    assert page.flashes == [{"message": "saved", "category": "info"}]
+    manager.commit(page)
+    assert manager.open(request(token)).session.flashes == []
+
+
+def test_unread_flash_keeps_its_place_before_newer_ones() -> None:
+    """Messages handed back come before messages flashed meanwhile, in order."""
+    manager, token = setup(a=1)
+    first = manager.open(request(token)).session
+    first.flash("one")
+    manager.commit(first)
+    passing = manager.open(request(token)).session
+    passing.flash("two")
+    manager.commit(passing)
+    page = manager.open(request(token)).session
+    assert [f["message"] for f in page.flashes] == ["one", "two"]
+
+
+def test_logout_carries_a_flash_and_later_values_into_a_new_anonymous_session() -> None:
+    """A flash (or a value) set around logout() survives it in a fresh anonymous session; the
+    signed-in session's data and user do not."""
+    manager, token = setup(cart=["secret item"])
+    session = manager.open(request(token)).session
+    auth.login(session, "u1")
+    token = manager.commit(session).token
+    assert token is not None
+    leaving = manager.open(request(token)).session
+    auth.logout(leaving)
+    leaving.flash("You have been signed out")
+    leaving["lang"] = "fr"
+    committed = manager.commit(leaving)
+    assert committed.token is not None
+    assert any(v.startswith("coatcheck_session=") for _, v in committed.headers)
+    assert manager.open(request(token)).session.is_new  # the signed-in session is gone
+    after = manager.open(request(committed.token)).session
+    assert after.user_id is None
+    assert dict(after) == {"lang": "fr"}
+    assert after.flashes == [{"message": "You have been signed out", "category": "info"}]
+
+
+def test_plain_logout_still_clears_the_cookies() -> None:
+    """A logout with nothing to carry stores nothing and clears both cookies."""
+    manager, token = setup(cart=["x"])
+    session = manager.open(request(token)).session
+    auth.logout(session)
+    committed = manager.commit(session)
+    assert committed.token is None
+    assert len([h for h in committed.headers if h[0] == "set-cookie"]) == 2
+    assert manager.store.user_ids() == []

@@ -258,7 +258,11 @@ def _apply(
     new = dataclasses.replace(
         base,
         data=data,
-        flash=[*([] if session.drops_stored_flashes else base.flash), *session.outgoing_flashes],
+        flash=[
+            *session.unread_flashes,
+            *([] if session.drops_stored_flashes else base.flash),
+            *session.outgoing_flashes,
+        ],
         user_id=session.user_id if session.user_changed else base.user_id,
         csrf_token=tokens.new_csrf_token() if session.csrf_rotation_requested else base.csrf_token,
         remember=session.remember,
@@ -310,7 +314,26 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
     if session.is_destroyed:
         if base is not None:
             yield Delete((base.id,))
-        if session.transport == "cookie" and (base is not None or session.presented_xsrf):
+        if session.transport != "cookie":
+            return Committed()
+        data, flash = session.carried_past_logout()
+        if data or flash:
+            # What the app put in the session after logout (a "signed out" flash) starts the
+            # anonymous session that follows: nothing of the signed-in one is in it.
+            record, token = new_record(
+                now=now,
+                config=config,
+                transport="cookie",
+                data=data,
+                user_agent=session.user_agent,
+                ip=session.ip,
+            )
+            record.flash = flash
+            if not (yield Put(record, 0)):
+                raise ConflictError("a freshly generated session id already exists")
+            session.token = token
+            return Committed(_cookie_headers(session, record, token, config), token)
+        if base is not None or session.presented_xsrf:
             return Committed(clear_cookie_headers(config))
         return Committed()
 

@@ -450,7 +450,7 @@ def _next_record(
         version=1,
         user_id=session.user_id,
         data=dict(session.data_snapshot()),  # typed views written back
-        flash=[*flash, *session.outgoing_flashes],
+        flash=[*session.unread_flashes, *flash, *session.outgoing_flashes],
         csrf_token=csrf_token or tokens.new_csrf_token(),
         auth_time=session.auth_time,
         transport="cookie",

@@ -160,6 +160,7 @@ class Session(MutableMapping[str, Any]):
         self._user_id: str | None = record.user_id if record is not None else None
         self._user_changed = False
         self._incoming_flashes: list[Any] = list(flashes or [])
+        self._flashes_read = False
         self._outgoing_flashes: list[Any] = []
         self._drop_stored_flashes = False
         self._regenerate = False
@@ -201,6 +202,7 @@ class Session(MutableMapping[str, Any]):
             or self._user_changed
             or self._outgoing_flashes
             or self._drop_stored_flashes
+            or self.unread_flashes
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
@@ -409,9 +411,19 @@ class Session(MutableMapping[str, Any]):
 
     @property
     def flashes(self) -> list[dict[str, Any]]:
-        """Messages flashed by an earlier request, delivered to this request only (exactly once)."""
+        """Messages flashed by an earlier request, delivered to this request only (exactly once).
+
+        They are delivered to the request that reads them: a request that never reads this
+        property (a redirect, a background ``fetch``) hands them back at commit, for the next.
+        """
         self.accessed = True
+        self._flashes_read = True
         return list(self._incoming_flashes)
+
+    @property
+    def unread_flashes(self) -> list[Any]:
+        """Messages this request claimed but did not read: they go back to the store."""
+        return [] if self._flashes_read else list(self._incoming_flashes)
 
     @property
     def outgoing_flashes(self) -> list[Any]:
@@ -464,3 +476,9 @@ class Session(MutableMapping[str, Any]):
     def needs_storing(self) -> bool:
         """A new session is stored only once it holds something worth keeping."""
         return bool(self._data or self._user_id is not None or self._outgoing_flashes)
+
+    def carried_past_logout(self) -> tuple[dict[str, Any], list[Any]]:
+        """What a destroyed session hands to the anonymous session that follows it: the data set
+        after ``destroy()`` and the flash messages not yet shown (Flask keeps a flash across
+        ``logout_user()``; "You have been signed out" is the classic case)."""
+        return dict(self._data), [*self.unread_flashes, *self._outgoing_flashes]
