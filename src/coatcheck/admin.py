@@ -24,8 +24,8 @@ class AsyncSessionAdmin:
         )
 
     async def user_ids(self) -> list[str]:
-        """Users that have stored sessions (signed-in users)."""
-        return await self.manager.run(flows.user_ids())
+        """Users that have a stored session not expired by now (signed-in users)."""
+        return await self.manager.run(flows.user_ids(self.manager.clock()))
 
     async def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
         """End one session (only ``owner``'s, when given). True if it existed."""
@@ -52,7 +52,7 @@ class SessionAdmin:
         )
 
     def user_ids(self) -> list[str]:
-        return self.manager.run(flows.user_ids())
+        return self.manager.run(flows.user_ids(self.manager.clock()))
 
     def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
         return self.manager.run(flows.revoke(session_id, owner=owner))

@@ -53,6 +53,10 @@ class CountingStore:
         self.calls["put"] += 1
         return await self.inner.put(record, expected_version)
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        self.calls["replace"] += 1
+        return await self.inner.replace(record, old_id, old_version)
+
     async def delete(self, *session_ids: str) -> None:
         self.calls["delete"] += 1
         await self.inner.delete(*session_ids)
@@ -61,9 +65,9 @@ class CountingStore:
         self.calls["sessions_of"] += 1
         return await self.inner.sessions_of(user_id)
 
-    async def user_ids(self) -> list[str]:
+    async def user_ids(self, now: float) -> list[str]:
         self.calls["user_ids"] += 1
-        return await self.inner.user_ids()
+        return await self.inner.user_ids(now)
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         self.calls["purge_expired"] += 1

@@ -54,10 +54,11 @@ class SessionsOf:
 
 @dataclass(frozen=True, slots=True)
 class UserIds:
+    now: float
     method: ClassVar[str] = "user_ids"
 
     def args(self) -> tuple[Any, ...]:
-        return ()
+        return (self.now,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,6 +306,11 @@ class AsyncRedisStore:
             "put", core.put_plan(self.keys, record, expected_version, self._hints)
         )
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return await self._run(
+            "replace", core.replace_plan(self.keys, record, old_id, old_version, self._hints)
+        )
+
     async def delete(self, *session_ids: str) -> None:
         await self._run(
             "delete",
@@ -315,8 +320,8 @@ class AsyncRedisStore:
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return await self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
 
-    async def user_ids(self) -> list[str]:
-        return await self._run("user_ids", core.user_ids_plan(self.keys))
+    async def user_ids(self, now: float) -> list[str]:
+        return await self._run("user_ids", core.user_ids_plan(self.keys, now))
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return await self._run("purge_expired", core.purge_plan(self.keys, now, batch))
@@ -426,6 +431,11 @@ class RedisStore:
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run("put", core.put_plan(self.keys, record, expected_version, self._hints))
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return self._run(
+            "replace", core.replace_plan(self.keys, record, old_id, old_version, self._hints)
+        )
+
     def delete(self, *session_ids: str) -> None:
         self._run(
             "delete",
@@ -435,8 +445,8 @@ class RedisStore:
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
 
-    def user_ids(self) -> list[str]:
-        return self._run("user_ids", core.user_ids_plan(self.keys))
+    def user_ids(self, now: float) -> list[str]:
+        return self._run("user_ids", core.user_ids_plan(self.keys, now))
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         return self._run("purge_expired", core.purge_plan(self.keys, now, batch))
