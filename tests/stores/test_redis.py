@@ -862,6 +862,7 @@ async def test_a_hung_redis_times_out_within_the_socket_timeout(
                 password=None,
                 prefix="app:",
                 client_url="unix:///run/redis/redis.sock?db=4",
+                unix_path="/run/redis/redis.sock",
             ),
         ),
         (

@@ -63,7 +63,7 @@ import threading
 import zlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from redis.exceptions import NoScriptError
 
@@ -441,6 +441,16 @@ class Hints:
             return self._items.pop(session_id, None)
 
 
+class RecordCache(Protocol):
+    """What the plans need of a client-side record cache (:mod:`._redis_cache`): a plan never
+    waits on it, and a wrong answer from it is excluded by the cache's own rules."""
+
+    def lookup(self, key: str) -> str | bytes | None: ...
+    def begin(self, key: str) -> Any: ...
+    def finish(self, fill: Any, raw: str | bytes | None) -> None: ...
+    def forget(self, keys: Sequence[str]) -> None: ...
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -526,10 +536,22 @@ def _group(pairs: Iterable[tuple[K, str]]) -> dict[K, list[str]]:
 
 
 def get_plan(
-    keys: KeyLayout, session_id: str, hints: Hints | None = None
+    keys: KeyLayout,
+    session_id: str,
+    hints: Hints | None = None,
+    cache: RecordCache | None = None,
 ) -> Plan[SessionRecord | None]:
-    """One round trip: ``HGET s:{id} d``. Leaves a hint for the write that may follow."""
-    (raw,) = yield from _batch([("HGET", keys.record(session_id), "d")])
+    """No round trip when ``cache`` holds the record; else one: ``HGET s:{id} d``, whose answer
+    may fill the cache. Leaves a hint for the write that may follow."""
+    key = keys.record(session_id)
+    raw = None if cache is None else cache.lookup(key)
+    if raw is None:
+        fill = None if cache is None else cache.begin(key)
+        try:
+            (raw,) = yield from _batch([("HGET", key, "d")])
+        finally:
+            if cache is not None:
+                cache.finish(fill, raw)
     if raw is None:
         return None
     record = record_from_json(raw)
@@ -591,6 +613,24 @@ def _check_indexed(keys: KeyLayout, record_id: str, indexed: list[Any], written:
 
 
 def put_plan(
+    keys: KeyLayout,
+    record: SessionRecord,
+    expected_version: int,
+    hints: Hints | None = None,
+    cache: RecordCache | None = None,
+) -> Plan[bool]:
+    """See :func:`_put_plan`; the cache forgets the record before and after the write."""
+    if cache is None:
+        return (yield from _put_plan(keys, record, expected_version, hints))
+    record_key = [keys.record(record.id)]
+    cache.forget(record_key)
+    try:
+        return (yield from _put_plan(keys, record, expected_version, hints))
+    finally:
+        cache.forget(record_key)
+
+
+def _put_plan(
     keys: KeyLayout, record: SessionRecord, expected_version: int, hints: Hints | None = None
 ) -> Plan[bool]:
     """One round trip: the CAS script alone when the record's indexes cover the write, else the
@@ -619,6 +659,31 @@ def put_plan(
 
 
 def replace_plan(
+    keys: KeyLayout,
+    record: SessionRecord,
+    old_id: str,
+    old_version: int,
+    hints: Hints | None = None,
+    cache: RecordCache | None = None,
+    *,
+    barrier: bool = False,
+) -> Plan[bool]:
+    """See :func:`_replace_plan`. With ``barrier``, a replace that deleted the old record sends
+    one more round trip to its node (see :func:`delete_plan`)."""
+    record_keys = [keys.record(record.id), keys.record(old_id)]
+    if cache is not None:
+        cache.forget(record_keys)
+    try:
+        replaced = yield from _replace_plan(keys, record, old_id, old_version, hints)
+    finally:
+        if cache is not None:
+            cache.forget(record_keys)
+    if replaced and barrier:
+        yield from _batch([("EXISTS", record_keys[1])])
+    return replaced
+
+
+def _replace_plan(
     keys: KeyLayout,
     record: SessionRecord,
     old_id: str,
@@ -665,6 +730,8 @@ def delete_plan(
     hints: Hints | None = None,
     *,
     in_order: bool = False,
+    cache: RecordCache | None = None,
+    barrier: bool = False,
 ) -> Plan[None]:
     """One round trip (each record's user and the record, its expiry entries), plus one to
     unindex the signed-in ones from their users' indexes.
@@ -672,10 +739,33 @@ def delete_plan(
     With ``in_order`` (one server: a pipeline runs in order) the user indexes named by ``hints``
     are cleaned in the first round trip, after the records are gone; the second one is then
     needed only for a session whose user changed since (or that had no hint).
+
+    With ``barrier`` the second round trip is always sent, with an ``EXISTS`` of each deleted
+    record on its node: once it is answered, Redis has long written its invalidations of the
+    deleted records to every process's cache channel, so another process's next read cannot
+    be served the deleted record (see :mod:`._redis_cache`).
     """
     ids = list(dict.fromkeys(session_ids))
     if not ids:
         return
+    record_keys = [keys.record(i) for i in ids]
+    if cache is not None:
+        cache.forget(record_keys)
+    try:
+        yield from _delete_plan(keys, ids, hints, in_order=in_order, barrier=barrier)
+    finally:
+        if cache is not None:
+            cache.forget(record_keys)
+
+
+def _delete_plan(
+    keys: KeyLayout,
+    ids: list[str],
+    hints: Hints | None,
+    *,
+    in_order: bool,
+    barrier: bool,
+) -> Plan[None]:
     guessed: dict[str, str] = {}
     for session_id in ids:
         hint = hints.take(session_id) if hints is not None else None
@@ -696,7 +786,10 @@ def delete_plan(
         for session_id, owner in zip(ids, replies[: 2 * len(ids) : 2], strict=True)
         if owner is not None and guessed.get(session_id) != _text(owner)
     )
-    yield from _batch([("ZREM", index, *members) for index, members in owners.items()])
+    follow_up: list[Command] = [("ZREM", index, *members) for index, members in owners.items()]
+    if barrier:
+        follow_up += [("EXISTS", keys.record(i)) for i in ids]
+    yield from _batch(follow_up)
 
 
 def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]:
@@ -759,7 +852,9 @@ def user_ids_plan(keys: KeyLayout, now: float) -> Plan[list[str]]:
     return sorted(live)
 
 
-def purge_plan(keys: KeyLayout, now: float, batch: int) -> Plan[int]:
+def purge_plan(
+    keys: KeyLayout, now: float, batch: int, cache: RecordCache | None = None
+) -> Plan[int]:
     """Delete up to ``batch`` records expired by ``now``; two or three round trips per pass.
 
     A pass reads due entries from every expiry shard (one round trip), runs the purge script on
@@ -788,6 +883,8 @@ def purge_plan(keys: KeyLayout, now: float, batch: int) -> Plan[int]:
         if not due:
             break
         ids = [session_id for _shard, session_id in due]
+        if cache is not None:
+            cache.forget([keys.record(i) for i in ids])
         replies = yield from _batch(
             [PURGE_RECORD.call([keys.record(i)], now_arg) for i in ids]
             + [
