@@ -17,12 +17,19 @@ import redis.asyncio
 from coatcheck._core.record import SessionRecord
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
 from coatcheck.stores import _redis_cache as cache_module
-from coatcheck.stores._redis_cache import ClientCacheConfig, Push, Resp3Reader, RespError
+from coatcheck.stores._redis_cache import (
+    ClientCache,
+    ClientCacheConfig,
+    Push,
+    Resp3Reader,
+    RespError,
+    Target,
+)
 from coatcheck.stores.redis import AsyncRedisStore, RedisStore, parse_redis_url
 from tests.backends.redis import delete_prefix_async, new_prefix, shared_url
 from tests.redis_servers import Cluster, RedisServer, redis_server, shared_cluster
 from tests.stores.test_contract import NOW, make
-from tests.stores.test_redis import command_calls, later
+from tests.stores.test_redis import CountingConnection, Delta, command_calls, later
 
 pytestmark = pytest.mark.redis
 
@@ -74,8 +81,10 @@ async def test_a_read_of_a_seen_session_costs_no_round_trip(
     """The first read of a session goes to Redis; the next ones are answered from memory, each
     as a fresh object that the caller may change without changing what the next read gets."""
     store = await live(AsyncRedisStore.from_url(server.url))
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
     record = make(user_id="u1", data={"cart": [1, 2]})
-    assert await store.put(record, 0)
+    assert await writer.put(record, 0)
+    await writer.close()
     before = await hgets(inspect)
     first = await store.get(record.id)
     assert first == record
@@ -176,8 +185,10 @@ async def test_a_killed_channel_drops_the_cache_until_it_is_back(
     """When the invalidation channel is closed, the cache is emptied and every read goes to
     Redis; the channel reconnects by itself and caching resumes."""
     store = await live(AsyncRedisStore.from_url(server.url))
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
     record = make()
-    assert await store.put(record, 0)
+    assert await writer.put(record, 0)
+    await writer.close()
     assert await store.get(record.id) == record
     assert await store.get(record.id) == record
     clients = await inspect.client_list()
@@ -228,9 +239,11 @@ async def test_entries_have_a_maximum_age_and_the_cache_a_size(
     store = await live(
         AsyncRedisStore.from_url(f"{server.url}?client_cache_ttl=0.2&client_cache_size=2")
     )
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
     a, b, c = make(), make(), make()
     for record in (a, b, c):
-        assert await store.put(record, 0)
+        assert await writer.put(record, 0)
+    await writer.close()
     before = await hgets(inspect)
     for record in (a, b, a, c):  # c pushes out b, the least recently used
         assert await store.get(record.id) == record
@@ -428,3 +441,43 @@ async def test_the_cluster_store_reads_from_memory() -> None:
     await delete_prefix_async(reader.client, prefix)
     await reader.close()
     await writer.close()
+
+
+# --- round trips of a request --------------------------------------------------------------------
+
+
+async def test_a_write_request_on_a_cached_session_is_one_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """A request that reads and writes a session this process has seen costs one round trip:
+    the read is answered from memory and the covered write is the CAS script alone. Redis
+    reports the write back to the cache channel, which then reads the record again in the
+    background (one HGET, off the request's path), so the next request finds it cached."""
+    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
+    cache = ClientCache(
+        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
+    )
+    record = make(user_id="u1")
+    key = store.keys.record(record.id)
+    assert await store.put(record, 0)  # an insert: indexes, then the CAS (loads the scripts)
+    await wait_until(lambda: key in cache, "the re-read after the insert")
+    current = record
+    for step in range(20):
+        delta = await Delta(inspect).start()
+        assert await store.get(current.id) == current  # the request's read
+        newer = later(current, 1)
+        assert await store.put(newer, current.version)  # the request's write
+        trips = CountingConnection.writes - delta.writes
+        await wait_until(lambda: key in cache, "the background re-read")
+        _trips, commands = await delta.stop()
+        assert (trips, commands) == (
+            1,
+            {"evalsha": 1, "hmget": 1, "time": 1, "hset": 1, "pexpire": 1, "hget": 1},
+        ), step
+        current = newer
+    assert cache.stats.hits == 20
+    assert await store.get(current.id) == current
+    await store.close()

@@ -46,6 +46,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.crc import key_slot
+
 from ..errors import ConfigurationError
 
 log = logging.getLogger("coatcheck")
@@ -203,11 +205,11 @@ class _Channel:
         self.sock = sock
         self.node = node
         self.reader = Resp3Reader()
-        self.waiting: collections.deque[str] = collections.deque()
+        self.waiting: collections.deque[str | Fill] = collections.deque()
         self.last_pong = time.monotonic()
         self.last_ping = 0.0
 
-    def send(self, what: str, *args: str | int) -> None:
+    def send(self, what: str | Fill, *args: str | int) -> None:
         data = pack(*args)
         sent = self.sock.send(data)
         if sent != len(data):  # a few bytes into an empty socket buffer: never partial
@@ -260,13 +262,19 @@ def _connect(target: Target, node: tuple[str, int] | None, prefix: str) -> _Chan
         raise
 
 
-def _primaries(slots: Any) -> set[tuple[str, int]]:
-    """The primaries named by a ``CLUSTER SLOTS`` reply."""
-    found = set()
+def _slot_ranges(slots: Any) -> list[tuple[int, int, tuple[str, int]]]:
+    """The slot ranges and their primaries in a ``CLUSTER SLOTS`` reply."""
+    ranges = []
     for entry in slots or []:
         host, port = entry[2][0], entry[2][1]
-        found.add((host.decode() if isinstance(host, bytes) else str(host), int(port)))
-    return found
+        node = (host.decode() if isinstance(host, bytes) else str(host), int(port))
+        ranges.append((int(entry[0]), int(entry[1]), node))
+    return ranges
+
+
+def _primaries(slots: Any) -> set[tuple[str, int]]:
+    """The primaries named by a ``CLUSTER SLOTS`` reply."""
+    return {node for _start, _end, node in _slot_ranges(slots)}
 
 
 # --- the cache ------------------------------------------------------------------------------------
@@ -279,12 +287,15 @@ class Fill:
     key: str
     generation: int
     spoiled: bool = False
+    after_write: bool = False
+    """A re-read sent once Redis reported this process's write: it cannot predate the write."""
 
 
 @dataclass(slots=True)
 class _Entry:
     raw: str | bytes
     stored_at: float
+    after_write: bool = False
 
 
 @dataclass(slots=True)
@@ -314,8 +325,11 @@ class ClientCache:
         self._lock = threading.Lock()
         self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
         self._fills: dict[str, list[Fill]] = {}
+        # Keys this process wrote whose own invalidation has not arrived yet (then re-read).
+        self._own_writes: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._generation = 0
         self._channels: list[_Channel] = []
+        self._slots: list[tuple[int, int, _Channel]] = []
         self._live = False
         self._closed = False
         self._pid = -1
@@ -358,25 +372,57 @@ class ClientCache:
         """Cache what the read of ``fill`` returned, unless anything may have changed it since
         it was sent. A missing record is not cached."""
         with self._lock:
-            pending = self._fills.get(fill.key, [])
-            with contextlib.suppress(ValueError):
-                pending.remove(fill)
-            if not pending:
-                self._fills.pop(fill.key, None)
             self._drain_locked()
-            if raw is None or fill.spoiled or fill.generation != self._generation:
-                return
-            if not self._usable_locked():
-                return
-            self._entries[fill.key] = _Entry(raw, self._clock())
-            self._entries.move_to_end(fill.key)
-            while len(self._entries) > self.config.size:
-                self._entries.popitem(last=False)
+            self._finish_locked(fill, raw)
+
+    def writing(self, key: str) -> Fill:
+        """Note a write of ``key`` by this process about to be sent: the key is forgotten, and
+        once Redis reports the write back, the key is read again in the background (the
+        session's next request most likely wants it)."""
+        with self._lock:
+            self._forget_locked([key])
+            self._own_writes[key] = None
+            self._own_writes.move_to_end(key)
+            while len(self._own_writes) > self.config.size:
+                self._own_writes.popitem(last=False)
+            fill = Fill(key, self._generation, spoiled=not self._usable_locked())
+            self._fills.setdefault(key, []).append(fill)
+            return fill
+
+    def written(self, fill: Fill, raw: str | bytes | None) -> None:
+        """This process's write of ``fill.key`` returned: cache ``raw`` (what it wrote; ``None``
+        when it wrote nothing) unless an invalidation of the key arrived while it was in
+        flight, and spoil every other read of the key in flight (they may have read what was
+        there before)."""
+        with self._lock:
+            pending = [other for other in self._fills.pop(fill.key, []) if other is not fill]
+            for other in pending:
+                other.spoiled = other.spoiled or not other.after_write
+            if pending:
+                self._fills[fill.key] = pending
+            entry = self._entries.get(fill.key)
+            if entry is not None and not entry.after_write:
+                del self._entries[fill.key]
+        # The same checks as a read's: the write's own invalidation, if it went through a pool
+        # connection, will drop the entry again when it arrives.
+        fill.spoiled = fill.spoiled or raw is None
+        with self._lock:
+            self._drain_locked()
+            if raw is None:  # nothing written: no report will come back
+                self._own_writes.pop(fill.key, None)
+            self._finish_locked(fill, raw)
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop ``keys`` and spoil the reads of them in flight (this process writes them)."""
         with self._lock:
             self._forget_locked(keys)
+
+    def drop(self, why: str) -> None:
+        """Empty the cache and reconnect the channels (the cluster's slots moved, a channel
+        timed out)."""
+        with self._lock:
+            self._drop_locked(why)
+        self._wake()
 
     def close(self) -> None:
         """Stop the channel thread and close the channels."""
@@ -402,6 +448,9 @@ class ClientCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
     # -- internals (the lock held where the name says so) --------------------------------------
 
     def _usable_locked(self) -> bool:
@@ -409,6 +458,48 @@ class ClientCache:
             return False
         oldest = min((c.last_pong for c in self._channels), default=0.0)
         return time.monotonic() - oldest <= STALE_AFTER
+
+    def _finish_locked(self, fill: Fill, raw: str | bytes | None) -> None:
+        pending = self._fills.get(fill.key, [])
+        with contextlib.suppress(ValueError):
+            pending.remove(fill)
+        if not pending:
+            self._fills.pop(fill.key, None)
+        if raw is None or fill.spoiled or fill.generation != self._generation:
+            return
+        if not self._usable_locked():
+            return
+        self._entries[fill.key] = _Entry(raw, self._clock(), fill.after_write)
+        self._entries.move_to_end(fill.key)
+        while len(self._entries) > self.config.size:
+            self._entries.popitem(last=False)
+
+    def _refill_locked(self, keys: Sequence[str]) -> None:
+        """Read again, on the channel, the keys this process wrote: the invalidation of its own
+        write dropped them, and the session's next request will most likely want them. The
+        read is an ordinary fill, spoiled by any invalidation that arrives before its reply."""
+        if not self._usable_locked():
+            return
+        for key in keys:
+            channel = self._channel_for_locked(key)
+            if channel is None:
+                continue
+            fill = Fill(key, self._generation, after_write=True)
+            self._fills.setdefault(key, []).append(fill)
+            try:
+                channel.send(fill, "HGET", key, "d")
+            except OSError as exc:
+                self._drop_locked(repr(exc))
+                return
+
+    def _channel_for_locked(self, key: str) -> _Channel | None:
+        if not self.target.cluster:
+            return self._channels[0] if self._channels else None
+        slot = key_slot(key.encode())
+        for start, end, channel in self._slots:
+            if start <= slot <= end:
+                return channel
+        return None
 
     def _forget_locked(self, keys: Sequence[str]) -> None:
         for key in keys:
@@ -424,6 +515,7 @@ class ClientCache:
         self._live = False
         self._generation += 1
         self._entries.clear()
+        self._own_writes.clear()
         for fills in self._fills.values():
             for fill in fills:
                 fill.spoiled = True
@@ -431,6 +523,7 @@ class ClientCache:
             with contextlib.suppress(OSError):
                 channel.sock.close()
         self._channels = []
+        self._slots = []
 
     def _drain_locked(self) -> None:
         """Read and apply whatever the channels received, without waiting."""
@@ -460,12 +553,19 @@ class ClientCache:
                         for fill in fills:
                             fill.spoiled = True
                 else:
-                    self._forget_locked([k.decode() for k in keys])
+                    names = [k.decode() for k in keys]
+                    self._forget_locked(names)
+                    own = [name for name in names if self._own_writes.pop(name, 0) is None]
+                    if own:
+                        self._refill_locked(own)
                 self.stats.invalidations += 1
             return
         what = channel.waiting.popleft() if channel.waiting else "?"
         if isinstance(frame, RespError):
             raise frame
+        if isinstance(what, Fill):
+            self._finish_locked(what, frame)
+            return
         if what == "ping":
             channel.last_pong = time.monotonic()
         elif what == "slots" and self.target.cluster:
@@ -526,14 +626,15 @@ class ClientCache:
     def _open_channels(self) -> None:
         target = self.prefix
         opened: list[_Channel] = []
+        ranges: list[tuple[int, int, tuple[str, int]]] = []
         try:
             if self.target.unix_path is not None:
                 opened.append(_connect(self.target, None, target))
             elif not self.target.cluster:
                 opened.append(_connect(self.target, self.target.nodes[0], target))
             else:
-                primaries = self._cluster_primaries()
-                for node in sorted(primaries):
+                ranges = self._cluster_slots()
+                for node in sorted({node for _start, _end, node in ranges}):
                     opened.append(_connect(self.target, node, target))
         except BaseException:
             for channel in opened:
@@ -549,10 +650,13 @@ class ClientCache:
             for channel in opened:
                 channel.last_pong = now
             self._channels = opened
+            if self.target.cluster:
+                by_node = {_node_of(channel): channel for channel in opened}
+                self._slots = [(start, end, by_node[node]) for start, end, node in ranges]
             self._live = True
             log.info("coatcheck Redis client cache on (%d channel(s))", len(opened))
 
-    def _cluster_primaries(self) -> set[tuple[str, int]]:
+    def _cluster_slots(self) -> list[tuple[int, int, tuple[str, int]]]:
         last: Exception = ConnectionError("no startup node")
         for node in self.target.nodes:
             try:
@@ -571,9 +675,9 @@ class ClientCache:
                         replies += list(reader.frames())
                     if isinstance(replies[1], RespError):
                         raise replies[1]
-                    primaries = _primaries(replies[1])
-                    if primaries:
-                        return primaries
+                    ranges = _slot_ranges(replies[1])
+                    if ranges:
+                        return ranges
             except (OSError, RespError) as exc:
                 last = exc
         raise last

@@ -448,6 +448,8 @@ class RecordCache(Protocol):
     def lookup(self, key: str) -> str | bytes | None: ...
     def begin(self, key: str) -> Any: ...
     def finish(self, fill: Any, raw: str | bytes | None) -> None: ...
+    def writing(self, key: str) -> Any: ...
+    def written(self, fill: Any, raw: str | bytes | None) -> None: ...
     def forget(self, keys: Sequence[str]) -> None: ...
 
 
@@ -619,15 +621,18 @@ def put_plan(
     hints: Hints | None = None,
     cache: RecordCache | None = None,
 ) -> Plan[bool]:
-    """See :func:`_put_plan`; the cache forgets the record before and after the write."""
+    """See :func:`_put_plan`. With a cache, the record is forgotten while it is written, then
+    cached as written (unless anything may have changed it meanwhile: see
+    :meth:`~._redis_cache.ClientCache.written`)."""
     if cache is None:
         return (yield from _put_plan(keys, record, expected_version, hints))
-    record_key = [keys.record(record.id)]
-    cache.forget(record_key)
+    fill = cache.writing(keys.record(record.id))
+    written = False
     try:
-        return (yield from _put_plan(keys, record, expected_version, hints))
+        written = yield from _put_plan(keys, record, expected_version, hints)
     finally:
-        cache.forget(record_key)
+        cache.written(fill, record_to_json(record) if written else None)
+    return written
 
 
 def _put_plan(
