@@ -136,7 +136,7 @@ class Resp3Reader:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buffer += data
 
     def frames(self) -> Iterator[Any]:
@@ -208,6 +208,7 @@ class _Channel:
         self.waiting: collections.deque[str | Fill] = collections.deque()
         self.last_pong = time.monotonic()
         self.last_ping = 0.0
+        self.buffer = bytearray(65536)
 
     def send(self, what: str | Fill, *args: str | int) -> None:
         data = pack(*args)
@@ -531,12 +532,14 @@ class ClientCache:
             try:
                 while True:
                     try:
-                        data = channel.sock.recv(262144)
+                        # Into a buffer kept per channel: nothing is allocated when (as on most
+                        # lookups) nothing has arrived.
+                        size = channel.sock.recv_into(channel.buffer)
                     except BlockingIOError:
                         break
-                    if not data:
+                    if not size:
                         raise ConnectionError(f"the cache channel to {channel.node} closed")
-                    channel.reader.feed(data)
+                    channel.reader.feed(channel.buffer[:size])
                     for frame in channel.reader.frames():
                         self._apply_locked(channel, frame)
             except (OSError, ValueError, RespError) as exc:
