@@ -17,12 +17,17 @@ Rules of this module:
   an invalidation that reached this machine before the read started is applied before the read
   is answered. The writers' side of that bargain: a ``delete`` (logout, revocation, the old id of
   a login) sends one more round trip to the record's node after its reply (the *barrier*).
-  Redis sends invalidations while it handles the command that changed the key, so by the time
-  the barrier is answered the invalidation has long been written to every channel.
+  Redis queues BCAST invalidations at the end of the event-loop pass that ran the delete, ahead
+  of that pass's replies, and writes them out before its next pass, which is the earliest that
+  can read the barrier: once the barrier is answered, the invalidation is in every channel's
+  socket (a channel too slow to take it would be failing its heartbeats).
 - A read fills the cache only if no invalidation for its key (and no channel failure) happened
   between the moment the read was sent and its reply (:meth:`ClientCache.begin` /
-  :meth:`ClientCache.finish`); this process's own writes forget the key before and after they
-  run, so a read never returns something older than a write this process completed.
+  :meth:`ClientCache.finish`). This process's own writes forget the key before they are sent
+  and cache what they wrote when they return, spoiling any read of the key in flight, so a read
+  never returns something older than a write this process completed. Redis reports those writes
+  back too (``NOLOOP`` does not cover writes made by Lua scripts); the channel then reads the
+  record again in the background, so the session's next request still finds it cached.
 - Entries are bounded in number (least recently used dropped first) and in age (``max_age``):
   the age bound limits the damage of anything the rules above did not foresee.
 - Entries are the record's JSON text; every hit decodes a fresh record, so callers may mutate
@@ -62,6 +67,18 @@ dropped. It bounds how long a silently broken channel (a hung server, a lost net
 could go unnoticed."""
 RECONNECT_DELAY = (0.05, 1.0)
 CHANNEL_NAME = "coatcheck-cache"
+
+# Bumped in a forked child: a cache then starts its own thread and channels. (Cheaper than
+# comparing os.getpid() on every lookup.)
+_forks = 0
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -312,7 +329,8 @@ class ClientCache:
 
     Keys are full Redis record keys. :meth:`lookup` answers a cached record's JSON or ``None``;
     a read that missed calls :meth:`begin` before it is sent and :meth:`finish` with what it
-    read; a write calls :meth:`forget` before and after it runs.
+    read; a write calls :meth:`writing` before it is sent and :meth:`written` with what it
+    wrote; a delete calls :meth:`forget` before and after it runs.
     """
 
     def __init__(
@@ -333,7 +351,7 @@ class ClientCache:
         self._slots: list[tuple[int, int, _Channel]] = []
         self._live = False
         self._closed = False
-        self._pid = -1
+        self._started_in = -1  # the value of _forks when the thread was started
         self._thread: threading.Thread | None = None
         # Wakes the thread out of select(); made with the thread, so that a store that is never
         # used (or fails at start-up) holds no socket.
@@ -396,34 +414,25 @@ class ClientCache:
         flight, and spoil every other read of the key in flight (they may have read what was
         there before)."""
         with self._lock:
-            pending = [other for other in self._fills.pop(fill.key, []) if other is not fill]
-            for other in pending:
-                other.spoiled = other.spoiled or not other.after_write
-            if pending:
-                self._fills[fill.key] = pending
+            # First apply what has arrived: an invalidation of the key spoils this write's fill.
+            self._drain_locked()
+            for other in self._fills.get(fill.key, ()):
+                if other is not fill and not other.after_write:
+                    other.spoiled = True
             entry = self._entries.get(fill.key)
             if entry is not None and not entry.after_write:
                 del self._entries[fill.key]
-        # The same checks as a read's: the write's own invalidation, if it went through a pool
-        # connection, will drop the entry again when it arrives.
-        fill.spoiled = fill.spoiled or raw is None
-        with self._lock:
-            self._drain_locked()
-            if raw is None:  # nothing written: no report will come back
+            if raw is None:  # nothing written: no report of it will come back
                 self._own_writes.pop(fill.key, None)
+                fill.spoiled = True
+            # If the write went through a pooled connection, its own report drops the entry
+            # again when it arrives, and the channel reads the record back.
             self._finish_locked(fill, raw)
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop ``keys`` and spoil the reads of them in flight (this process writes them)."""
         with self._lock:
             self._forget_locked(keys)
-
-    def drop(self, why: str) -> None:
-        """Empty the cache and reconnect the channels (the cluster's slots moved, a channel
-        timed out)."""
-        with self._lock:
-            self._drop_locked(why)
-        self._wake()
 
     def close(self) -> None:
         """Stop the channel thread and close the channels."""
@@ -470,6 +479,8 @@ class ClientCache:
             return
         if not self._usable_locked():
             return
+        if isinstance(raw, bytes):  # json.loads is quicker on str (no encoding sniffing)
+            raw = raw.decode()
         self._entries[fill.key] = _Entry(raw, self._clock(), fill.after_write)
         self._entries.move_to_end(fill.key)
         while len(self._entries) > self.config.size:
@@ -582,15 +593,15 @@ class ClientCache:
                 self._wake_w.send(b"x")
 
     def _ensure_thread(self) -> None:
-        if self._pid == os.getpid() or self._closed:
+        if self._started_in == _forks or self._closed:
             return
         with self._lock:
-            if self._pid == os.getpid() or self._closed:
+            if self._started_in == _forks or self._closed:
                 return
             # A forked child inherits the parent's sockets but not its thread: start afresh.
             self._channels = []
             self._drop_locked("new process")
-            self._pid = os.getpid()
+            self._started_in = _forks
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
@@ -603,7 +614,7 @@ class ClientCache:
         delay = RECONNECT_DELAY[0]
         while True:
             with self._lock:
-                if self._closed or self._pid != os.getpid():
+                if self._closed or self._started_in != _forks:
                     return
                 live = self._live
             if not live:

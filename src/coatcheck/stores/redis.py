@@ -8,13 +8,16 @@ Round trips per method (a round trip is one pipeline; on Cluster a pipeline is s
 the nodes answer in parallel):
 
 =================  ====================================================================
-``get``            1 (``HMGET``)
+``get``            0 when the client cache holds the record (on by default), else 1 (``HGET``)
 ``put``            1: the CAS script alone while the session's index entries cover the write,
                    else its index scripts then the CAS script (rarely 2: see ``_redis_core``)
+``replace``        1 (the new record's insert and the old one's conditional delete), +1 for
+                   the cache's barrier; 2 when one half has to be undone
 ``delete``         1 on one server when this process read the session first; else 1, plus 1
-                   when a deleted session was signed in (its user index)
+                   when a deleted session was signed in (its user index); always 2 with the
+                   cache on (the barrier: see ``_redis_cache``)
 ``sessions_of``    2, plus 1 when stale index entries were met
-``user_ids``       1 per 1000 users (``ZSCAN``), plus 1
+``user_ids``       1 per 1000 users (``ZSCAN``), plus 2
 ``purge_expired``  2 or 3 per pass; passes repeat until ``batch`` deleted or nothing is due
 ``hit``            1; ``clear_hits`` 1
 =================  ====================================================================
