@@ -27,7 +27,15 @@ from coatcheck.stores._redis_cache import (
 )
 from coatcheck.stores.redis import AsyncRedisStore, RedisStore, parse_redis_url
 from tests.backends.redis import delete_prefix_async, new_prefix, shared_url
-from tests.redis_servers import Cluster, RedisServer, redis_server, shared_cluster
+from tests.redis_servers import (
+    Cluster,
+    RedisServer,
+    redis_server,
+    require_redis_binaries,
+    send,
+    shared_cluster,
+    start_on_a_free_port,
+)
 from tests.stores.test_contract import NOW, make
 from tests.stores.test_redis import CountingConnection, Delta, command_calls, later
 
@@ -481,3 +489,48 @@ async def test_a_write_request_on_a_cached_session_is_one_round_trip(
     assert cache.stats.hits == 20
     assert await store.get(current.id) == current
     await store.close()
+
+
+# --- other ways to reach Redis -------------------------------------------------------------------
+
+
+async def test_the_cache_works_over_a_unix_socket_with_a_password(tmp_path: Path) -> None:
+    """The channel follows the store's URL: a Unix socket, and the password it carries."""
+    require_redis_binaries()
+    socket_path = tmp_path / "redis.sock"
+    server = start_on_a_free_port(tmp_path / "redis", "--unixsocket", str(socket_path))
+    try:
+        send(server.port, "CONFIG", "SET", "requirepass", "s3cret")
+        for url in (f"unix://:s3cret@{socket_path}", f"redis://:s3cret@127.0.0.1:{server.port}/0"):
+            reader = await live(AsyncRedisStore.from_url(url))
+            deleter = AsyncRedisStore.from_url(url)
+            record = make()
+            assert await deleter.put(record, 0)
+            assert await reader.get(record.id) == record
+            assert await reader.get(record.id) == record
+            assert reader.cache is not None
+            assert reader.cache.stats.hits == 1
+            await deleter.delete(record.id)
+            assert await reader.get(record.id) is None
+            await reader.close()
+            await deleter.close()
+    finally:
+        server.stop()
+
+
+async def test_a_wrong_password_leaves_the_cache_off(tmp_path: Path) -> None:
+    """A channel the server refuses never goes live: reads go to Redis (and fail like them)."""
+    require_redis_binaries()
+    server = start_on_a_free_port(tmp_path / "redis")
+    try:
+        send(server.port, "CONFIG", "SET", "requirepass", "s3cret")
+        store = AsyncRedisStore.from_url(f"redis://:wrong@127.0.0.1:{server.port}/0")
+        assert store.cache is not None
+        store.cache.lookup("warm-up")
+        await asyncio.sleep(0.3)
+        assert not store.cache.live
+        with pytest.raises(StoreUnavailableError):
+            await store.get("any")
+        await store.close()
+    finally:
+        server.stop()
