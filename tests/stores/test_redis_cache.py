@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from redis.crc import key_slot
 
 from coatcheck._core.record import SessionRecord
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
@@ -534,3 +535,90 @@ async def test_a_wrong_password_leaves_the_cache_off(tmp_path: Path) -> None:
         await store.close()
     finally:
         server.stop()
+
+
+async def test_a_new_cluster_primary_drops_the_cache_and_gets_a_channel(tmp_path: Path) -> None:
+    """When a slot moves to a primary the cache had no channel to, the heartbeat sees the new
+    primary: the cache is dropped, a channel is opened to it, and a delete there is refused by
+    the next read."""
+    require_redis_binaries()
+    cluster = Cluster(tmp_path / "cluster")
+    await asyncio.to_thread(cluster.start)
+    extra = None
+    try:
+        extra = await asyncio.to_thread(
+            start_on_a_free_port,
+            tmp_path / "extra",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "5000",
+        )  # fmt: skip
+        first = f"127.0.0.1:{cluster.ports[0]}"
+        await asyncio.to_thread(
+            subprocess.run,
+            ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{extra.port}", first],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        reader = await live(AsyncRedisStore.from_url(cluster.url))
+        writer = AsyncRedisStore.from_url(cluster.url, client_cache=False)
+        assert reader.cache is not None
+        assert len(reader.cache._channels) == 3
+        source = send(cluster.ports[0], "CLUSTER", "MYID").split("\r\n")[1]
+        target = send(extra.port, "CLUSTER", "MYID").split("\r\n")[1]
+        ports = [*cluster.ports, extra.port]
+        await wait_until(
+            lambda: all("cluster_known_nodes:4" in send(p, "CLUSTER", "INFO") for p in ports),
+            "the new node to join",
+            seconds=30,
+        )
+        await asyncio.to_thread(
+            subprocess.run,
+            ["redis-cli", "--cluster", "check", first],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        await asyncio.to_thread(
+            subprocess.run,
+            ["redis-cli", "--cluster", "reshard", first, "--cluster-from", source,
+             "--cluster-to", target, "--cluster-slots", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        await wait_until(
+            lambda: (
+                reader.cache is not None and len(reader.cache._channels) == 4 and reader.cache.live
+            ),
+            "a channel to the new primary",
+        )
+        assert reader.cache.stats.drops >= 1
+        await wait_until(
+            lambda: all("cluster_state:ok" in send(p, "CLUSTER", "INFO") for p in ports),
+            "the cluster to settle",
+            seconds=30,
+        )
+        # A session whose slot now lives on the new primary.
+        direct = redis.asyncio.Redis(port=extra.port)
+        ranges = await direct.execute_command("CLUSTER", "SLOTS")
+        await direct.aclose()
+        # [start, end, [host, port, id], replicas...] per range; keep the new primary's.
+        owned = [(int(r[0]), int(r[1])) for r in ranges if int(r[2][1]) == extra.port]
+        assert owned
+        record = make()
+        while not owned[0][0] <= key_slot(reader.keys.record(record.id).encode()) <= owned[0][1]:
+            record = make()
+        assert await writer.put(record, 0)
+        assert await reader.get(record.id) == record
+        assert await reader.get(record.id) == record
+        await writer.delete(record.id)
+        await asyncio.sleep(0.05)  # the writer has no cache, hence sends no barrier
+        assert await reader.get(record.id) is None
+        await reader.close()
+        await writer.close()
+    finally:
+        if extra is not None:
+            extra.stop()
+        cluster.stop()
