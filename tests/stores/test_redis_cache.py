@@ -11,12 +11,22 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio
 from redis.crc import key_slot
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from coatcheck import auth
 from coatcheck._core.record import SessionRecord
+from coatcheck.asgi import SessionMiddleware
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
+from coatcheck.integrations.starlette import get_session
+from coatcheck.manager import AsyncSessionManager
 from coatcheck.stores import _redis_cache as cache_module
 from coatcheck.stores._redis_cache import (
     ClientCache,
@@ -27,6 +37,7 @@ from coatcheck.stores._redis_cache import (
     Target,
 )
 from coatcheck.stores.redis import AsyncRedisStore, RedisStore, parse_redis_url
+from coatcheck.testing import test_config
 from tests.backends.redis import delete_prefix_async, new_prefix, shared_url
 from tests.redis_servers import (
     Cluster,
@@ -622,3 +633,50 @@ async def test_a_new_cluster_primary_drops_the_cache_and_gets_a_channel(tmp_path
         if extra is not None:
             extra.stop()
         cluster.stop()
+
+
+async def test_over_http_a_write_request_is_one_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """Through the ASGI middleware: once a session is cached, a request that changes it reads
+    it from memory and writes it in one round trip, and a read-only request sends nothing."""
+    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
+    cache = ClientCache(
+        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
+    )
+    manager = AsyncSessionManager(store, test_config())
+
+    async def sign_in(request: Request) -> Response:
+        auth.login(get_session(request), "u1")
+        return Response("in")
+
+    async def bump(request: Request) -> Response:
+        session = get_session(request)
+        session["n"] = int(session.get("n", 0)) + 1
+        return Response(str(session["n"]))
+
+    async def read(request: Request) -> Response:
+        return Response(str(get_session(request).get("n")))
+
+    app = Starlette(
+        routes=[Route("/in", sign_in), Route("/bump", bump), Route("/read", read)],
+        middleware=[Middleware(SessionMiddleware, manager=manager)],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/in")).status_code == 200
+        token = client.cookies.get("coatcheck_session") or ""
+        key = store.keys.record(token.split(".")[0])
+        await wait_until(lambda: key in cache, "the session to be cached")
+        for n in range(1, 11):
+            trips, hits = CountingConnection.writes, cache.stats.hits
+            assert (await client.get("/bump")).text == str(n)
+            assert (CountingConnection.writes - trips, cache.stats.hits - hits) == (1, 1)
+            await wait_until(lambda: key in cache, "the background re-read")
+            trips = CountingConnection.writes
+            assert (await client.get("/read")).text == str(n)
+            assert CountingConnection.writes - trips == 0
+    await manager.close()
