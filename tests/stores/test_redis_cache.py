@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import redis.asyncio
 from redis.crc import key_slot
 from starlette.applications import Starlette
@@ -326,6 +327,9 @@ def test_cache_url_options_parse_and_validate() -> None:
     assert AsyncRedisStore.from_url("redis://h/0").cache is not None
     forced = AsyncRedisStore.from_url("redis://h/0?client_cache=0", client_cache=True)
     assert forced.cache is not None
+    elsewhere = ClientCache(ClientCacheConfig(), Target(nodes=(("h", 6379),)), "other:s:")
+    with pytest.raises(ConfigurationError, match="tracks"):
+        RedisStore(redis.Redis(), prefix="app:", client_cache=elsewhere)
 
 
 def test_resp3_reader_handles_split_frames_and_pushes() -> None:

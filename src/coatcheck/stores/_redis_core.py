@@ -348,7 +348,12 @@ class KeyLayout:
         object.__setattr__(self, "expiry_shards", shards)
 
     def record(self, session_id: str) -> str:
-        return f"{self.prefix}s:{{{session_id}}}"
+        return f"{self.record_prefix}{{{session_id}}}"
+
+    @property
+    def record_prefix(self) -> str:
+        """What every record key starts with: what the client cache tracks."""
+        return f"{self.prefix}s:"
 
     def user_index(self, user_id: str) -> str:
         return f"{self.prefix}u:{{{user_id}}}"

@@ -49,7 +49,18 @@ from ..errors import ConfigurationError, StoreUnavailableError
 from . import _redis_core as core
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
 
-__all__ = ["AsyncRedisStore", "ClientCacheConfig", "RedisStore", "RedisURL", "parse_redis_url"]
+__all__ = [
+    "AsyncRedisStore",
+    "ClientCache",
+    "ClientCacheConfig",
+    "ClientCacheTarget",
+    "RedisStore",
+    "RedisURL",
+    "parse_redis_url",
+]
+
+ClientCacheTarget = Target
+"""Where a :class:`ClientCache` opens its channels (for stores built on a client you pass in)."""
 
 T = TypeVar("T")
 
@@ -312,7 +323,17 @@ def _client_cache(
         connect_timeout=socket_connect_timeout,
     )
     # BCAST tracks every key under this prefix: exactly the session records.
-    return ClientCache(config, channel_target, f"{prefix}s:")
+    return ClientCache(config, channel_target, core.KeyLayout(prefix).record_prefix)
+
+
+def _checked_cache(cache: ClientCache | None, keys: core.KeyLayout) -> ClientCache | None:
+    # A cache tracking another prefix would never hear of this store's writes: refuse it.
+    if cache is not None and cache.prefix != keys.record_prefix:
+        raise ConfigurationError(
+            f"the client cache tracks {cache.prefix!r}, but this store's records are under "
+            f"{keys.record_prefix!r}"
+        )
+    return cache
 
 
 # --- the stores ----------------------------------------------------------------------------------
@@ -324,6 +345,10 @@ class AsyncRedisStore:
     Pass a ready client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``; the
     caller keeps owning it and closes it) or use :meth:`from_url` (the store owns that client and
     :meth:`close` closes it). ``prefix`` namespaces every key, so several apps can share a server.
+    ``client_cache`` serves records this process has seen from memory (see
+    :mod:`coatcheck.stores._redis_cache`); :meth:`from_url` builds one by default, and a store
+    built on your own client gets one only if you pass
+    ``ClientCache(ClientCacheConfig(), ClientCacheTarget(nodes=...), f"{prefix}s:")``.
     """
 
     def __init__(
@@ -338,7 +363,7 @@ class AsyncRedisStore:
         self.keys = core.KeyLayout(prefix)
         self._owns_client = owns_client
         self._hints = core.Hints()
-        self.cache = client_cache
+        self.cache = _checked_cache(client_cache, self.keys)
         # A process caching records relies on every deleter's barrier (see _redis_cache).
         self._barrier = client_cache is not None
         # One server runs a pipeline in order; a cluster runs its per-node parts side by side.
@@ -493,7 +518,7 @@ class RedisStore:
         self.keys = core.KeyLayout(prefix)
         self._owns_client = owns_client
         self._hints = core.Hints()
-        self.cache = client_cache
+        self.cache = _checked_cache(client_cache, self.keys)
         # A process caching records relies on every deleter's barrier (see _redis_cache).
         self._barrier = client_cache is not None
         self._in_order = not isinstance(client, redis.cluster.RedisCluster)
