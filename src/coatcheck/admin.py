@@ -66,8 +66,9 @@ class AsyncSessionAdmin:
         return await self.manager.run(self._flows.sessions_of(user_id))
 
     async def user_ids(self) -> list[str]:
-        """Users that have stored sessions (signed-in users); not for sealed sessions."""
-        return await self.manager.run(flows.user_ids())
+        """Users that have a stored session not expired by now (signed-in users); not for sealed
+        sessions."""
+        return await self.manager.run(flows.user_ids(self.manager.clock()))
 
     async def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
         """End one session (only ``owner``'s, when given). True if it existed.
@@ -104,7 +105,7 @@ class SessionAdmin:
         return self.manager.run(self._flows.sessions_of(user_id))
 
     def user_ids(self) -> list[str]:
-        return self.manager.run(flows.user_ids())
+        return self.manager.run(flows.user_ids(self.manager.clock()))
 
     def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
         return self.manager.run(self._flows.revoke(session_id, owner))

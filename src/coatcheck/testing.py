@@ -231,7 +231,7 @@ class CountingStore:
 
     @property
     def writes(self) -> int:
-        return self.calls["put"] + self.calls["delete"]
+        return self.calls["put"] + self.calls["replace"] + self.calls["delete"]
 
     def reset(self) -> None:
         self.calls.clear()
@@ -244,6 +244,10 @@ class CountingStore:
         self.calls["put"] += 1
         return await self.inner.put(record, expected_version)
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        self.calls["replace"] += 1
+        return await self.inner.replace(record, old_id, old_version)
+
     async def delete(self, *session_ids: str) -> None:
         self.calls["delete"] += 1
         await self.inner.delete(*session_ids)
@@ -252,9 +256,9 @@ class CountingStore:
         self.calls["sessions_of"] += 1
         return await self.inner.sessions_of(user_id)
 
-    async def user_ids(self) -> list[str]:
+    async def user_ids(self, now: float) -> list[str]:
         self.calls["user_ids"] += 1
-        return await self.inner.user_ids()
+        return await self.inner.user_ids(now)
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         self.calls["purge_expired"] += 1
@@ -282,7 +286,7 @@ class SyncCountingStore:
 
     @property
     def writes(self) -> int:
-        return self.calls["put"] + self.calls["delete"]
+        return self.calls["put"] + self.calls["replace"] + self.calls["delete"]
 
     def reset(self) -> None:
         self.calls.clear()
@@ -295,6 +299,10 @@ class SyncCountingStore:
         self.calls["put"] += 1
         return self.inner.put(record, expected_version)
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        self.calls["replace"] += 1
+        return self.inner.replace(record, old_id, old_version)
+
     def delete(self, *session_ids: str) -> None:
         self.calls["delete"] += 1
         self.inner.delete(*session_ids)
@@ -303,9 +311,9 @@ class SyncCountingStore:
         self.calls["sessions_of"] += 1
         return self.inner.sessions_of(user_id)
 
-    def user_ids(self) -> list[str]:
+    def user_ids(self, now: float) -> list[str]:
         self.calls["user_ids"] += 1
-        return self.inner.user_ids()
+        return self.inner.user_ids(now)
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         self.calls["purge_expired"] += 1

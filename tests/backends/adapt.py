@@ -23,6 +23,9 @@ class AsyncOverSync:
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return bool(await self._call("put", record, expected_version))
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return bool(await self._call("replace", record, old_id, old_version))
+
     async def delete(self, *session_ids: str) -> None:
         await self._call("delete", *session_ids)
 
@@ -30,8 +33,8 @@ class AsyncOverSync:
         result: list[SessionRecord] = await self._call("sessions_of", user_id)
         return result
 
-    async def user_ids(self) -> list[str]:
-        result: list[str] = await self._call("user_ids")
+    async def user_ids(self, now: float) -> list[str]:
+        result: list[str] = await self._call("user_ids", now)
         return result
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:

@@ -42,7 +42,7 @@ def test_plain_regenerate_after_revocation_does_not_resurrect() -> None:
     committed = manager.commit(in_flight)
     assert committed.token is None
     assert committed.headers == []
-    assert manager.store.user_ids() == []
+    assert manager.store.user_ids(0) == []
 
 
 def test_plain_regenerate_keeps_creation_time_and_merges_concurrent_writes() -> None:

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from coatcheck import auth
+from coatcheck import AsyncSessionManager, auth
 from coatcheck._core.http import RequestView
 from coatcheck.admin import SessionAdmin
 from coatcheck.manager import SessionManager
-from coatcheck.stores.memory import MemoryStore
-from coatcheck.testing import FakeClock, test_config
+from coatcheck.stores.memory import AsyncMemoryStore, MemoryStore
+from coatcheck.testing import CountingStore, FakeClock, test_config
 
 
 def request(token: str | None = None, *, bearer: bool = False) -> RequestView:
@@ -242,4 +242,20 @@ def test_plain_logout_still_clears_the_cookies() -> None:
     committed = manager.commit(session)
     assert committed.token is None
     assert len([h for h in committed.headers if h[0] == "set-cookie"]) == 2
-    assert manager.store.user_ids() == []
+    assert manager.store.user_ids(manager.clock()) == []
+
+
+async def test_login_is_one_store_operation_after_the_read() -> None:
+    """Committing a login costs one store call (replace: new record in, old one out) on top of
+    the read that opened the session."""
+    store = CountingStore(AsyncMemoryStore())
+    manager = AsyncSessionManager(store, test_config(), clock=FakeClock())
+    opened = await manager.open(request())
+    opened.session["cart"] = ["tea"]
+    token = (await manager.commit(opened.session)).token
+    assert token is not None
+    store.reset()
+    session = (await manager.open(request(token))).session
+    auth.login(session, "u1")
+    assert (await manager.commit(session)).token is not None
+    assert dict(store.calls) == {"get": 1, "replace": 1}

@@ -241,3 +241,19 @@ async def test_concurrent_set_adds_and_discards(store: AsyncStore) -> None:
         discard("zz", s[6]),
     )
     assert sorted((await open_session(manager, token))["tags"]) == ["a", "x", "y"]
+
+
+async def test_write_landing_before_a_login_is_kept(store: AsyncStore) -> None:
+    """A cart add that commits after a login request loaded the session but before the login
+    commits is merged into the new session, not lost with the old record."""
+    manager = make_manager(store)
+    token = await new_session(manager, cart=["apple"])
+    login_request, add_request = await opened_together(manager, token, 2)
+    add_request["cart"].append("pear")
+    await manager.commit(add_request)
+    auth.login(login_request, "alice")
+    new_token = (await manager.commit(login_request)).token
+    assert new_token is not None
+    assert (await open_session(manager, new_token))["cart"] == ["apple", "pear"]
+    assert await store.get(token.split(".")[0]) is None
+    assert [r.id for r in await store.sessions_of("alice")] == [new_token.split(".")[0]]

@@ -142,10 +142,22 @@ async def test_sessions_of_lists_only_that_users_sessions(store: AsyncStore) -> 
 
 
 async def test_user_ids_lists_signed_in_users(store: AsyncStore) -> None:
-    """user_ids returns each user with at least one stored session, once."""
+    """user_ids returns each user with at least one live stored session, once, sorted."""
     for uid in ("b", "a", "a", None):
         await store.put(make(user_id=uid), 0)
-    assert sorted(await store.user_ids()) == ["a", "b"]
+    assert await store.user_ids(NOW) == ["a", "b"]
+
+
+async def test_user_ids_leaves_out_users_whose_sessions_all_expired(store: AsyncStore) -> None:
+    """A user whose only session expired by ``now`` is not listed; one with a live and an
+    expired session is; ``now`` decides, not the store's own clock."""
+    await store.put(make(user_id="gone", expires_at=NOW - 1), 0)
+    await store.put(make(user_id="mixed", expires_at=NOW - 1), 0)
+    await store.put(make(user_id="mixed", expires_at=NOW + 600), 0)
+    await store.put(make(user_id="edge", expires_at=NOW), 0)
+    assert await store.user_ids(NOW) == ["mixed"]
+    assert await store.user_ids(NOW - 10) == ["edge", "gone", "mixed"]
+    assert await store.user_ids(NOW + 600) == []
 
 
 async def test_purge_expired_in_batches(store: AsyncStore) -> None:

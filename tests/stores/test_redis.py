@@ -170,8 +170,8 @@ async def test_two_prefixes_do_not_see_each_other(
     assert await b.hit("k", NOW, 60) == (1, NOW + 60)
     await a.delete(record.id)
     assert await b.get(record.id) == twin
-    assert await a.user_ids() == []
-    assert await b.user_ids() == ["same-user"]
+    assert await a.user_ids(NOW) == []
+    assert await b.user_ids(NOW) == ["same-user"]
     await a.close()
     await b.close()
 
@@ -226,7 +226,7 @@ async def test_delete_and_purge_clean_the_indexes(
     )
     for record in (logged_out, expired, live):
         assert await store.put(record, 0)
-    assert await store.user_ids() == ["leaver", "sleeper", "stayer"]
+    assert await store.user_ids(NOW - 60) == ["leaver", "sleeper", "stayer"]
 
     await store.delete(logged_out.id)
     assert await store.purge_expired(NOW) == 1
@@ -234,7 +234,7 @@ async def test_delete_and_purge_clean_the_indexes(
         assert await client.exists(store.keys.user_index(record.user_id or "")) == 0
         assert await client.zscore(store.keys.expiry_shard(record.id).expiry, record.id) is None
     assert await client.zscore(store.keys.users, "sleeper") is None
-    assert await store.user_ids() == ["stayer"]
+    assert await store.user_ids(NOW) == ["stayer"]
     assert await store.get(live.id) == live
     await store.close()
 
@@ -327,7 +327,7 @@ async def test_a_client_with_decoded_responses_works(
     assert await store.put(record, 0)
     assert await store.get(record.id) == record
     assert [r.id for r in await store.sessions_of("u1")] == [record.id]
-    assert await store.user_ids() == ["u1"]
+    assert await store.user_ids(NOW - 60) == ["u1"]
     assert await store.hit("k", NOW, 60) == (1, NOW + 60)
     assert await store.purge_expired(NOW) == 1
     await store.close()
@@ -338,7 +338,14 @@ async def test_a_client_with_decoded_responses_works(
 def test_record_and_counter_scripts_name_one_key() -> None:
     """Scripts on a record, a counter or a user index touch KEYS[1] only: atomic on Cluster
     whatever the key; the two shard scripts are checked against a real cluster below."""
-    single = {core.CAS, core.INDEX_ADD, core.PURGE_RECORD, core.HIT}
+    single = {
+        core.CAS,
+        core.INDEX_ADD,
+        core.PURGE_RECORD,
+        core.HIT,
+        core.TAKE_IF_VERSION,
+        core.PUT_BACK,
+    }
     assert single | {core.EXPIRY_ADD, core.UNINDEX_DUE} == set(core.SCRIPTS)
     for script in single:
         assert {"KEYS[1]"} == set(re.findall(r"KEYS\[\w+\]", script.source)), script.name
@@ -713,7 +720,7 @@ async def test_every_script_call_stays_in_one_slot_on_the_cluster(cluster: Clust
     assert await store.put(moved, 1)
     await store.get(signed_in.id)
     await store.sessions_of("u1")
-    await store.user_ids()
+    await store.user_ids(NOW)
     await store.hit("login:x", NOW, 60)
     await store.clear_hits("login:x")
     assert await store.purge_expired(NOW) == 1
@@ -855,6 +862,7 @@ async def test_a_hung_redis_times_out_within_the_socket_timeout(
                 password=None,
                 prefix="app:",
                 client_url="unix:///run/redis/redis.sock?db=4",
+                unix_path="/run/redis/redis.sock",
             ),
         ),
         (

@@ -612,7 +612,7 @@ async def test_ids_and_user_ids_compare_exactly(subject: Subject) -> None:
     assert await subject.store.get(lower.id) == lower
     assert await subject.store.get(upper.id) == upper
     assert [lower] == await subject.store.sessions_of("alice")
-    assert sorted(await subject.store.user_ids()) == ["Alice", "alice"]
+    assert sorted(await subject.store.user_ids(NOW)) == ["Alice", "alice"]
 
 
 @pytest.mark.parametrize("kind", kinds())

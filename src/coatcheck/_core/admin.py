@@ -56,9 +56,9 @@ def sessions_of(user_id: str, config: SessionConfig, now: float) -> Flow[list[Se
     return [SessionInfo.of(r) for r in live]
 
 
-def user_ids() -> Flow[list[str]]:
-    """Users with at least one stored session (expired ones may linger until purged)."""
-    found: list[str] = yield UserIds()
+def user_ids(now: float) -> Flow[list[str]]:
+    """Users with at least one stored session that has not expired by ``now``."""
+    found: list[str] = yield UserIds(now)
     return sorted(found)
 
 

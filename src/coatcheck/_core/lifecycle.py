@@ -35,7 +35,7 @@ from . import csrf, tokens
 from .config import SessionConfig
 from .cookies import clear_cookie, parse_cookies, set_cookie
 from .http import RequestView, client_address, invalid_token_error, presented_token
-from .ops import Delete, Flow, Get, Put
+from .ops import Delete, Flow, Get, Put, Replace
 from .record import SessionRecord, Transport
 from .session import Changes, Session
 
@@ -273,6 +273,30 @@ def _apply(
     return new
 
 
+def _fill(
+    fresh: SessionRecord,
+    current: SessionRecord,
+    session: Session,
+    changes: Changes,
+    now: float,
+    config: SessionConfig,
+) -> None:
+    """Make ``fresh`` (a new id and secret) carry ``current`` with this request's changes: the
+    data, flash, user and auth time; the CSRF token unless rotated; the creation time unless the
+    request is a login (a plain regenerate keeps the absolute timeout counting from the start)."""
+    merged = _apply(current, session, changes, now, config)
+    fresh.data, fresh.flash, fresh.user_id = merged.data, merged.flash, merged.user_id
+    fresh.auth_time = merged.auth_time
+    if current is not fresh:
+        if not session.authenticated_now:
+            fresh.created_at = current.created_at
+            fresh.absolute_expires_at = current.absolute_expires_at
+        if not session.csrf_rotation_requested:
+            fresh.csrf_token = current.csrf_token
+    fresh.version = 1
+    _stamp(fresh, now, config)
+
+
 def _cookie_headers(
     session: Session, record: SessionRecord, token: str | None, config: SessionConfig
 ) -> list[tuple[str, str]]:
@@ -344,17 +368,6 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
         base is not None and session.transport == "bearer"
     )
     if rotate or (base is None and session.needs_storing()):
-        if base is not None and not session.authenticated_now:
-            # A plain regenerate must not outlive a revocation that happened meanwhile; a login
-            # is a fresh authentication and proceeds from what this request loaded.
-            current = yield Get(base.id)
-            if (
-                current is None
-                or current.secret_hash != base.secret_hash
-                or is_expired(current, now, config)
-            ):
-                return Committed()
-            base = current
         fresh, token = new_record(
             now=now,
             config=config,
@@ -363,19 +376,35 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
             user_agent=session.user_agent,
             ip=session.ip,
         )
-        if base is not None and not session.authenticated_now:
-            fresh.created_at = base.created_at
-            fresh.absolute_expires_at = base.absolute_expires_at
-        merged = _apply(base if base is not None else fresh, session, changes, now, config)
-        fresh.data, fresh.flash, fresh.user_id = merged.data, merged.flash, merged.user_id
-        fresh.auth_time = merged.auth_time
-        if base is not None and not session.csrf_rotation_requested:
-            fresh.csrf_token = base.csrf_token
-        _stamp(fresh, now, config)
-        if not (yield Put(fresh, 0)):
-            raise ConflictError("a freshly generated session id already exists")
-        if base is not None:
-            yield Delete((base.id,))
+        if base is None:
+            _fill(fresh, fresh, session, changes, now, config)
+            if not (yield Put(fresh, 0)):
+                raise ConflictError("a freshly generated session id already exists")
+        else:
+            # The new record takes the old one's place in one operation, conditional on the old
+            # version: a write that landed on the old record since this request read it is merged
+            # in (and a retry made) instead of being lost with the old record.
+            current = base
+            for _ in range(config.max_write_retries):
+                _fill(fresh, current, session, changes, now, config)
+                if (yield Replace(fresh, base.id, current.version)):
+                    break
+                moved: SessionRecord | None = yield Get(base.id)
+                if (
+                    moved is None
+                    or moved.secret_hash != base.secret_hash
+                    or is_expired(moved, now, config)
+                ):
+                    if not session.authenticated_now:
+                        return Committed()  # a plain regenerate does not outlive a revocation
+                    # A login is a fresh authentication: it proceeds from what it loaded.
+                    _fill(fresh, base, session, changes, now, config)
+                    if not (yield Put(fresh, 0)):
+                        raise ConflictError("a freshly generated session id already exists")
+                    break
+                current = moved
+            else:
+                raise ConflictError(f"session {base.id} kept changing under this login; gave up")
         session.token = token
         return Committed(_cookie_headers(session, fresh, token, config), token)
 

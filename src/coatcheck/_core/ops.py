@@ -35,6 +35,17 @@ class Put:
 
 
 @dataclass(frozen=True, slots=True)
+class Replace:
+    record: SessionRecord
+    old_id: str
+    old_version: int
+    method: ClassVar[str] = "replace"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.record, self.old_id, self.old_version)
+
+
+@dataclass(frozen=True, slots=True)
 class Delete:
     ids: tuple[str, ...]
     method: ClassVar[str] = "delete"
@@ -54,10 +65,11 @@ class SessionsOf:
 
 @dataclass(frozen=True, slots=True)
 class UserIds:
+    now: float
     method: ClassVar[str] = "user_ids"
 
     def args(self) -> tuple[Any, ...]:
-        return ()
+        return (self.now,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,5 +102,7 @@ class ClearHits:
         return (self.key,)
 
 
-StoreOp: TypeAlias = Get | Put | Delete | SessionsOf | UserIds | PurgeExpired | Hit | ClearHits
+StoreOp: TypeAlias = (
+    Get | Put | Replace | Delete | SessionsOf | UserIds | PurgeExpired | Hit | ClearHits
+)
 Flow: TypeAlias = Generator[StoreOp, Any, T]

@@ -63,7 +63,7 @@ import threading
 import zlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 from redis.exceptions import NoScriptError
 
@@ -277,7 +277,33 @@ return {count, ends}
 """,
 )
 
-SCRIPTS = (CAS, INDEX_ADD, EXPIRY_ADD, UNINDEX_DUE, PURGE_RECORD, HIT)
+TAKE_IF_VERSION = LuaScript(
+    "take_if_version",
+    """
+-- Delete a session record if its stored version is ARGV[1] (the old half of a replace).
+-- Returns 0 when missing or another version, else {ttl ms, field, value, ...}: what it deleted,
+-- so that the caller can put it back if the new half of the replace failed.
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+local taken = redis.call('HGETALL', KEYS[1])
+table.insert(taken, 1, redis.call('PTTL', KEYS[1]))
+redis.call('DEL', KEYS[1])
+return taken
+""",
+)
+
+PUT_BACK = LuaScript(
+    "put_back",
+    """
+-- Put back a record TAKE_IF_VERSION deleted, unless the key exists again. ARGV: ttl ms, field,
+-- value, ... Returns 1 when put back.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+""",
+)
+
+SCRIPTS = (CAS, INDEX_ADD, EXPIRY_ADD, UNINDEX_DUE, PURGE_RECORD, HIT, TAKE_IF_VERSION, PUT_BACK)
 _SOURCE_BY_SHA = {script.sha: script.source for script in SCRIPTS}
 
 
@@ -322,7 +348,12 @@ class KeyLayout:
         object.__setattr__(self, "expiry_shards", shards)
 
     def record(self, session_id: str) -> str:
-        return f"{self.prefix}s:{{{session_id}}}"
+        return f"{self.record_prefix}{{{session_id}}}"
+
+    @property
+    def record_prefix(self) -> str:
+        """What every record key starts with: what the client cache tracks."""
+        return f"{self.prefix}s:"
 
     def user_index(self, user_id: str) -> str:
         return f"{self.prefix}u:{{{user_id}}}"
@@ -415,6 +446,18 @@ class Hints:
             return self._items.pop(session_id, None)
 
 
+class RecordCache(Protocol):
+    """What the plans need of a client-side record cache (:mod:`._redis_cache`): a plan never
+    waits on it, and a wrong answer from it is excluded by the cache's own rules."""
+
+    def lookup(self, key: str) -> str | bytes | None: ...
+    def begin(self, key: str) -> Any: ...
+    def finish(self, fill: Any, raw: str | bytes | None) -> None: ...
+    def writing(self, key: str) -> Any: ...
+    def written(self, fill: Any, raw: str | bytes | None) -> None: ...
+    def forget(self, keys: Sequence[str]) -> None: ...
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -500,10 +543,22 @@ def _group(pairs: Iterable[tuple[K, str]]) -> dict[K, list[str]]:
 
 
 def get_plan(
-    keys: KeyLayout, session_id: str, hints: Hints | None = None
+    keys: KeyLayout,
+    session_id: str,
+    hints: Hints | None = None,
+    cache: RecordCache | None = None,
 ) -> Plan[SessionRecord | None]:
-    """One round trip: ``HGET s:{id} d``. Leaves a hint for the write that may follow."""
-    (raw,) = yield from _batch([("HGET", keys.record(session_id), "d")])
+    """No round trip when ``cache`` holds the record; else one: ``HGET s:{id} d``, whose answer
+    may fill the cache. Leaves a hint for the write that may follow."""
+    key = keys.record(session_id)
+    raw = None if cache is None else cache.lookup(key)
+    if raw is None:
+        fill = None if cache is None else cache.begin(key)
+        try:
+            (raw,) = yield from _batch([("HGET", key, "d")])
+        finally:
+            if cache is not None:
+                cache.finish(fill, raw)
     if raw is None:
         return None
     record = record_from_json(raw)
@@ -512,7 +567,80 @@ def get_plan(
     return record
 
 
+def _cas_args(record: SessionRecord, expected_version: int, ttl_ms: int) -> tuple[Arg, ...]:
+    return (
+        str(expected_version),
+        str(record.version),
+        _number(record.expires_at),
+        record_to_json(record),
+        ttl_ms,
+        owner_of(record.user_id),
+    )
+
+
+def _record_ttl_ms(record: SessionRecord) -> tuple[float, int]:
+    """The record's remaining lifetime by its own clock, and the TTL its key gets."""
+    lifetime = max(record.expires_at - record.last_seen_at, 0.0)
+    return lifetime, _ttl_ms(lifetime + TTL_MARGIN)
+
+
+def _indexing_write(
+    keys: KeyLayout, record: SessionRecord, expected_version: int
+) -> tuple[list[Command], float]:
+    """The index writes of ``record`` followed by its CAS script (which records the horizon),
+    and that horizon."""
+    lifetime, ttl_ms = _record_ttl_ms(record)
+    horizon = index_horizon(record)
+    # How long the indexes must outlive this write: any TTL a later write may give the record
+    # while its expires_at stays within the horizon, plus the slack.
+    cover_ms = _ttl_ms(lifetime + horizon - record.expires_at + TTL_MARGIN + COVER_SLACK)
+    indexing = _index_entries(
+        keys, record.id, record.user_id, record.expires_at, horizon, cover_ms, record.last_seen_at
+    )
+    cas = CAS.call(
+        [keys.record(record.id)],
+        *_cas_args(record, expected_version, ttl_ms),
+        _number(horizon),
+        cover_ms,
+    )
+    return [*indexing, cas], horizon
+
+
+def _check_indexed(keys: KeyLayout, record_id: str, indexed: list[Any], written: Any) -> Plan[None]:
+    """Raise the first failed index write; a record written anyway first loses its claim."""
+    if isinstance(written, Exception):
+        raise written
+    failed = next((reply for reply in indexed if isinstance(reply, Exception)), None)
+    if failed is not None:
+        if written == 1:
+            # The record now claims index entries that may be missing: drop the claim, so that
+            # its next write indexes it again (best effort; the error is raised either way).
+            yield from _replies([("HDEL", keys.record(record_id), "b")])
+        raise failed
+
+
 def put_plan(
+    keys: KeyLayout,
+    record: SessionRecord,
+    expected_version: int,
+    hints: Hints | None = None,
+    cache: RecordCache | None = None,
+) -> Plan[bool]:
+    """See :func:`_put_plan`. With a cache, the record is forgotten while it is written, then
+    cached as written (unless anything may have changed it meanwhile: see
+    :meth:`~._redis_cache.ClientCache.written`)."""
+    if cache is None:
+        return (yield from _put_plan(keys, record, expected_version, hints))
+    fill = cache.writing(keys.record(record.id))
+    written = False
+    try:
+        written = yield from _put_plan(keys, record, expected_version, hints)
+    finally:
+        cache.written(fill, record_to_json(record) if written else None)
+    return written
+
+
+def _put_plan(
     keys: KeyLayout, record: SessionRecord, expected_version: int, hints: Hints | None = None
 ) -> Plan[bool]:
     """One round trip: the CAS script alone when the record's indexes cover the write, else the
@@ -522,47 +650,88 @@ def put_plan(
     ``put`` has no ``now``: the record's ``last_seen_at`` stands in for it (the core sets it to
     the request's time, at most ``touch_interval`` ago), which keeps fake clocks working.
     """
-    lifetime = max(record.expires_at - record.last_seen_at, 0.0)
-    ttl_ms = _ttl_ms(lifetime + TTL_MARGIN)
-    owner = owner_of(record.user_id)
-    record_key = keys.record(record.id)
-    cas_args = (
-        str(expected_version),
-        str(record.version),
-        _number(record.expires_at),
-        record_to_json(record),
-        ttl_ms,
-        owner,
-    )
     hint = hints.take(record.id) if hints is not None else None
     if hint is not None and hint.covers(record, expected_version):
-        (written,) = yield from _batch([CAS.call([record_key], *cas_args, "")])
+        _lifetime, ttl_ms = _record_ttl_ms(record)
+        cas = CAS.call([keys.record(record.id)], *_cas_args(record, expected_version, ttl_ms), "")
+        (written,) = yield from _batch([cas])
         if written != -1:
             if written == 1 and hints is not None:
                 hints.remember(record.id, Hint(record.version, record.user_id, hint.horizon))
             return bool(written == 1)
 
-    horizon = index_horizon(record)
-    # How long the indexes must outlive this write: any TTL a later write may give the record
-    # while its expires_at stays within the horizon, plus the slack.
-    cover_ms = _ttl_ms(lifetime + horizon - record.expires_at + TTL_MARGIN + COVER_SLACK)
-    indexing = _index_entries(
-        keys, record.id, record.user_id, record.expires_at, horizon, cover_ms, record.last_seen_at
-    )
-    cas = CAS.call([record_key], *cas_args, _number(horizon), cover_ms)
-    *indexed, written = yield from _replies([*indexing, cas])
-    if isinstance(written, Exception):
-        raise written
-    failed = next((reply for reply in indexed if isinstance(reply, Exception)), None)
-    if failed is not None:
-        if written == 1:
-            # The record now claims index entries that may be missing: drop the claim, so that
-            # its next write indexes it again (best effort; the error is raised either way).
-            yield from _replies([("HDEL", record_key, "b")])
-        raise failed
+    commands, horizon = _indexing_write(keys, record, expected_version)
+    *indexed, written = yield from _replies(commands)
+    yield from _check_indexed(keys, record.id, indexed, written)
     if written == 1 and hints is not None:
         hints.remember(record.id, Hint(record.version, record.user_id, horizon))
     return bool(written == 1)
+
+
+def replace_plan(
+    keys: KeyLayout,
+    record: SessionRecord,
+    old_id: str,
+    old_version: int,
+    hints: Hints | None = None,
+    cache: RecordCache | None = None,
+    *,
+    barrier: bool = False,
+) -> Plan[bool]:
+    """See :func:`_replace_plan`. With ``barrier``, a replace that deleted the old record sends
+    one more round trip to its node (see :func:`delete_plan`)."""
+    record_keys = [keys.record(record.id), keys.record(old_id)]
+    if cache is not None:
+        cache.forget(record_keys)
+    try:
+        replaced = yield from _replace_plan(keys, record, old_id, old_version, hints)
+    finally:
+        if cache is not None:
+            cache.forget(record_keys)
+    if replaced and barrier:
+        yield from _batch([("EXISTS", record_keys[1])])
+    return replaced
+
+
+def _replace_plan(
+    keys: KeyLayout,
+    record: SessionRecord,
+    old_id: str,
+    old_version: int,
+    hints: Hints | None = None,
+) -> Plan[bool]:
+    """One round trip when it succeeds: the new record's index writes and its insert, and the
+    old record's delete if its version is still ``old_version`` (TAKE_IF_VERSION).
+
+    The two records live in different slots, so on Cluster this cannot be one script; the
+    halves run side by side, and a half that happened alone is undone in a second round trip:
+    the new record deleted when the old one had changed or gone (nobody holds the new token
+    yet), the old record put back when the new id was taken. The old id's index entries are
+    left to the readers and the sweeps, which drop entries of missing records; the new one is
+    indexed before it is written, like any insert.
+    """
+    if hints is not None:
+        hints.take(old_id)
+    commands, horizon = _indexing_write(keys, record, 0)
+    old_key = keys.record(old_id)
+    *indexed, written, taken = yield from _replies(
+        [*commands, TAKE_IF_VERSION.call([old_key], str(old_version))]
+    )
+    if isinstance(taken, Exception):
+        if written == 1:
+            yield from _replies([("DEL", keys.record(record.id))])
+        raise taken
+    yield from _check_indexed(keys, record.id, indexed, written)
+    if written == 1 and taken:
+        if hints is not None:
+            hints.remember(record.id, Hint(record.version, record.user_id, horizon))
+        return True
+    if written == 1:
+        yield from _batch([("DEL", keys.record(record.id))])
+    elif taken:
+        ttl, *fields = taken
+        yield from _batch([PUT_BACK.call([old_key], int(ttl), *(_text(f) for f in fields))])
+    return False
 
 
 def delete_plan(
@@ -571,6 +740,8 @@ def delete_plan(
     hints: Hints | None = None,
     *,
     in_order: bool = False,
+    cache: RecordCache | None = None,
+    barrier: bool = False,
 ) -> Plan[None]:
     """One round trip (each record's user and the record, its expiry entries), plus one to
     unindex the signed-in ones from their users' indexes.
@@ -578,10 +749,33 @@ def delete_plan(
     With ``in_order`` (one server: a pipeline runs in order) the user indexes named by ``hints``
     are cleaned in the first round trip, after the records are gone; the second one is then
     needed only for a session whose user changed since (or that had no hint).
+
+    With ``barrier`` the second round trip is always sent, with an ``EXISTS`` of each deleted
+    record on its node: once it is answered, Redis has long written its invalidations of the
+    deleted records to every process's cache channel, so another process's next read cannot
+    be served the deleted record (see :mod:`._redis_cache`).
     """
     ids = list(dict.fromkeys(session_ids))
     if not ids:
         return
+    record_keys = [keys.record(i) for i in ids]
+    if cache is not None:
+        cache.forget(record_keys)
+    try:
+        yield from _delete_plan(keys, ids, hints, in_order=in_order, barrier=barrier)
+    finally:
+        if cache is not None:
+            cache.forget(record_keys)
+
+
+def _delete_plan(
+    keys: KeyLayout,
+    ids: list[str],
+    hints: Hints | None,
+    *,
+    in_order: bool,
+    barrier: bool,
+) -> Plan[None]:
     guessed: dict[str, str] = {}
     for session_id in ids:
         hint = hints.take(session_id) if hints is not None else None
@@ -602,7 +796,10 @@ def delete_plan(
         for session_id, owner in zip(ids, replies[: 2 * len(ids) : 2], strict=True)
         if owner is not None and guessed.get(session_id) != _text(owner)
     )
-    yield from _batch([("ZREM", index, *members) for index, members in owners.items()])
+    follow_up: list[Command] = [("ZREM", index, *members) for index, members in owners.items()]
+    if barrier:
+        follow_up += [("EXISTS", keys.record(i)) for i in ids]
+    yield from _batch(follow_up)
 
 
 def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]:
@@ -627,25 +824,47 @@ def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]
     return records
 
 
-def user_ids_plan(keys: KeyLayout) -> Plan[list[str]]:
-    """ZSCAN the users set (one round trip per 1000 users), then one round trip of ZCARDs.
+def user_ids_plan(keys: KeyLayout, now: float) -> Plan[list[str]]:
+    """The users with a session live at ``now``, exactly: ZSCAN the users set (one round trip
+    per 1000 users), then one round trip for the candidates' index entries whose horizon is
+    past ``now``, and one reading those sessions' expiry and owner.
 
-    A user is listed while their own index is non-empty; it may still hold only stale entries
-    (a session that changed hands, or expired by TTL) until ``sessions_of`` or a purge meets them.
+    A horizon is an upper bound of its session's ``expires_at``, so a user or an entry scored at
+    or below ``now`` has no live session behind it, and the records decide for the rest.
     """
-    found: set[str] = set()
+    candidates: set[str] = set()
     cursor = 0
+    now_arg = _number(now)
     while True:
         ((cursor, page),) = yield from _batch([("ZSCAN", keys.users, cursor, "COUNT", _SCAN_COUNT)])
-        found.update(_text(member) for member, _score in page)
+        candidates.update(_text(member) for member, score in page if float(score) > now)
         if int(cursor) == 0:
             break
-    users = sorted(found)
-    counts = yield from _batch([("ZCARD", keys.user_index(user)) for user in users])
-    return [user for user, count in zip(users, counts, strict=True) if count]
+    users = sorted(candidates)
+    pages = yield from _batch(
+        [("ZRANGEBYSCORE", keys.user_index(user), f"({now_arg}", "+inf") for user in users]
+    )
+    entries = [
+        (user, _text(member))
+        for user, members in zip(users, pages, strict=True)
+        for member in members
+    ]
+    fields = yield from _batch([("HMGET", keys.record(i), "x", "u") for _user, i in entries])
+    live: set[str] = set()
+    for (user, _id), (expires_at, owner) in zip(entries, fields, strict=True):
+        if (
+            expires_at is not None
+            and owner is not None
+            and _text(owner) == user
+            and float(_text(expires_at)) > now
+        ):
+            live.add(user)
+    return sorted(live)
 
 
-def purge_plan(keys: KeyLayout, now: float, batch: int) -> Plan[int]:
+def purge_plan(
+    keys: KeyLayout, now: float, batch: int, cache: RecordCache | None = None
+) -> Plan[int]:
     """Delete up to ``batch`` records expired by ``now``; two or three round trips per pass.
 
     A pass reads due entries from every expiry shard (one round trip), runs the purge script on
@@ -674,6 +893,8 @@ def purge_plan(keys: KeyLayout, now: float, batch: int) -> Plan[int]:
         if not due:
             break
         ids = [session_id for _shard, session_id in due]
+        if cache is not None:
+            cache.forget([keys.record(i) for i in ids])
         replies = yield from _batch(
             [PURGE_RECORD.call([keys.record(i)], now_arg) for i in ids]
             + [

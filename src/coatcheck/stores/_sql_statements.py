@@ -259,6 +259,21 @@ class SQLPlans:
             .execution_options(preserve_rowcount=True)
         )
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> Plan[bool]:
+        """Insert ``record``, then delete ``old_id`` at ``old_version``, in the twin's one
+        transaction; when the delete matches no row, the insert is undone in the same
+        transaction, so others see both changes or neither."""
+        inserted = yield from self.put(record, 0)
+        if not inserted:
+            return False
+        result = yield (
+            sa.delete(self._s).where(self._s.c.id == old_id, self._s.c.version == old_version)
+        )
+        if result.rowcount == 1:
+            return True
+        yield sa.delete(self._s).where(self._s.c.id == record.id)
+        return False
+
     def delete(self, session_ids: tuple[str, ...]) -> Plan[None]:
         for start in range(0, len(session_ids), _DELETE_CHUNK):
             chunk = session_ids[start : start + _DELETE_CHUNK]
@@ -268,10 +283,10 @@ class SQLPlans:
         result = yield sa.select(self._s.c.record).where(self._s.c.user_id == user_id)
         return [record_from_json(raw) for raw in result.scalars()]
 
-    def user_ids(self) -> Plan[list[str]]:
+    def user_ids(self, now: float) -> Plan[list[str]]:
         result = yield (
             sa.select(self._s.c.user_id)
-            .where(self._s.c.user_id.is_not(None))
+            .where(self._s.c.user_id.is_not(None), self._s.c.expires_at > now)
             .distinct()
             .order_by(self._s.c.user_id)
         )

@@ -37,6 +37,16 @@ class MemoryStore:
             self._records[record.id] = row
             return True
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        row = (record.version, record.user_id, record.expires_at, record_to_json(record))
+        with self._lock:
+            old = self._records.get(old_id)
+            if old is None or old[0] != old_version or record.id in self._records:
+                return False
+            del self._records[old_id]
+            self._records[record.id] = row
+            return True
+
     def delete(self, *session_ids: str) -> None:
         with self._lock:
             for session_id in session_ids:
@@ -47,9 +57,11 @@ class MemoryStore:
             rows = [row[3] for row in self._records.values() if row[1] == user_id]
         return [record_from_json(raw) for raw in rows]
 
-    def user_ids(self) -> list[str]:
+    def user_ids(self, now: float) -> list[str]:
         with self._lock:
-            return sorted({row[1] for row in self._records.values() if row[1] is not None})
+            return sorted(
+                {row[1] for row in self._records.values() if row[1] is not None and row[2] > now}
+            )
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         with self._lock:
@@ -92,14 +104,17 @@ class AsyncMemoryStore:
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self.sync.put(record, expected_version)
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return self.sync.replace(record, old_id, old_version)
+
     async def delete(self, *session_ids: str) -> None:
         self.sync.delete(*session_ids)
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return self.sync.sessions_of(user_id)
 
-    async def user_ids(self) -> list[str]:
-        return self.sync.user_ids()
+    async def user_ids(self, now: float) -> list[str]:
+        return self.sync.user_ids(now)
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return self.sync.purge_expired(now, batch)

@@ -8,13 +8,16 @@ Round trips per method (a round trip is one pipeline; on Cluster a pipeline is s
 the nodes answer in parallel):
 
 =================  ====================================================================
-``get``            1 (``HMGET``)
+``get``            0 when the client cache holds the record (on by default), else 1 (``HGET``)
 ``put``            1: the CAS script alone while the session's index entries cover the write,
                    else its index scripts then the CAS script (rarely 2: see ``_redis_core``)
+``replace``        1 (the new record's insert and the old one's conditional delete), +1 for
+                   the cache's barrier; 2 when one half has to be undone
 ``delete``         1 on one server when this process read the session first; else 1, plus 1
-                   when a deleted session was signed in (its user index)
+                   when a deleted session was signed in (its user index); always 2 with the
+                   cache on (the barrier: see ``_redis_cache``)
 ``sessions_of``    2, plus 1 when stale index entries were met
-``user_ids``       1 per 1000 users (``ZSCAN``), plus 1
+``user_ids``       1 per 1000 users (``ZSCAN``), plus 2
 ``purge_expired``  2 or 3 per pass; passes repeat until ``batch`` deleted or nothing is due
 ``hit``            1; ``clear_hits`` 1
 =================  ====================================================================
@@ -44,8 +47,20 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from .._core.record import SessionRecord
 from ..errors import ConfigurationError, StoreUnavailableError
 from . import _redis_core as core
+from ._redis_cache import ClientCache, ClientCacheConfig, Target
 
-__all__ = ["AsyncRedisStore", "RedisStore", "RedisURL", "parse_redis_url"]
+__all__ = [
+    "AsyncRedisStore",
+    "ClientCache",
+    "ClientCacheConfig",
+    "ClientCacheTarget",
+    "RedisStore",
+    "RedisURL",
+    "parse_redis_url",
+]
+
+ClientCacheTarget = Target
+"""Where a :class:`ClientCache` opens its channels (for stores built on a client you pass in)."""
 
 T = TypeVar("T")
 
@@ -95,6 +110,37 @@ class RedisURL:
     password: str | None
     prefix: str | None
     client_url: str
+    unix_path: str | None = None
+    client_cache: ClientCacheConfig | None = None
+    """The ``client_cache*`` parameters of the URL, or ``None`` when it names none."""
+
+
+_CACHE_OPTIONS = ("client_cache", "client_cache_size", "client_cache_ttl")
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+
+
+def _cache_config(options: list[tuple[str, str]]) -> ClientCacheConfig | None:
+    given: dict[str, str] = {}
+    for name, value in options:
+        if name in given:
+            raise ConfigurationError(f"a Redis URL may name {name} once")
+        given[name] = value
+    if not given:
+        return None
+    settings: dict[str, Any] = {}
+    try:
+        if "client_cache" in given:
+            flag = given["client_cache"].lower()
+            if flag not in _TRUE | _FALSE:
+                raise ValueError(flag)
+            settings["enabled"] = flag in _TRUE
+        if "client_cache_size" in given:
+            settings["size"] = int(given["client_cache_size"])
+        if "client_cache_ttl" in given:
+            settings["max_age"] = float(given["client_cache_ttl"])
+    except ValueError:
+        raise ConfigurationError(f"bad client cache option in a Redis URL: {given}") from None
+    return ClientCacheConfig(**settings)
 
 
 def parse_redis_url(url: str) -> RedisURL:
@@ -102,8 +148,10 @@ def parse_redis_url(url: str) -> RedisURL:
 
     Forms: ``redis://[user:password@]host[:port][/db][?prefix=app:]``, ``rediss://`` for TLS, and
     ``redis+cluster://[user:password@]host:port[,host2:port2...][?prefix=app:]`` for a cluster
-    (also spelled ``redis-cluster://``; ``rediss+cluster://`` for TLS). A cluster URL takes no
-    other query parameters (pass client options to ``from_url`` instead). Raises
+    (also spelled ``redis-cluster://``; ``rediss+cluster://`` for TLS). Every form also takes
+    ``client_cache=0|1``, ``client_cache_size=<records>`` and ``client_cache_ttl=<seconds>``
+    (:class:`ClientCacheConfig`). A cluster URL takes no other query parameters (pass client
+    options to ``from_url`` instead). Raises
     :class:`~coatcheck.errors.ConfigurationError` for anything else.
     """
     scheme, _, rest = url.partition("://")
@@ -119,7 +167,8 @@ def parse_redis_url(url: str) -> RedisURL:
     if len(prefixes) > 1:
         raise ConfigurationError("a Redis URL may name one prefix")
     prefix = prefixes[0] if prefixes else None
-    others = [(name, value) for name, value in query if name != "prefix"]
+    client_cache = _cache_config([(n, v) for n, v in query if n in _CACHE_OPTIONS])
+    others = [(name, value) for name, value in query if name not in ("prefix", *_CACHE_OPTIONS)]
     userinfo, _, hosts = parts.netloc.rpartition("@")
     username, password = _credentials(userinfo)
 
@@ -127,7 +176,7 @@ def parse_redis_url(url: str) -> RedisURL:
         if others:
             names = ", ".join(sorted({name for name, _ in others}))
             raise ConfigurationError(
-                f"a cluster URL takes only a prefix parameter, not {names}; "
+                f"a cluster URL takes only prefix and client cache parameters, not {names}; "
                 "pass client options to from_url"
             )
         if parts.path not in ("", "/", "/0"):
@@ -142,6 +191,7 @@ def parse_redis_url(url: str) -> RedisURL:
             password=password,
             prefix=prefix,
             client_url="",
+            client_cache=client_cache,
         )
 
     # Keep the URL's own text (urlunsplit would turn unix:///path into unix:/path).
@@ -163,6 +213,8 @@ def parse_redis_url(url: str) -> RedisURL:
         password=password,
         prefix=prefix,
         client_url=client_url,
+        unix_path=parts.path if scheme == "unix" else None,
+        client_cache=client_cache,
     )
 
 
@@ -239,6 +291,51 @@ def _connection_options(
     return options
 
 
+def _client_cache(
+    target: RedisURL,
+    option: bool | ClientCacheConfig | None,
+    prefix: str,
+    socket_connect_timeout: float,
+) -> ClientCache | None:
+    """The store's cache: on by default, except over TLS (the channel speaks plain TCP or a Unix
+    socket only, for now); ``option`` (code) wins over the URL."""
+    if isinstance(option, ClientCacheConfig):
+        config = option
+    elif option is not None:
+        base = target.client_cache or ClientCacheConfig()
+        config = ClientCacheConfig(enabled=option, size=base.size, max_age=base.max_age)
+    elif target.client_cache is not None:
+        config = target.client_cache
+    else:
+        config = ClientCacheConfig(enabled=not target.tls)
+    if not config.enabled:
+        return None
+    if target.tls:
+        raise ConfigurationError(
+            "the Redis client cache does not work over TLS yet: add client_cache=0 to the URL"
+        )
+    channel_target = Target(
+        nodes=target.nodes,
+        unix_path=target.unix_path,
+        cluster=target.cluster,
+        username=target.username,
+        password=target.password,
+        connect_timeout=socket_connect_timeout,
+    )
+    # BCAST tracks every key under this prefix: exactly the session records.
+    return ClientCache(config, channel_target, core.KeyLayout(prefix).record_prefix)
+
+
+def _checked_cache(cache: ClientCache | None, keys: core.KeyLayout) -> ClientCache | None:
+    # A cache tracking another prefix would never hear of this store's writes: refuse it.
+    if cache is not None and cache.prefix != keys.record_prefix:
+        raise ConfigurationError(
+            f"the client cache tracks {cache.prefix!r}, but this store's records are under "
+            f"{keys.record_prefix!r}"
+        )
+    return cache
+
+
 # --- the stores ----------------------------------------------------------------------------------
 
 
@@ -248,15 +345,27 @@ class AsyncRedisStore:
     Pass a ready client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``; the
     caller keeps owning it and closes it) or use :meth:`from_url` (the store owns that client and
     :meth:`close` closes it). ``prefix`` namespaces every key, so several apps can share a server.
+    ``client_cache`` serves records this process has seen from memory (see
+    :mod:`coatcheck.stores._redis_cache`); :meth:`from_url` builds one by default, and a store
+    built on your own client gets one only if you pass
+    ``ClientCache(ClientCacheConfig(), ClientCacheTarget(nodes=...), f"{prefix}s:")``.
     """
 
     def __init__(
-        self, client: AsyncClient, *, prefix: str = core.DEFAULT_PREFIX, owns_client: bool = False
+        self,
+        client: AsyncClient,
+        *,
+        prefix: str = core.DEFAULT_PREFIX,
+        owns_client: bool = False,
+        client_cache: ClientCache | None = None,
     ) -> None:
         self.client = client
         self.keys = core.KeyLayout(prefix)
         self._owns_client = owns_client
         self._hints = core.Hints()
+        self.cache = _checked_cache(client_cache, self.keys)
+        # A process caching records relies on every deleter's barrier (see _redis_cache).
+        self._barrier = client_cache is not None
         # One server runs a pipeline in order; a cluster runs its per-node parts side by side.
         self._in_order = not isinstance(client, redis.asyncio.cluster.RedisCluster)
 
@@ -269,12 +378,14 @@ class AsyncRedisStore:
         socket_timeout: float = DEFAULT_TIMEOUT,
         socket_connect_timeout: float = DEFAULT_TIMEOUT,
         max_connections: int | None = None,
+        client_cache: bool | ClientCacheConfig | None = None,
         **client_options: Any,
     ) -> Self:
         """A store on a new client for ``url`` (see :func:`parse_redis_url`).
 
         No connection is made until the first command. ``max_connections`` caps the pool (per
-        node on a cluster); other keyword arguments go to the redis-py client as they are.
+        node on a cluster); ``client_cache`` overrides the URL's client cache settings (on by
+        default, off over TLS); other keyword arguments go to the redis-py client as they are.
         """
         target = parse_redis_url(url)
         store_prefix = _pick_prefix(target.prefix, prefix)
@@ -296,30 +407,52 @@ class AsyncRedisStore:
             )
             pool = pool_class.from_url(target.client_url, retry=_async_retry(), **options)
             client = redis.asyncio.Redis.from_pool(pool)
-        return cls(client, prefix=store_prefix, owns_client=True)
+        cache = _client_cache(target, client_cache, store_prefix, socket_connect_timeout)
+        return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._run("get", core.get_plan(self.keys, session_id, self._hints))
+        return await self._run("get", core.get_plan(self.keys, session_id, self._hints, self.cache))
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(
-            "put", core.put_plan(self.keys, record, expected_version, self._hints)
+            "put", core.put_plan(self.keys, record, expected_version, self._hints, self.cache)
+        )
+
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return await self._run(
+            "replace",
+            core.replace_plan(
+                self.keys,
+                record,
+                old_id,
+                old_version,
+                self._hints,
+                self.cache,
+                barrier=self._barrier,
+            ),
         )
 
     async def delete(self, *session_ids: str) -> None:
         await self._run(
             "delete",
-            core.delete_plan(self.keys, session_ids, self._hints, in_order=self._in_order),
+            core.delete_plan(
+                self.keys,
+                session_ids,
+                self._hints,
+                in_order=self._in_order,
+                cache=self.cache,
+                barrier=self._barrier,
+            ),
         )
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return await self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
 
-    async def user_ids(self) -> list[str]:
-        return await self._run("user_ids", core.user_ids_plan(self.keys))
+    async def user_ids(self, now: float) -> list[str]:
+        return await self._run("user_ids", core.user_ids_plan(self.keys, now))
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
-        return await self._run("purge_expired", core.purge_plan(self.keys, now, batch))
+        return await self._run("purge_expired", core.purge_plan(self.keys, now, batch, self.cache))
 
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return await self._run("hit", core.hit_plan(self.keys, key, now, window))
@@ -328,7 +461,9 @@ class AsyncRedisStore:
         await self._run("clear_hits", core.clear_hits_plan(self.keys, key))
 
     async def close(self) -> None:
-        """Close the client if the store created it (:meth:`from_url`)."""
+        """Close the client if the store created it (:meth:`from_url`), and the cache."""
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.close)
         if self._owns_client:
             await self.client.aclose()
 
@@ -372,12 +507,20 @@ class RedisStore:
     """
 
     def __init__(
-        self, client: SyncClient, *, prefix: str = core.DEFAULT_PREFIX, owns_client: bool = False
+        self,
+        client: SyncClient,
+        *,
+        prefix: str = core.DEFAULT_PREFIX,
+        owns_client: bool = False,
+        client_cache: ClientCache | None = None,
     ) -> None:
         self.client = client
         self.keys = core.KeyLayout(prefix)
         self._owns_client = owns_client
         self._hints = core.Hints()
+        self.cache = _checked_cache(client_cache, self.keys)
+        # A process caching records relies on every deleter's barrier (see _redis_cache).
+        self._barrier = client_cache is not None
         self._in_order = not isinstance(client, redis.cluster.RedisCluster)
 
     @classmethod
@@ -389,6 +532,7 @@ class RedisStore:
         socket_timeout: float = DEFAULT_TIMEOUT,
         socket_connect_timeout: float = DEFAULT_TIMEOUT,
         max_connections: int | None = None,
+        client_cache: bool | ClientCacheConfig | None = None,
         **client_options: Any,
     ) -> Self:
         """A store on a new client for ``url``; see :meth:`AsyncRedisStore.from_url`."""
@@ -418,28 +562,52 @@ class RedisStore:
             )
             pool = pool_class.from_url(target.client_url, retry=_sync_retry(), **options)
             client = redis.Redis.from_pool(pool)
-        return cls(client, prefix=store_prefix, owns_client=True)
+        cache = _client_cache(target, client_cache, store_prefix, socket_connect_timeout)
+        return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
 
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run("get", core.get_plan(self.keys, session_id, self._hints))
+        return self._run("get", core.get_plan(self.keys, session_id, self._hints, self.cache))
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
-        return self._run("put", core.put_plan(self.keys, record, expected_version, self._hints))
+        return self._run(
+            "put", core.put_plan(self.keys, record, expected_version, self._hints, self.cache)
+        )
+
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return self._run(
+            "replace",
+            core.replace_plan(
+                self.keys,
+                record,
+                old_id,
+                old_version,
+                self._hints,
+                self.cache,
+                barrier=self._barrier,
+            ),
+        )
 
     def delete(self, *session_ids: str) -> None:
         self._run(
             "delete",
-            core.delete_plan(self.keys, session_ids, self._hints, in_order=self._in_order),
+            core.delete_plan(
+                self.keys,
+                session_ids,
+                self._hints,
+                in_order=self._in_order,
+                cache=self.cache,
+                barrier=self._barrier,
+            ),
         )
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
 
-    def user_ids(self) -> list[str]:
-        return self._run("user_ids", core.user_ids_plan(self.keys))
+    def user_ids(self, now: float) -> list[str]:
+        return self._run("user_ids", core.user_ids_plan(self.keys, now))
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
-        return self._run("purge_expired", core.purge_plan(self.keys, now, batch))
+        return self._run("purge_expired", core.purge_plan(self.keys, now, batch, self.cache))
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return self._run("hit", core.hit_plan(self.keys, key, now, window))
@@ -448,7 +616,9 @@ class RedisStore:
         self._run("clear_hits", core.clear_hits_plan(self.keys, key))
 
     def close(self) -> None:
-        """Close the client if the store created it (:meth:`from_url`)."""
+        """Close the client if the store created it (:meth:`from_url`), and the cache."""
+        if self.cache is not None:
+            self.cache.close()
         if self._owns_client:
             self.client.close()
 

@@ -100,13 +100,16 @@ class AsyncSealedStore:
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._records().put(record, expected_version)
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return await self._records().replace(record, old_id, old_version)
+
     async def delete(self, *session_ids: str) -> None:
         await self._records().delete(*session_ids)
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         raise NotSupportedError(_NO_LIST)
 
-    async def user_ids(self) -> list[str]:
+    async def user_ids(self, now: float) -> list[str]:
         raise NotSupportedError(_NO_LIST)
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
@@ -162,13 +165,16 @@ class SealedStore:
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._records().put(record, expected_version)
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return self._records().replace(record, old_id, old_version)
+
     def delete(self, *session_ids: str) -> None:
         self._records().delete(*session_ids)
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         raise NotSupportedError(_NO_LIST)
 
-    def user_ids(self) -> list[str]:
+    def user_ids(self, now: float) -> list[str]:
         raise NotSupportedError(_NO_LIST)
 
     def purge_expired(self, now: float, batch: int = 500) -> int:

@@ -183,14 +183,17 @@ class AsyncSQLStore:
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(self._plans.put(record, expected_version))
 
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return await self._run(self._plans.replace(record, old_id, old_version))
+
     async def delete(self, *session_ids: str) -> None:
         await self._run(self._plans.delete(session_ids))
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return await self._run(self._plans.sessions_of(user_id))
 
-    async def user_ids(self) -> list[str]:
-        return await self._run(self._plans.user_ids())
+    async def user_ids(self, now: float) -> list[str]:
+        return await self._run(self._plans.user_ids(now))
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return await self._run(self._plans.purge_expired(now, batch))
@@ -290,14 +293,17 @@ class SQLStore:
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(self._plans.put(record, expected_version))
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return self._run(self._plans.replace(record, old_id, old_version))
+
     def delete(self, *session_ids: str) -> None:
         self._run(self._plans.delete(session_ids))
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return self._run(self._plans.sessions_of(user_id))
 
-    def user_ids(self) -> list[str]:
-        return self._run(self._plans.user_ids())
+    def user_ids(self, now: float) -> list[str]:
+        return self._run(self._plans.user_ids(now))
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         return self._run(self._plans.purge_expired(now, batch))

@@ -87,7 +87,9 @@ def async_store_from_url(url: str, **options: Any) -> AsyncStore:
 
     Pool and timeout settings may be given in the query string, e.g.
     ``postgresql://db/app?pool_size=20&statement_timeout=2`` or
-    ``redis://cache:6379/0?prefix=app:&max_connections=50``.
+    ``redis://cache:6379/0?prefix=app:&max_connections=50``; Redis URLs also take the client
+    cache options ``client_cache=0|1``, ``client_cache_size`` and ``client_cache_ttl`` (see
+    :func:`coatcheck.stores.redis.parse_redis_url`).
     """
     family = _family(url)
     if family == "sealed":

@@ -1,0 +1,686 @@
+"""The Redis stores' client-side cache: reads served from process memory, and never a record that
+another process has deleted, changed or let expire (see ``coatcheck/stores/_redis_cache.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio
+from redis.crc import key_slot
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from coatcheck import auth
+from coatcheck._core.record import SessionRecord
+from coatcheck.asgi import SessionMiddleware
+from coatcheck.errors import ConfigurationError, StoreUnavailableError
+from coatcheck.integrations.starlette import get_session
+from coatcheck.manager import AsyncSessionManager
+from coatcheck.stores import _redis_cache as cache_module
+from coatcheck.stores._redis_cache import (
+    ClientCache,
+    ClientCacheConfig,
+    Push,
+    Resp3Reader,
+    RespError,
+    Target,
+)
+from coatcheck.stores.redis import AsyncRedisStore, RedisStore, parse_redis_url
+from coatcheck.testing import test_config
+from tests.backends.redis import delete_prefix_async, new_prefix, shared_url
+from tests.redis_servers import (
+    Cluster,
+    RedisServer,
+    redis_server,
+    require_redis_binaries,
+    send,
+    shared_cluster,
+    start_on_a_free_port,
+)
+from tests.stores.test_contract import NOW, make
+from tests.stores.test_redis import CountingConnection, Delta, command_calls, later
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parents[2]
+REPEATS = 200
+
+
+async def wait_until(condition: Any, what: str, seconds: float = 10.0) -> None:
+    """Poll ``condition()`` (a no-argument callable) until it is true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def live(store: AsyncRedisStore) -> AsyncRedisStore:
+    """``store`` once its cache serves from memory (the first lookup starts its channel)."""
+    assert store.cache is not None
+    store.cache.lookup(store.keys.record("warm-up"))
+    await wait_until(lambda: store.cache is not None and store.cache.live, "the cache channel")
+    return store
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A throwaway redis-server this test owns (it may count commands, kill or pause it)."""
+    with redis_server(tmp_path / "redis") as started:
+        yield started
+
+
+@pytest.fixture
+async def inspect(server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis(port=server.port)
+    yield client
+    await client.aclose()
+
+
+async def hgets(inspect: redis.asyncio.Redis) -> int:
+    return (await command_calls(inspect)).get("hget", 0)
+
+
+# --- the rules, on one server --------------------------------------------------------------------
+
+
+async def test_a_read_of_a_seen_session_costs_no_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """The first read of a session goes to Redis; the next ones are answered from memory, each
+    as a fresh object that the caller may change without changing what the next read gets."""
+    store = await live(AsyncRedisStore.from_url(server.url))
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
+    record = make(user_id="u1", data={"cart": [1, 2]})
+    assert await writer.put(record, 0)
+    await writer.close()
+    before = await hgets(inspect)
+    first = await store.get(record.id)
+    assert first == record
+    assert await hgets(inspect) == before + 1
+    for _ in range(5):
+        again = await store.get(record.id)
+        assert again == record
+        assert again is not first
+        assert again is not None
+        again.data["cart"].append(3)
+    assert await hgets(inspect) == before + 1
+    assert store.cache is not None
+    assert store.cache.stats.hits == 5
+    await store.close()
+
+
+async def test_changes_by_another_process_reach_the_cache(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """A write, a touch, a TTL expiry and a FLUSHDB by anyone else drop the cached record: the
+    next read (once the invalidation arrived) sees the change."""
+    reader = await live(AsyncRedisStore.from_url(server.url))
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
+    record = make(user_id="u1")
+    assert await writer.put(record, 0)
+    assert await reader.get(record.id) == record
+    newer = later(record, 5)
+    assert await writer.put(newer, record.version)
+    await wait_until(lambda: reader.cache is not None and len(reader.cache) == 0, "invalidation")
+    assert await reader.get(record.id) == newer
+
+    # A change behind the store's back (a touch of its TTL) invalidates too.
+    assert await reader.get(record.id) == newer
+    await inspect.pexpire(reader.keys.record(record.id), 100)
+    await wait_until(lambda: reader.cache is not None and len(reader.cache) == 0, "a touch")
+    assert await reader.get(record.id) == newer
+    await asyncio.sleep(0.3)  # Redis expires the key: its invalidation drops the entry
+    await wait_until(lambda: reader.cache is not None and len(reader.cache) == 0, "expiry")
+    assert await reader.get(record.id) is None
+
+    other = make()
+    assert await writer.put(other, 0)
+    assert await reader.get(other.id) == other
+    await inspect.flushdb()  # our own throwaway server
+    await wait_until(lambda: reader.cache is not None and len(reader.cache) == 0, "flush")
+    assert await reader.get(other.id) is None
+    await reader.close()
+    await writer.close()
+
+
+async def test_a_delete_elsewhere_is_seen_by_the_very_next_read(server: RedisServer) -> None:
+    """A delete in another store (its own cache channel, as in another process) is refused by
+    this store's next read, with no waiting: the deleter's barrier round trip makes sure the
+    invalidation arrived first."""
+    reader = await live(AsyncRedisStore.from_url(server.url))
+    deleter = await live(AsyncRedisStore.from_url(server.url))
+    stale = 0
+    for _ in range(50):
+        record = make(user_id="u1")
+        assert await deleter.put(record, 0)
+        assert await reader.get(record.id) == record
+        assert await reader.get(record.id) == record
+        await deleter.delete(record.id)
+        stale += await reader.get(record.id) is not None
+    assert reader.cache is not None
+    assert reader.cache.stats.hits >= 45
+    assert stale == 0
+    await reader.close()
+    await deleter.close()
+
+
+async def test_this_process_reads_its_own_writes(server: RedisServer) -> None:
+    """A write by this store is never followed by an older cached read, even before Redis's
+    invalidation of it arrives."""
+    store = await live(AsyncRedisStore.from_url(server.url))
+    record = make()
+    assert await store.put(record, 0)
+    current = record
+    for step in range(30):
+        assert await store.get(current.id) == current
+        assert await store.get(current.id) == current
+        newer = later(current, 1)
+        assert await store.put(newer, current.version)
+        current = newer
+        if step % 10 == 9:
+            replacement = make(user_id="u1")
+            assert await store.replace(replacement, current.id, current.version)
+            assert await store.get(current.id) is None
+            current = replacement
+    await store.delete(current.id)
+    assert await store.get(current.id) is None
+    await store.close()
+
+
+async def test_a_killed_channel_drops_the_cache_until_it_is_back(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """When the invalidation channel is closed, the cache is emptied and every read goes to
+    Redis; the channel reconnects by itself and caching resumes."""
+    store = await live(AsyncRedisStore.from_url(server.url))
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
+    record = make()
+    assert await writer.put(record, 0)
+    await writer.close()
+    assert await store.get(record.id) == record
+    assert await store.get(record.id) == record
+    clients = await inspect.client_list()
+    channels = [c for c in clients if c["name"] == cache_module.CHANNEL_NAME]
+    assert len(channels) == 1
+    await inspect.client_kill_filter(_id=channels[0]["id"])
+    await asyncio.sleep(0.05)
+
+    before = await hgets(inspect)
+    assert await store.get(record.id) == record  # the closed channel is seen: a real read
+    assert await hgets(inspect) == before + 1
+    assert store.cache is not None
+    assert store.cache.stats.drops == 1
+    await live(store)
+    # A read that starts once the channel is back may fill the cache again.
+    assert await store.get(record.id) == record
+    assert await store.get(record.id) == record
+    assert await hgets(inspect) <= before + 2
+    await store.close()
+
+
+async def test_a_hung_server_is_never_answered_from_memory(server: RedisServer) -> None:
+    """Once the channel's heartbeat goes unanswered the cache is dropped: reads of a hung server
+    fail (503) instead of serving what may have been revoked meanwhile."""
+    store = await live(AsyncRedisStore.from_url(server.url, socket_timeout=0.3))
+    record = make()
+    assert await store.put(record, 0)
+    assert await store.get(record.id) == record
+    server.pause()
+    try:
+        await asyncio.sleep(cache_module.STALE_AFTER + 0.2)
+        assert store.cache is not None
+        assert not store.cache.live
+        with pytest.raises(StoreUnavailableError):
+            await store.get(record.id)
+    finally:
+        server.resume()
+    await live(store)
+    assert await store.get(record.id) == record
+    await store.close()
+
+
+async def test_entries_have_a_maximum_age_and_the_cache_a_size(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """An entry older than client_cache_ttl is read again from Redis, and past
+    client_cache_size records the least recently used one goes."""
+    store = await live(
+        AsyncRedisStore.from_url(f"{server.url}?client_cache_ttl=0.2&client_cache_size=2")
+    )
+    writer = AsyncRedisStore.from_url(server.url, client_cache=False)
+    a, b, c = make(), make(), make()
+    for record in (a, b, c):
+        assert await writer.put(record, 0)
+    await writer.close()
+    before = await hgets(inspect)
+    for record in (a, b, a, c):  # c pushes out b, the least recently used
+        assert await store.get(record.id) == record
+    assert await hgets(inspect) == before + 3
+    assert await store.get(a.id) == a
+    assert await hgets(inspect) == before + 3
+    assert await store.get(b.id) == b
+    assert await hgets(inspect) == before + 4
+    await asyncio.sleep(0.25)
+    assert await store.get(b.id) == b
+    assert await hgets(inspect) == before + 5
+    await store.close()
+
+
+async def test_the_sync_store_caches_too(server: RedisServer, inspect: redis.asyncio.Redis) -> None:
+    """The sync twin serves repeated reads from memory and drops a deleted record at once."""
+    store = RedisStore.from_url(server.url)
+    other = RedisStore.from_url(server.url)
+    for s in (store, other):
+        assert s.cache is not None
+        s.cache.lookup("warm-up")
+        await wait_until(lambda s=s: s.cache is not None and s.cache.live, "the sync channel")
+    record = make()
+    assert await asyncio.to_thread(other.put, record, 0)
+    before = await hgets(inspect)
+    for _ in range(3):
+        assert await asyncio.to_thread(store.get, record.id) == record
+    assert await hgets(inspect) == before + 1
+    await asyncio.to_thread(other.delete, record.id)
+    assert await asyncio.to_thread(store.get, record.id) is None
+    store.close()
+    other.close()
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+def test_cache_url_options_parse_and_validate() -> None:
+    """client_cache, client_cache_size and client_cache_ttl ride in any Redis URL; bad values and
+    a cache over TLS fail at start-up."""
+    parsed = parse_redis_url("redis://h/0?client_cache=1&client_cache_size=50&client_cache_ttl=2")
+    assert parsed.client_cache == ClientCacheConfig(enabled=True, size=50, max_age=2.0)
+    assert parsed.client_url == "redis://h/0"
+    cluster = parse_redis_url("redis+cluster://h:7000?client_cache=off")
+    assert cluster.client_cache == ClientCacheConfig(enabled=False)
+    assert parse_redis_url("redis://h/0").client_cache is None
+    for bad in (
+        "redis://h/0?client_cache=maybe",
+        "redis://h/0?client_cache_size=0",
+        "redis://h/0?client_cache_ttl=0",
+        "redis://h/0?client_cache_ttl=600",
+        "redis://h/0?client_cache=1&client_cache=0",
+    ):
+        with pytest.raises(ConfigurationError):
+            parse_redis_url(bad)
+    with pytest.raises(ConfigurationError, match="TLS"):
+        AsyncRedisStore.from_url("rediss://h/0?client_cache=1")
+    assert AsyncRedisStore.from_url("rediss://h/0").cache is None
+    assert AsyncRedisStore.from_url("redis://h/0?client_cache=0").cache is None
+    assert AsyncRedisStore.from_url("redis://h/0").cache is not None
+    forced = AsyncRedisStore.from_url("redis://h/0?client_cache=0", client_cache=True)
+    assert forced.cache is not None
+    elsewhere = ClientCache(ClientCacheConfig(), Target(nodes=(("h", 6379),)), "other:s:")
+    with pytest.raises(ConfigurationError, match="tracks"):
+        RedisStore(redis.Redis(), prefix="app:", client_cache=elsewhere)
+
+
+def test_resp3_reader_handles_split_frames_and_pushes() -> None:
+    """Frames split at any byte come out whole: replies, errors, maps, nulls and pushes."""
+    wire = (
+        b"%1\r\n$6\r\nserver\r\n$5\r\nredis\r\n+OK\r\n-ERR bad\r\n:7\r\n_\r\n,1.5\r\n#t\r\n"
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\nk:1\r\n>2\r\n$10\r\ninvalidate\r\n_\r\n"
+        b"=7\r\ntxt:abc\r\n$-1\r\n*-1\r\n"
+    )
+    reader = Resp3Reader()
+    frames: list[Any] = []
+    for n in range(len(wire)):
+        reader.feed(wire[n : n + 1])
+        frames += list(reader.frames())
+    assert frames[:2] == [[b"server", b"redis"], "OK"]
+    assert isinstance(frames[2], RespError)
+    assert frames[3:7] == [7, None, 1.5, True]
+    assert frames[7] == Push([b"invalidate", [b"k:1"]])
+    assert frames[8] == Push([b"invalidate", None])
+    assert frames[9:] == [b"abc", None, None]
+
+
+# --- two processes -------------------------------------------------------------------------------
+
+
+class Peer:
+    """Process B: a store with its cache in a separate OS process (tests/stores/cache_peer.py)."""
+
+    def __init__(self, url: str, prefix: str, twin: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.stores.cache_peer", url, prefix, twin],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, line: str) -> str:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        reply = self.process.stdout.readline().strip()
+        if not reply:
+            raise AssertionError(f"the peer process died (exit code {self.process.wait()})")
+        return reply
+
+    def get(self, session_id: str) -> tuple[bool, bool]:
+        found, hit = self.ask(f"get {session_id}").split()
+        return found == "1", hit == "1"
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+
+async def revoke_race(url: str, twin: str) -> None:
+    """Process A (this one) logs a session out (delete) or logs it in anew (replace: the old id
+    goes) while process B keeps it cached; B's next read, started after A's call returned, must
+    refuse the old id. 200 times, no stale accept."""
+    prefix = new_prefix()
+    store = await live(AsyncRedisStore.from_url(url, prefix=prefix))
+    peer = await asyncio.to_thread(Peer, url, prefix, twin)
+    try:
+        assert await asyncio.to_thread(peer.ask, "live") == "live"
+        stale: list[int] = []
+        cached = 0
+        for n in range(REPEATS):
+            record: SessionRecord = make(user_id=f"u{n % 7}")
+            assert await store.put(record, 0)
+            assert await asyncio.to_thread(peer.get, record.id) == (True, False)
+            found, hit = await asyncio.to_thread(peer.get, record.id)
+            assert found
+            cached += hit
+            if n % 2:
+                await store.delete(record.id)
+            else:
+                assert await store.replace(make(user_id="u1"), record.id, record.version)
+            found, _hit = await asyncio.to_thread(peer.get, record.id)
+            if found:
+                stale.append(n)
+        assert stale == []
+        assert cached >= REPEATS * 0.9  # B really answered from memory before the revocation
+    finally:
+        await asyncio.to_thread(peer.close)
+        await delete_prefix_async(store.client, prefix)
+        await store.close()
+
+
+@pytest.mark.parametrize("twin", ["async", "sync"])
+async def test_a_revocation_in_one_process_is_refused_at_once_by_another(twin: str) -> None:
+    """On the shared Redis server, two OS processes: zero stale accepts in 200 revocations."""
+    await revoke_race(shared_url(), twin)
+
+
+@pytest.mark.parametrize("twin", ["async", "sync"])
+async def test_a_revocation_on_the_cluster_is_refused_at_once_by_another_process(
+    twin: str,
+) -> None:
+    """The same race on the 3-master cluster (one cache channel per primary)."""
+    cluster: Cluster = await asyncio.to_thread(shared_cluster)
+    await revoke_race(cluster.url, twin)
+
+
+async def test_the_cluster_store_reads_from_memory() -> None:
+    """On the cluster too, a seen session is answered from memory, and a delete elsewhere is
+    refused by the next read."""
+    cluster: Cluster = await asyncio.to_thread(shared_cluster)
+    prefix = new_prefix()
+    reader = await live(AsyncRedisStore.from_url(cluster.url, prefix=prefix))
+    writer = AsyncRedisStore.from_url(cluster.url, prefix=prefix)
+    assert reader.cache is not None
+    records = [make(user_id="u1") for _ in range(10)]
+    for record in records:
+        assert await writer.put(record, 0)
+        assert await reader.get(record.id) == record
+    hits = reader.cache.stats.hits
+    for record in records:
+        assert await reader.get(record.id) == record
+    assert reader.cache.stats.hits == hits + len(records)
+    for record in records:
+        await writer.delete(record.id)
+        assert await reader.get(record.id) is None
+    assert await reader.user_ids(NOW) == []
+    await delete_prefix_async(reader.client, prefix)
+    await reader.close()
+    await writer.close()
+
+
+# --- round trips of a request --------------------------------------------------------------------
+
+
+async def test_a_write_request_on_a_cached_session_is_one_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """A request that reads and writes a session this process has seen costs one round trip:
+    the read is answered from memory and the covered write is the CAS script alone. Redis
+    reports the write back to the cache channel, which then reads the record again in the
+    background (one HGET, off the request's path), so the next request finds it cached."""
+    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
+    cache = ClientCache(
+        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
+    )
+    record = make(user_id="u1")
+    key = store.keys.record(record.id)
+    assert await store.put(record, 0)  # an insert: indexes, then the CAS (loads the scripts)
+    await wait_until(lambda: key in cache, "the re-read after the insert")
+    current = record
+    for step in range(20):
+        delta = await Delta(inspect).start()
+        assert await store.get(current.id) == current  # the request's read
+        newer = later(current, 1)
+        assert await store.put(newer, current.version)  # the request's write
+        trips = CountingConnection.writes - delta.writes
+        await wait_until(lambda: key in cache, "the background re-read")
+        _trips, commands = await delta.stop()
+        assert (trips, commands) == (
+            1,
+            {"evalsha": 1, "hmget": 1, "time": 1, "hset": 1, "pexpire": 1, "hget": 1},
+        ), step
+        current = newer
+    assert cache.stats.hits == 20
+    assert await store.get(current.id) == current
+    await store.close()
+
+
+# --- other ways to reach Redis -------------------------------------------------------------------
+
+
+async def test_the_cache_works_over_a_unix_socket_with_a_password(tmp_path: Path) -> None:
+    """The channel follows the store's URL: a Unix socket, and the password it carries."""
+    require_redis_binaries()
+    socket_path = tmp_path / "redis.sock"
+    server = start_on_a_free_port(tmp_path / "redis", "--unixsocket", str(socket_path))
+    try:
+        send(server.port, "CONFIG", "SET", "requirepass", "s3cret")
+        for url in (f"unix://:s3cret@{socket_path}", f"redis://:s3cret@127.0.0.1:{server.port}/0"):
+            reader = await live(AsyncRedisStore.from_url(url))
+            deleter = AsyncRedisStore.from_url(url)
+            record = make()
+            assert await deleter.put(record, 0)
+            assert await reader.get(record.id) == record
+            assert await reader.get(record.id) == record
+            assert reader.cache is not None
+            assert reader.cache.stats.hits == 1
+            await deleter.delete(record.id)
+            assert await reader.get(record.id) is None
+            await reader.close()
+            await deleter.close()
+    finally:
+        server.stop()
+
+
+async def test_a_wrong_password_leaves_the_cache_off(tmp_path: Path) -> None:
+    """A channel the server refuses never goes live: reads go to Redis (and fail like them)."""
+    require_redis_binaries()
+    server = start_on_a_free_port(tmp_path / "redis")
+    try:
+        send(server.port, "CONFIG", "SET", "requirepass", "s3cret")
+        store = AsyncRedisStore.from_url(f"redis://:wrong@127.0.0.1:{server.port}/0")
+        assert store.cache is not None
+        store.cache.lookup("warm-up")
+        await asyncio.sleep(0.3)
+        assert not store.cache.live
+        with pytest.raises(StoreUnavailableError):
+            await store.get("any")
+        await store.close()
+    finally:
+        server.stop()
+
+
+async def test_a_new_cluster_primary_drops_the_cache_and_gets_a_channel(tmp_path: Path) -> None:
+    """When a slot moves to a primary the cache had no channel to, the heartbeat sees the new
+    primary: the cache is dropped, a channel is opened to it, and a delete there is refused by
+    the next read."""
+    require_redis_binaries()
+    cluster = Cluster(tmp_path / "cluster")
+    await asyncio.to_thread(cluster.start)
+    extra = None
+    try:
+        extra = await asyncio.to_thread(
+            start_on_a_free_port,
+            tmp_path / "extra",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "5000",
+        )  # fmt: skip
+        first = f"127.0.0.1:{cluster.ports[0]}"
+        await asyncio.to_thread(
+            subprocess.run,
+            ["redis-cli", "--cluster", "add-node", f"127.0.0.1:{extra.port}", first],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        reader = await live(AsyncRedisStore.from_url(cluster.url))
+        writer = AsyncRedisStore.from_url(cluster.url, client_cache=False)
+        assert reader.cache is not None
+        assert len(reader.cache._channels) == 3
+        source = send(cluster.ports[0], "CLUSTER", "MYID").split("\r\n")[1]
+        target = send(extra.port, "CLUSTER", "MYID").split("\r\n")[1]
+        ports = [*cluster.ports, extra.port]
+        await wait_until(
+            lambda: all("cluster_known_nodes:4" in send(p, "CLUSTER", "INFO") for p in ports),
+            "the new node to join",
+            seconds=30,
+        )
+        await asyncio.to_thread(
+            subprocess.run,
+            ["redis-cli", "--cluster", "check", first],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        await asyncio.to_thread(
+            subprocess.run,
+            ["redis-cli", "--cluster", "reshard", first, "--cluster-from", source,
+             "--cluster-to", target, "--cluster-slots", "1", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        await wait_until(
+            lambda: (
+                reader.cache is not None and len(reader.cache._channels) == 4 and reader.cache.live
+            ),
+            "a channel to the new primary",
+        )
+        assert reader.cache.stats.drops >= 1
+        await wait_until(
+            lambda: all("cluster_state:ok" in send(p, "CLUSTER", "INFO") for p in ports),
+            "the cluster to settle",
+            seconds=30,
+        )
+        # A session whose slot now lives on the new primary.
+        direct = redis.asyncio.Redis(port=extra.port)
+        ranges = await direct.execute_command("CLUSTER", "SLOTS")
+        await direct.aclose()
+        # [start, end, [host, port, id], replicas...] per range; keep the new primary's.
+        owned = [(int(r[0]), int(r[1])) for r in ranges if int(r[2][1]) == extra.port]
+        assert owned
+        record = make()
+        while not owned[0][0] <= key_slot(reader.keys.record(record.id).encode()) <= owned[0][1]:
+            record = make()
+        assert await writer.put(record, 0)
+        assert await reader.get(record.id) == record
+        assert await reader.get(record.id) == record
+        await writer.delete(record.id)
+        await asyncio.sleep(0.05)  # the writer has no cache, hence sends no barrier
+        assert await reader.get(record.id) is None
+        await reader.close()
+        await writer.close()
+    finally:
+        if extra is not None:
+            extra.stop()
+        cluster.stop()
+
+
+async def test_over_http_a_write_request_is_one_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """Through the ASGI middleware: once a session is cached, a request that changes it reads
+    it from memory and writes it in one round trip, and a read-only request sends nothing."""
+    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
+    cache = ClientCache(
+        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
+    )
+    manager = AsyncSessionManager(store, test_config())
+
+    async def sign_in(request: Request) -> Response:
+        auth.login(get_session(request), "u1")
+        return Response("in")
+
+    async def bump(request: Request) -> Response:
+        session = get_session(request)
+        session["n"] = int(session.get("n", 0)) + 1
+        return Response(str(session["n"]))
+
+    async def read(request: Request) -> Response:
+        return Response(str(get_session(request).get("n")))
+
+    app = Starlette(
+        routes=[Route("/in", sign_in), Route("/bump", bump), Route("/read", read)],
+        middleware=[Middleware(SessionMiddleware, manager=manager)],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert (await client.get("/in")).status_code == 200
+        token = client.cookies.get("coatcheck_session") or ""
+        key = store.keys.record(token.split(".")[0])
+        await wait_until(lambda: key in cache, "the session to be cached")
+        for n in range(1, 11):
+            trips, hits = CountingConnection.writes, cache.stats.hits
+            assert (await client.get("/bump")).text == str(n)
+            assert (CountingConnection.writes - trips, cache.stats.hits - hits) == (1, 1)
+            await wait_until(lambda: key in cache, "the background re-read")
+            trips = CountingConnection.writes
+            assert (await client.get("/read")).text == str(n)
+            assert CountingConnection.writes - trips == 0
+    await manager.close()
