@@ -245,17 +245,19 @@ class Sample:
 
 def run_wrk(
     wrk: str,
-    server: Server,
-    scenario: str,
+    port: int,
+    path: str,
+    cookies: list[str],
     workdir: Path,
     *,
     connections: int,
     threads: int,
     duration: float,
 ) -> Sample:
-    script = workdir / f"wrk-{server.port}-{scenario}.lua"
-    cookies = ", ".join(json.dumps(c) for c in server.cookies or [""])
-    script.write_text(WRK_SCRIPT % {"cookies": cookies, "path": "/" + scenario})
+    """``GET path`` on 127.0.0.1:``port`` for ``duration`` s, cycling through ``cookies``."""
+    script = workdir / f"wrk-{port}-{path.strip('/').replace('/', '-')}.lua"
+    listed = ", ".join(json.dumps(c) for c in cookies or [""])
+    script.write_text(WRK_SCRIPT % {"cookies": listed, "path": path})
     command = [
         wrk,
         f"-t{threads}",
@@ -265,12 +267,12 @@ def run_wrk(
         "10s",
         "-s",
         str(script),
-        f"http://127.0.0.1:{server.port}",
+        f"http://127.0.0.1:{port}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     found = re.search(r"^BENCH_JSON (.*)$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or found is None:
-        raise BenchError(f"wrk failed on {server.label} /{scenario}:\n{done.stdout}{done.stderr}")
+        raise BenchError(f"wrk failed on port {port} {path}:\n{done.stdout}{done.stderr}")
     raw = json.loads(found.group(1))
     seconds = raw["duration_us"] / 1e6
     return Sample(
@@ -325,6 +327,11 @@ class Cell:
     samples: list[Sample] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
 
+    @property
+    def target(self) -> tuple[int, str, list[str]]:
+        """wrk's port, path and cookies for this cell."""
+        return self.server.port, "/" + self.scenario, self.server.cookies
+
 
 def measure(wrk: str, servers: list[Server], args: argparse.Namespace, workdir: Path) -> list[Cell]:
     """Warm every cell up, then run each once per round, in a shuffled order per round."""
@@ -332,15 +339,13 @@ def measure(wrk: str, servers: list[Server], args: argparse.Namespace, workdir: 
     options = {"connections": args.connections, "threads": args.threads}
     if args.warmup > 0:
         for cell in cells:
-            run_wrk(wrk, cell.server, cell.scenario, workdir, duration=args.warmup, **options)
+            run_wrk(wrk, *cell.target, workdir, duration=args.warmup, **options)
     shuffle = random.Random(20240601)
     for round_no in range(args.rounds):
         order = list(cells)
         shuffle.shuffle(order)
         for cell in order:
-            sample = run_wrk(
-                wrk, cell.server, cell.scenario, workdir, duration=args.duration, **options
-            )
+            sample = run_wrk(wrk, *cell.target, workdir, duration=args.duration, **options)
             cell.samples.append(sample)
             print(
                 f"  round {round_no + 1}/{args.rounds} {cell.server.label:48} /{cell.scenario:5} "
