@@ -23,6 +23,7 @@ requests without the runner noticing (wrk counts every non-2xx answer).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -167,6 +168,9 @@ def coatcheck_app(store_url: str) -> Starlette:
 
 def create() -> Starlette:
     """The app named by ``BENCH_APP`` (uvicorn's ``--factory`` entry point)."""
+    # Warnings (a store failure answered 503, say) reach the server log with their level, where
+    # the runner looks for them.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     kind = os.environ["BENCH_APP"]
     url = os.environ.get("BENCH_STORE_URL", "")
     if kind == "bare":

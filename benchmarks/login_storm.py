@@ -15,10 +15,19 @@ registered for the storm. Then, in each round:
   login throttle (30 attempts per address, 5 failures per account per 15 min) out of the way.
 
 It reports wrk's p50/p99 and req/s for both, and the logins completed per second during the
-storm with their own latency. ``--password-option NAME=VALUE`` builds the demo's hasher with
-that :class:`~coatcheck.passwords.PasswordConfig` setting (through ``_demo_launcher.py``), to
-compare settings: e.g. ``--password-option hashing_nice=0`` for the hashing threads at the
-event loop's priority. Nothing here asserts on a time; this is not part of the test command.
+storm with their own latency.
+
+``--variant LABEL:NAME=VALUE,...`` compares settings side by side: each variant gets its own
+demo (through ``_demo_launcher.py``, which builds the demo's hasher with those
+:class:`~coatcheck.passwords.PasswordConfig` settings), and every round runs every variant, so
+they meet the same background load. ``aiosqlite_users=1`` is not a password setting: it makes
+the demo look its users up through aiosqlite, as it did before issue 9. For example, before and
+after issue 9:
+
+    python benchmarks/login_storm.py --variant 'before:pool_nice=0,aiosqlite_users=1' \
+        --variant 'after:'
+
+Nothing here asserts on a time; this is not part of the test command.
 """
 
 from __future__ import annotations
@@ -46,19 +55,25 @@ from sockets import Sample, cpu_model, ensure_wrk, run_wrk  # noqa: E402
 
 PASSWORD = "correct horse battery staple"
 SECRET = "login-storm-secret-0123456789-abcdefghij"
-DEFAULT_STORES = ("SQLite=sqlite:///{workdir}/sessions.db", "Redis=redis://{redis}/0")
+DEFAULT_STORES = (
+    "SQLite=sqlite:///{workdir}/sessions-{variant}.db",
+    "Redis=redis://{redis}/0?prefix=storm{variant}:",
+)
 FIRST_ADDRESS = 10  # storm clients use 127.0.0.10, 127.0.0.11, ...
 
 
 class Demo:
     """``coatcheck demo`` in a child process on a free port."""
 
-    def __init__(self, store_url: str, data_dir: Path, password_options: list[str]) -> None:
+    def __init__(self, store_url: str, data_dir: Path, options: list[str]) -> None:
         self.port = free_port()
         self.log_path = data_dir / "demo.log"
         command = [sys.executable, str(HERE / "_demo_launcher.py")]
-        for option in password_options:
-            command += ["--password-option", option]
+        for option in options:
+            if option == "aiosqlite_users=1":
+                command.append("--aiosqlite-users")
+            else:
+                command += ["--password-option", option]
         command += [
             "--",
             "--data-dir",
@@ -217,72 +232,102 @@ def one_round(wrk: str, port: int, cookie: str, args: argparse.Namespace, workdi
     )
 
 
+@dataclass
+class Variant:
+    label: str
+    options: list[str]
+
+
+def parse_variant(spec: str) -> Variant:
+    label, sep, options = spec.partition(":")
+    if not sep or not label:
+        raise SystemExit(f"--variant wants LABEL:NAME=VALUE,... (or LABEL:), not {spec!r}")
+    return Variant(label, [o.strip() for o in options.split(",") if o.strip()])
+
+
+def prepare(demo: Demo, logins: int) -> str:
+    """Register the reader (its cookie is returned) and the storm's accounts."""
+    cookie = register(demo.port, "reader@example.com", "127.0.0.1")
+    if not cookie:
+        raise BenchError("registering the reader set no cookie")
+    threads = [
+        threading.Thread(
+            target=register, args=(demo.port, storm_email(i), source_address(i)), daemon=True
+        )
+        for i in range(logins)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return cookie
+
+
 def measure_store(
     wrk: str, label: str, url: str, args: argparse.Namespace, workdir: Path
-) -> list[Round]:
-    data_dir = workdir / label.replace(" ", "-")
-    data_dir.mkdir()
-    demo = Demo(url, data_dir, args.password_options)
+) -> dict[str, list[Round]]:
+    """Every variant's rounds on one store; the variants take turns within each round."""
+    demos: list[tuple[Variant, Demo, str]] = []
+    results: dict[tuple[str, str], list[Round]] = {}
     try:
-        cookie = register(demo.port, "reader@example.com", "127.0.0.1")
-        if not cookie:
-            raise BenchError("registering the reader set no cookie")
-        threads = [
-            threading.Thread(
-                target=register, args=(demo.port, storm_email(i), source_address(i)), daemon=True
-            )
-            for i in range(args.logins)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        rounds = []
+        for n, variant in enumerate(args.variants):
+            data_dir = workdir / f"{label}-{n}".replace(" ", "-")
+            data_dir.mkdir()
+            demo = Demo(url.format(variant=n), data_dir, variant.options)
+            demos.append((variant, demo, prepare(demo, args.logins)))
         for round_no in range(args.rounds):
-            result = one_round(wrk, demo.port, cookie, args, workdir)
-            rounds.append(result)
-            print(
-                f"  {label} round {round_no + 1}: quiet p50 {result.quiet.p50_ms:.1f} ms "
-                f"p99 {result.quiet.p99_ms:.1f} ms ({result.quiet.rps:.0f} req/s); storm p50 "
-                f"{result.storm.p50_ms:.1f} ms p99 {result.storm.p99_ms:.1f} ms "
-                f"({result.storm.rps:.0f} req/s); {result.logins_per_s:.1f} logins/s "
-                f"(p50 {result.login_p50_s:.1f} s), {result.login_failures} failed logins"
-                + (
-                    f", {result.quiet.non_2xx + result.storm.non_2xx} non-2xx reads"
-                    if result.quiet.non_2xx + result.storm.non_2xx
-                    else ""
-                ),
-                file=sys.stderr,
-            )
-        return rounds
+            for variant, demo, cookie in demos if round_no % 2 == 0 else reversed(demos):
+                result = one_round(wrk, demo.port, cookie, args, workdir)
+                results.setdefault(variant.label, []).append(result)
+                print(
+                    f"  {label} / {variant.label} round {round_no + 1}: quiet p50 "
+                    f"{result.quiet.p50_ms:.1f} ms p99 {result.quiet.p99_ms:.1f} ms "
+                    f"({result.quiet.rps:.0f} req/s); storm p50 {result.storm.p50_ms:.1f} ms "
+                    f"p99 {result.storm.p99_ms:.1f} ms ({result.storm.rps:.0f} req/s); "
+                    f"{result.logins_per_s:.1f} logins/s (p50 {result.login_p50_s:.1f} s), "
+                    f"{result.login_failures} failed logins"
+                    + (
+                        f", {result.quiet.non_2xx + result.storm.non_2xx} non-2xx reads"
+                        if result.quiet.non_2xx + result.storm.non_2xx
+                        else ""
+                    )
+                    + f"; load {os.getloadavg()[0]:.1f}",
+                    file=sys.stderr,
+                )
+        return results
     finally:
-        demo.stop()
+        for _, demo, _ in demos:
+            demo.stop()
 
 
-def report(results: dict[str, list[Round]], args: argparse.Namespace, command: str) -> str:
+def report(
+    results: dict[tuple[str, str], list[Round]], args: argparse.Namespace, command: str
+) -> str:
     lines = [
         f"`wrk -t1 -c{args.connections} -d{round(args.duration)}s` on `GET /api/me` (one "
         f"signed-in cookie), {args.logins} clients logging in back to back during the storm; "
         f"{args.rounds} rounds, each cell the median (lowest-highest) of the rounds. "
         f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the "
-        f"end. Password options: {', '.join(args.password_options) or 'defaults'}. Command:",
+        "end. Variants: "
+        + "; ".join(f"{v.label} ({', '.join(v.options) or 'defaults'})" for v in args.variants)
+        + ". Command:",
         "",
         "```sh",
         command,
         "```",
         "",
-        "| store | quiet p50 | quiet p99 | storm p50 | storm p99 | reads/s quiet → storm "
-        "| logins/s | login p50 | failed |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| store | variant | quiet p50 | quiet p99 | storm p50 | storm p99 "
+        "| reads/s quiet → storm | logins/s | login p50 | failed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def cell(values: list[float], fmt: str) -> str:
         middle = statistics.median(values)
         return f"{middle:{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
-    for label, rounds in results.items():
+    for (label, variant), rounds in results.items():
         lines.append(
-            f"| {label} | {cell([r.quiet.p50_ms for r in rounds], '.1f')} ms "
+            f"| {label} | {variant} | {cell([r.quiet.p50_ms for r in rounds], '.1f')} ms "
             f"| {cell([r.quiet.p99_ms for r in rounds], '.1f')} ms "
             f"| {cell([r.storm.p50_ms for r in rounds], '.1f')} ms "
             f"| {cell([r.storm.p99_ms for r in rounds], '.1f')} ms "
@@ -315,16 +360,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ramp", type=float, default=1.0, help="seconds between the storm's start and wrk's (1)"
     )
     parser.add_argument(
-        "--password-option",
-        dest="password_options",
+        "--variant",
+        dest="variants",
         action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a PasswordConfig setting for the demo's hasher (repeatable; integer or none)",
+        type=parse_variant,
+        metavar="LABEL:NAME=VALUE,...",
+        help="a demo set-up to measure (repeatable): PasswordConfig settings for its hasher "
+        "(integers or none), or aiosqlite_users=1; default: one variant with the defaults",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)
     args.stores = args.store or list(DEFAULT_STORES)
+    args.variants = args.variants or [Variant("defaults", [])]
     if args.logins > 240:
         parser.error("--logins: at most 240 loopback source addresses (127.0.0.10-249)")
     return args
@@ -335,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="coatcheck-storm-"))
     redis: ThrowawayRedis | None = None
-    results: dict[str, list[Round]] = {}
+    results: dict[tuple[str, str], list[Round]] = {}
     try:
         for spec in args.stores:
             label, _, url = spec.partition("=")
@@ -346,9 +393,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 redis = ThrowawayRedis(executable)
             hostport = f"127.0.0.1:{redis.port}" if redis is not None else ""
-            results[label] = measure_store(
-                wrk, label, url.format(workdir=workdir, redis=hostport), args, workdir
-            )
+            # {variant} stays for measure_store: each variant's demo gets its own key prefix.
+            store_url = url.format(workdir=workdir, redis=hostport, variant="{variant}")
+            for variant, rounds in measure_store(wrk, label, store_url, args, workdir).items():
+                results[(label, variant)] = rounds
     finally:
         if redis is not None:
             redis.stop()

@@ -186,6 +186,16 @@ class Server:
         tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join("    " + line for line in tail)
 
+    def complaints(self, limit: int = 3) -> list[str]:
+        """The distinct warnings and errors the server logged (first ``limit``), with counts."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        counted: dict[str, int] = {}
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith(("WARNING", "ERROR", "CRITICAL")) or "Traceback" in line:
+                counted[line.strip()] = counted.get(line.strip(), 0) + 1
+        return [f"{n}x `{text[:200]}`" for text, n in list(counted.items())[:limit]]
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -383,8 +393,11 @@ def table(cells: list[Cell], scenarios: tuple[str, ...]) -> list[str]:
         for scenario in scenarios:
             cell = row[scenario]
             ratio = _median(cell.ratios)
-            bad = sum(s.non_2xx + s.socket_errors for s in cell.samples)
-            flag = f" ({bad} errors!)" if bad else ""
+            non_2xx = sum(s.non_2xx for s in cell.samples)
+            socket_errors = sum(s.socket_errors for s in cell.samples)
+            flag = (f" ({non_2xx} non-2xx)" if non_2xx else "") + (
+                f" ({socket_errors} socket errors)" if socket_errors else ""
+            )
             parts.append(
                 f"{ratio:.2f} ({_spread(cell.ratios)}){flag} "
                 f"| {_median([s.p50_ms for s in cell.samples]):.1f} ms "
@@ -476,6 +489,7 @@ def render(
     elapsed: float,
     load: tuple[float, float],
     skipped: list[str],
+    notes: list[str],
     chart_name: str | None,
 ) -> str:
     scenarios = tuple(args.scenarios)
@@ -510,6 +524,9 @@ def render(
         "",
         f"Versions: {versions()}.",
     ]
+    if notes:
+        out += ["", "Server logs (warnings and errors during the run):", ""]
+        out += [f"- {line}" for line in notes]
     if skipped:
         out += ["", "Not measured in this run:", ""]
         out += [f"- {line}" for line in skipped]
@@ -635,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = args.prefix = f"bench:{secrets.token_hex(6)}:"
     workdir = Path(tempfile.mkdtemp(prefix="coatcheck-sockets-"))
     servers: list[Server] = []
+    notes: list[str] = []
     try:
         with redis_server(args) as redis_url:
             candidates, skipped = build_servers(
@@ -658,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 servers.append(server)
             cells = measure(wrk, servers, args, workdir)
+            for server in servers:
+                logged = server.complaints()
+                if logged:
+                    notes.append(f"{server.label} logged: " + "; ".join(logged))
     finally:
         for server in servers:
             server.stop()
@@ -682,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         time.monotonic() - clock,
         (load_at_start, os.getloadavg()[0]),
         skipped,
+        notes,
         chart_name,
     )
     print(section)
