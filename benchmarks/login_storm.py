@@ -20,12 +20,10 @@ storm with their own latency.
 ``--variant LABEL:NAME=VALUE,...`` compares settings side by side: each variant gets its own
 demo (through ``_demo_launcher.py``, which builds the demo's hasher with those
 :class:`~coatcheck.passwords.PasswordConfig` settings), and every round runs every variant, so
-they meet the same background load. ``aiosqlite_users=1`` is not a password setting: it makes
-the demo look its users up through aiosqlite, as it did before issue 9. For example, before and
-after issue 9:
+they meet the same background load. For example, before and after issue 9 (the hashing
+threads at the process's priority, then the default ``pool_nice``):
 
-    python benchmarks/login_storm.py --variant 'before:pool_nice=0,aiosqlite_users=1' \
-        --variant 'after:'
+    python benchmarks/login_storm.py --variant 'before:pool_nice=0' --variant 'after:'
 
 Nothing here asserts on a time; this is not part of the test command.
 """
@@ -70,10 +68,7 @@ class Demo:
         self.log_path = data_dir / "demo.log"
         command = [sys.executable, str(HERE / "_demo_launcher.py")]
         for option in options:
-            if option == "aiosqlite_users=1":
-                command.append("--aiosqlite-users")
-            else:
-                command += ["--password-option", option]
+            command += ["--password-option", option]
         command += [
             "--",
             "--data-dir",
@@ -209,7 +204,12 @@ class Round:
 
 
 def one_round(wrk: str, port: int, cookie: str, args: argparse.Namespace, workdir: Path) -> Round:
-    options = {"connections": args.connections, "threads": 1, "duration": args.duration}
+    options = {
+        "connections": args.connections,
+        "threads": 1,
+        "duration": args.duration,
+        "pause_ms": args.pause,
+    }
     quiet = run_wrk(wrk, port, "/api/me", [cookie], workdir, **options)
     storm = Storm(port, args.logins)
     threads = storm.run()
@@ -303,9 +303,11 @@ def measure_store(
 def report(
     results: dict[tuple[str, str], list[Round]], args: argparse.Namespace, command: str
 ) -> str:
+    paced = f", each connection pausing {args.pause:g} ms between requests" if args.pause else ""
     lines = [
         f"`wrk -t1 -c{args.connections} -d{round(args.duration)}s` on `GET /api/me` (one "
-        f"signed-in cookie), {args.logins} clients logging in back to back during the storm; "
+        f"signed-in cookie{paced}), {args.logins} clients logging in back to back during the "
+        "storm; "
         f"{args.rounds} rounds, each cell the median (lowest-highest) of the rounds. "
         f"{cpu_model()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the "
         "end. Variants: "
@@ -357,6 +359,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", "-d", type=float, default=10.0, help="wrk seconds (10)")
     parser.add_argument("--rounds", type=int, default=3, help="quiet + storm rounds (3)")
     parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="ms each wrk connection waits between an answer and its next request (default 0: "
+        "as fast as the server answers). A pause caps the read load, so that variants do the "
+        "same read work and their login throughput can be compared",
+    )
+    parser.add_argument(
         "--ramp", type=float, default=1.0, help="seconds between the storm's start and wrk's (1)"
     )
     parser.add_argument(
@@ -366,7 +376,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=parse_variant,
         metavar="LABEL:NAME=VALUE,...",
         help="a demo set-up to measure (repeatable): PasswordConfig settings for its hasher "
-        "(integers or none), or aiosqlite_users=1; default: one variant with the defaults",
+        "(integers or none); default: one variant with the defaults",
     )
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
     args = parser.parse_args(argv)

@@ -114,8 +114,8 @@ class PasswordConfig:
     """Most hashes computed at once by one hasher; ``None`` means the number of CPUs."""
     pool_nice: int = 10
     """How many nice steps (0-19) below the process the async methods' hashing threads run, on
-    Linux; 0 leaves them at the process's priority. With 10, a thread serving requests is
-    scheduled about ten times more often than a hashing thread when both want a core, so
+    Linux; 0 leaves them at the process's priority. At 10 the scheduler gives a thread
+    serving requests about nine times the CPU of a hashing thread when both want a core, so
     reads stay fast during a login burst, while idle cores still go to hashing."""
     allow_weak_parameters: bool = False
     """Accept argon2 costs below the OWASP floor. Only for test suites, which need cheap hashes."""

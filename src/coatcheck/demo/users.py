@@ -7,14 +7,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import StoreUnavailableError
-from ..stores._sql_engine import EngineSettings, build_engine
 
 TIMEOUT = 2.0  # seconds, like the session store's default
 
@@ -75,21 +73,6 @@ class UserRepository:
         self.engine: AsyncEngine = create_async_engine(
             async_url(url), pool_pre_ping=True, hide_parameters=True
         )
-        # A SQLite file is in-process: aiosqlite hops to its own thread for every cursor call
-        # (pre-ping, execute, fetch, reset: about six hops per user lookup, each a wake-up the
-        # scheduler may delay while passwords are hashing), where the sync driver in a worker
-        # thread costs one. The same trick as the SQLite session store; measured in
-        # docs/passwords.md ("Logins never starve reads").
-        self._sqlite: sa.Engine | None = None
-        if self.engine.dialect.name == "sqlite" and self.engine.url.database not in (
-            None,
-            "",
-            ":memory:",
-        ):
-            sync_url = self.engine.url.set(drivername="sqlite")
-            self._sqlite = build_engine(
-                sa.create_engine, sync_url, EngineSettings(), asynchronous=False
-            )
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as conn:
@@ -97,49 +80,23 @@ class UserRepository:
 
     async def close(self) -> None:
         await self.engine.dispose()
-        if self._sqlite is not None:
-            self._sqlite.dispose()
-
-    async def _write(self, statement: sa.Executable) -> None:
-        if self._sqlite is not None:
-            engine = self._sqlite
-
-            def write() -> None:
-                with engine.begin() as conn:
-                    conn.execute(statement)
-
-            async with _unavailable_on_failure():
-                await asyncio.to_thread(write)
-            return
-        async with _unavailable_on_failure(), self.engine.begin() as conn:
-            await conn.execute(statement)
 
     async def add(self, email: str, name: str, password_hash: str) -> User | None:
         user = User(str(uuid.uuid4()), email, name, password_hash)
         try:
-            await self._write(
-                users.insert().values(
-                    id=user.id, email=email, name=name, password_hash=password_hash
+            async with _unavailable_on_failure(), self.engine.begin() as conn:
+                await conn.execute(
+                    users.insert().values(
+                        id=user.id, email=email, name=name, password_hash=password_hash
+                    )
                 )
-            )
         except IntegrityError:
             return None
         return user
 
     async def _one(self, clause: sa.ColumnElement[bool]) -> User | None:
-        statement = sa.select(users).where(clause)
-        if self._sqlite is not None:
-            engine = self._sqlite
-
-            def read() -> sa.Row[Any] | None:
-                with engine.connect() as conn:
-                    return conn.execute(statement).first()
-
-            async with _unavailable_on_failure():
-                row = await asyncio.to_thread(read)
-        else:
-            async with _unavailable_on_failure(), self.engine.connect() as conn:
-                row = (await conn.execute(statement)).first()
+        async with _unavailable_on_failure(), self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(users).where(clause))).first()
         return User(row.id, row.email, row.name, row.password_hash) if row is not None else None
 
     async def by_id(self, user_id: str) -> User | None:
@@ -149,6 +106,7 @@ class UserRepository:
         return await self._one(users.c.email == email)
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        await self._write(
-            users.update().where(users.c.id == user_id).values(password_hash=password_hash)
-        )
+        async with _unavailable_on_failure(), self.engine.begin() as conn:
+            await conn.execute(
+                users.update().where(users.c.id == user_id).values(password_hash=password_hash)
+            )
