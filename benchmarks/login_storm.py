@@ -267,16 +267,19 @@ def measure_store(
     wrk: str, label: str, url: str, args: argparse.Namespace, workdir: Path
 ) -> dict[str, list[Round]]:
     """Every variant's rounds on one store; the variants take turns within each round."""
-    demos: list[tuple[Variant, Demo, str]] = []
-    results: dict[tuple[str, str], list[Round]] = {}
+    demos: list[tuple[Variant, Demo]] = []
+    cookies: list[str] = []
+    results: dict[str, list[Round]] = {}
     try:
         for n, variant in enumerate(args.variants):
             data_dir = workdir / f"{label}-{n}".replace(" ", "-")
             data_dir.mkdir()
             demo = Demo(url.format(variant=n), data_dir, variant.options)
-            demos.append((variant, demo, prepare(demo, args.logins)))
+            demos.append((variant, demo))  # stopped in finally, even if preparing it fails
+            cookies.append(prepare(demo, args.logins))
+        turns = [(v, d, c) for (v, d), c in zip(demos, cookies, strict=True)]
         for round_no in range(args.rounds):
-            for variant, demo, cookie in demos if round_no % 2 == 0 else reversed(demos):
+            for variant, demo, cookie in turns if round_no % 2 == 0 else reversed(turns):
                 result = one_round(wrk, demo.port, cookie, args, workdir)
                 results.setdefault(variant.label, []).append(result)
                 print(
@@ -296,7 +299,7 @@ def measure_store(
                 )
         return results
     finally:
-        for _, demo, _ in demos:
+        for _, demo in demos:
             demo.stop()
 
 

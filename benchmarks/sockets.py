@@ -675,9 +675,9 @@ def main(argv: list[str] | None = None) -> int:
                     server.start(workdir, prefix)
                     server.seed(args.sessions)
                 except BenchError as exc:
+                    server.stop()
                     if server.app == "bare":
                         raise
-                    server.stop()
                     first = str(exc).strip().splitlines()
                     reason = next((ln.strip() for ln in reversed(first) if "Error" in ln), first[0])
                     skipped.append(f"{server.label}: {reason}")
