@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -122,6 +124,9 @@ def test_costs_below_the_owasp_floor_are_refused(memory_cost: int, time_cost: in
         {"max_concurrency": 0},
         {"min_length": 300, "max_bytes": 256},
         {"parallelism": True},
+        {"pool_nice": -1},
+        {"pool_nice": 20},
+        {"pool_nice": True},
     ],
 )
 def test_unsound_settings_are_refused(settings: dict[str, Any]) -> None:
@@ -496,3 +501,112 @@ def test_sync_callers_share_the_concurrency_bound(monkeypatch: pytest.MonkeyPatc
         for thread in threads:
             thread.join()
     assert peak == limit
+
+
+# -- hashing threads at a lower priority ----------------------------------------------------
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="per-thread nice values are a Linux feature"
+)
+
+
+def _nice_of_this_thread() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def _nice_while_hashing(
+    config: PasswordConfig, monkeypatch: pytest.MonkeyPatch, *, use_async: bool
+) -> list[int]:
+    """Verify a password; the nice values of the hashing thread and of a thread it starts."""
+    seen: list[int] = []
+    real = argon2.PasswordHasher.verify
+
+    def observing_verify(self: argon2.PasswordHasher, stored: Any, password: Any) -> Any:
+        seen.append(_nice_of_this_thread())
+        # argon2 starts one thread per lane from the hashing thread: a thread started here
+        # stands for them.
+        child = threading.Thread(target=lambda: seen.append(_nice_of_this_thread()))
+        child.start()
+        child.join()
+        return real(self, stored, password)
+
+    hasher = PasswordHasher(config)
+    try:
+        stored = hasher.hash(PASSWORD)
+        monkeypatch.setattr(argon2.PasswordHasher, "verify", observing_verify)
+        if use_async:
+            assert asyncio.run(hasher.verify_async(stored, PASSWORD)) is True
+        else:
+            assert hasher.verify(stored, PASSWORD) is True
+    finally:
+        hasher.close()
+    return seen
+
+
+@linux_only
+def test_async_hashing_threads_run_pool_nice_steps_below_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool's threads, and threads they start (argon2's lanes), run pool_nice steps lower."""
+    config = PasswordConfig(**_cheap_settings(), pool_nice=5)
+    base = _nice_of_this_thread()
+    seen = _nice_while_hashing(config, monkeypatch, use_async=True)
+    expected = min(19, base + 5)
+    assert (seen, _nice_of_this_thread()) == ([expected, expected], base)
+
+
+@linux_only
+def test_pool_nice_zero_leaves_hashing_at_the_process_priority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With pool_nice=0 the pool's threads keep the priority of the thread that made them."""
+    base = _nice_of_this_thread()
+    seen = _nice_while_hashing(
+        PasswordConfig(**_cheap_settings(), pool_nice=0), monkeypatch, use_async=True
+    )
+    assert seen == [base, base]
+
+
+@linux_only
+def test_sync_methods_hash_at_the_callers_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync methods never lower the priority of the thread that calls them."""
+    base = _nice_of_this_thread()
+    seen = _nice_while_hashing(CHEAP, monkeypatch, use_async=False)
+    assert (seen, _nice_of_this_thread()) == ([base, base], base)
+
+
+def test_a_refused_priority_change_is_logged_and_hashing_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the OS refuses to lower the priority, the pool logs it once per thread and hashes."""
+
+    def refuse(*args: Any) -> None:
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(passwords.sys, "platform", "linux")
+    monkeypatch.setattr(passwords.os, "setpriority", refuse)
+    with caplog.at_level(logging.WARNING, logger="coatcheck.passwords"):
+        for hasher in _make(PasswordConfig(**_cheap_settings(), max_concurrency=1)):
+            stored = hasher.hash(PASSWORD)
+            ok = asyncio.run(hasher.verify_async(stored, PASSWORD))
+    assert (ok, "could not lower" in caplog.text) == (True, True)
+
+
+def test_no_priority_change_outside_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Elsewhere setpriority would renice the whole process, so the pool leaves it alone."""
+    calls: list[Any] = []
+    monkeypatch.setattr(passwords.sys, "platform", "darwin")
+    monkeypatch.setattr(passwords.os, "setpriority", lambda *args: calls.append(args))
+    for hasher in _make():
+        stored = hasher.hash(PASSWORD)
+        ok = asyncio.run(hasher.verify_async(stored, PASSWORD))
+    assert (ok, calls) == (True, [])
+
+
+def _cheap_settings() -> dict[str, Any]:
+    return {
+        "time_cost": 1,
+        "memory_cost": 64,
+        "parallelism": 1,
+        "allow_weak_parameters": True,
+    }

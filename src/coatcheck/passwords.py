@@ -22,6 +22,11 @@ Rules written here (see ``docs/passwords.md`` for the numbers and the measuremen
   bcrypt release the GIL), so the event loop keeps serving other requests. At most
   ``max_concurrency`` hashes run at once across sync and async callers together, which bounds the
   memory spent on hashing to ``max_concurrency * memory_cost`` KiB.
+- On Linux the pool's threads run ``pool_nice`` steps below the process's scheduling priority,
+  and so do the lane threads argon2 starts from them (a new thread inherits its creator's nice
+  value). Hashes still use every idle core, but a thread with a request to serve gets the CPU
+  first: a burst of logins no longer starves page reads (issue 9; numbers in
+  ``docs/passwords.md``). The sync methods hash in the caller's thread, at its priority.
 - Stored hashes are trusted data: their parameters are not second-guessed (a hash whose
   ``memory_cost`` is larger than the configured one costs that much to verify).
 """
@@ -32,6 +37,7 @@ import asyncio
 import logging
 import os
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +92,7 @@ _TAG_BYTES = 32
 _NIST_MIN_LENGTH = 8
 # 64 characters (the NIST SP 800-63B minimum a verifier must allow) of 4-byte UTF-8.
 _MIN_MAX_BYTES = 64 * 4
+_MAX_NICE = 19  # the lowest priority a Unix nice value expresses
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,6 +112,11 @@ class PasswordConfig:
     """Longest password accepted, in UTF-8 bytes; longer input is refused before hashing."""
     max_concurrency: int | None = None
     """Most hashes computed at once by one hasher; ``None`` means the number of CPUs."""
+    pool_nice: int = 10
+    """How many nice steps (0-19) below the process the async methods' hashing threads run, on
+    Linux; 0 leaves them at the process's priority. At 10 the scheduler gives a thread
+    serving requests about nine times the CPU of a hashing thread when both want a core, so
+    reads stay fast during a login burst, while idle cores still go to hashing."""
     allow_weak_parameters: bool = False
     """Accept argon2 costs below the OWASP floor. Only for test suites, which need cheap hashes."""
 
@@ -138,6 +150,10 @@ class PasswordConfig:
             type(self.max_concurrency) is not int or self.max_concurrency < 1
         ):
             raise ConfigurationError("max_concurrency must be a positive integer or None")
+        if type(self.pool_nice) is not int or not 0 <= self.pool_nice <= _MAX_NICE:
+            raise ConfigurationError(
+                f"pool_nice must be an integer from 0 to {_MAX_NICE}, not {self.pool_nice!r}"
+            )
 
     @property
     def concurrency(self) -> int:
@@ -182,7 +198,10 @@ class PasswordHasher:
         # stays at concurrency * memory_cost whoever calls.
         self._slots = threading.BoundedSemaphore(concurrency)
         self._pool = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="coatcheck-password"
+            max_workers=concurrency,
+            thread_name_prefix="coatcheck-password",
+            initializer=_lower_thread_priority,
+            initargs=(self.config.pool_nice,),
         )
         # A random value nobody knows, hashed with the current parameters: verifying against it
         # costs what verifying a real, current hash costs, and never succeeds.
@@ -355,6 +374,24 @@ class PasswordHasher:
         if not self.needs_rehash(stored_hash):
             return CheckResult(ok=True)
         return CheckResult(ok=True, new_hash=self._hash_bytes(encoded))
+
+
+def _lower_thread_priority(steps: int) -> None:
+    """Lower the calling thread's scheduling priority by ``steps`` nice steps (Linux only).
+
+    On Linux a nice value belongs to a thread and ``setpriority(PRIO_PROCESS, tid)`` changes
+    just that thread; elsewhere it would change the whole process, so nothing is done there.
+    Raising a priority back needs privileges: this is only ever called in the pool's own threads,
+    which live as long as the pool and serve nothing but hashes.
+    """
+    if steps == 0 or not sys.platform.startswith("linux"):
+        return
+    thread_id = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread_id)
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(_MAX_NICE, current + steps))
+    except OSError as exc:  # a sandbox may forbid it: hash at the normal priority then
+        log.warning("could not lower the password hashing threads' priority: %s", exc)
 
 
 def check_password(hasher: PasswordHasher, stored_hash: str | None, password: str) -> CheckResult:
