@@ -28,9 +28,10 @@ The rules:
   parallel guesses is counted before any of them is verified. The address has two counters,
   hit in this order by every check: ``attempts`` and ``credits``; a success hits ``credits`` once
   more. Failures are then ``attempts - (credits - attempts)``. Both windows open at a check, the
-  attempts window first, so at a window's edge the count can only err towards leniency, by the
-  attempts in flight at that instant; a credit is not given once either window the check saw has
-  ended (it would land in a fresh window).
+  attempts window first; a credit is only given while both windows the check saw are open (it
+  would otherwise land in a fresh window). Where the windows still disagree for an instant at a
+  window's edge, the difference leaves ``[0, attempts]`` and every attempt is counted instead,
+  as if there had been no success: never more lenient than counting attempts.
 
 - **Thresholds, then exponential backoff, inside a time box.** A count lives in a fixed window
   of ``window`` seconds that opens at the scope's first attempt (the store's ``hit`` contract).
@@ -274,9 +275,12 @@ def check(config: ThrottleConfig, keys: ThrottleKeys, now: float) -> Flow[Decisi
     if keys.ip is not None and keys.ip_credit is not None and config.ip_threshold is not None:
         attempts, ends_at = yield Hit(keys.ip, now, config.window)
         credits, credits_end = yield Hit(keys.ip_credit, now, config.window)
-        # This attempt and those in flight are presumed failed until they succeed. Clamped:
-        # at a window's edge the difference may leave [0, attempts] for an instant.
-        failures = min(attempts, max(0, 2 * attempts - credits))
+        # This attempt and those in flight are presumed failed until they succeed. Outside
+        # [0, attempts] the two windows disagree (for an instant at a window's edge): then
+        # every attempt counts, as if there had been no success.
+        failures = 2 * attempts - credits
+        if not 0 <= failures <= attempts:
+            failures = attempts
         by_ip = _decide(config, config.ip_threshold, failures, ends_at, now)
         if not by_ip.allowed:
             return by_ip
