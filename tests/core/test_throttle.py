@@ -193,7 +193,7 @@ def test_success_clears_both_account_keys_and_credits_the_address() -> None:
     assert list(succeeded(CONFIG, keys, decision, T0)) == [
         ClearHits(keys.account or ""),
         ClearHits(keys.identity or ""),
-        Hit(keys.ip_credit or "", T0, CONFIG.window),
+        Hit(keys.ip_credit or "", T0, 10),  # a window that would end with the check's
     ]
 
 
@@ -215,6 +215,43 @@ def test_success_does_not_clear_the_address_failures() -> None:
     login.attempt("mine@example.com")
     login.succeed("mine@example.com")
     assert login.attempt("d@example.com").allowed is False
+
+
+def _address_allowed(threshold: int, attempts: int, credits: int, credits_end: float) -> bool:
+    """Run the address part of ``check`` as if the store answered these two counts."""
+    config = ThrottleConfig(ip_threshold=threshold, window=100, max_delay=100)
+    flow = check(config, throttle_keys(SECRET, None, "203.0.113.7"), T0)
+    next(flow)
+    second = flow.send((attempts, T0 + 100))
+    assert second == Hit(throttle_keys(SECRET, None, "203.0.113.7").ip_credit or "", T0, 100)
+    with pytest.raises(StopIteration) as stop:
+        flow.send((credits, credits_end))
+    decision: Decision = stop.value.value
+    return decision.allowed
+
+
+@pytest.mark.parametrize(
+    ("attempts", "credits", "credits_end", "failures"),
+    [
+        (10, 10, T0 + 100, 10),
+        (10, 15, T0 + 100, 5),
+        (10, 20, T0 + 100, 0),
+        (10, 23, T0 + 100, 0),  # credits landing between this check's two hits
+        (10, 3, T0 + 100, 10),  # attempts in flight, not yet past their credits hit
+        (10, 25, T0 + 0.5, 10),  # the credits window is the previous one: count attempts
+    ],
+)
+def test_address_failures_from_the_two_counters(
+    attempts: int, credits: int, credits_end: float, failures: int
+) -> None:
+    """failures = attempts - (credits - attempts), within [0, attempts]; the credits window is
+    opened to end with the attempts window, and where it is still the previous one (ends
+    differ, an instant at a window's edge) every attempt counts, as if there were no success."""
+    at_threshold = _address_allowed(max(1, failures), attempts, credits, credits_end)
+    below = (
+        _address_allowed(failures - 1, attempts, credits, credits_end) if failures > 1 else False
+    )
+    assert (at_threshold, below) == (True, False)
 
 
 def test_address_counts_failed_attempts_only(login: Login) -> None:
@@ -575,3 +612,31 @@ def test_unsound_settings_are_refused(settings: dict[str, Any]) -> None:
 def test_refused_decision_error_always_asks_for_at_least_a_second() -> None:
     """Retry-After is never 0, even for a decision built with 0."""
     assert throttled_error(Decision(allowed=False)).headers == (("retry-after", "1"),)
+
+
+def test_a_refusal_under_one_spelling_pushes_back_the_others(login: Login) -> None:
+    """Refused attempts under the usual spelling still count for the account it resolves to,
+    so a second spelling found later gets no fresh backoff: 20 refused guesses, then a minute
+    later another spelling of the same account is still refused."""
+    for _ in range(25):
+        login.attempt("ian@example.com", identity="user-1")
+    login.now = T0 + 60
+    assert login.attempt("\u0131an@example.com", identity="user-1").allowed is False
+
+
+def test_interleaved_parallel_checks_never_let_more_than_the_threshold_through() -> None:
+    """Forty checks from one address running truly in parallel (every attempts hit before any
+    credits hit): no more than the 30 free failures go on to a password check."""
+    store = MemoryStore()
+    keys = throttle_keys(SECRET, None, "203.0.113.7")
+    flows = [check(CONFIG, keys, T0) for _ in range(40)]
+    attempts_hits = [next(flow) for flow in flows]
+    credits_hits = [
+        flow.send(store.hit(*op.args())) for flow, op in zip(flows, attempts_hits, strict=True)
+    ]
+    decisions: list[Decision] = []
+    for flow, op in zip(flows, credits_hits, strict=True):
+        with pytest.raises(StopIteration) as stop:
+            flow.send(store.hit(*op.args()))
+        decisions.append(stop.value.value)
+    assert sum(d.allowed for d in decisions) <= 30

@@ -27,11 +27,11 @@ The rules:
 - **Counting failures per address.** Every attempt is first presumed to fail, so a burst of
   parallel guesses is counted before any of them is verified. The address has two counters,
   hit in this order by every check: ``attempts`` and ``credits``; a success hits ``credits`` once
-  more. Failures are then ``attempts - (credits - attempts)``. Both windows open at a check, the
-  attempts window first; a credit is only given while both windows the check saw are open (it
-  would otherwise land in a fresh window). Where the windows still disagree for an instant at a
-  window's edge, the difference leaves ``[0, attempts]`` and every attempt is counted instead,
-  as if there had been no success: never more lenient than counting attempts.
+  more. Failures are then ``attempts - (credits - attempts)``. The credits window is opened to
+  end exactly when the attempts window ends, so both count the same stretch of time; a credit
+  is only given while that window is open. For the instant at a window's edge when the credits
+  window is still the previous one (their ends differ), every attempt counts, as if there had
+  been no success. Under concurrency the count is exact to within what is in flight.
 
 - **Thresholds, then exponential backoff, inside a time box.** A count lives in a fixed window
   of ``window`` seconds that opens at the scope's first attempt (the store's ``hit`` contract).
@@ -85,6 +85,7 @@ __all__ = [
 _KEY_PREFIX = "throttle"
 _IPV6_PREFIX = 64
 _DAY = 24 * 60 * 60
+_SAME_WINDOW = 1.0  # seconds: two counters' windows that end this close were opened together
 
 MAX_DEVICE_ENTRIES = 4
 """Accounts one browser keeps a device cookie entry for (a shared family computer)."""
@@ -269,32 +270,42 @@ def check(config: ThrottleConfig, keys: ThrottleKeys, now: float) -> Flow[Decisi
     Call it once per attempt, *before* verifying the password; when it refuses, answer with
     :func:`throttled_error` and do not verify. The address is counted first; an attempt refused
     for its address is not counted against the account, so one noisy address cannot keep adding
-    to its victims' counts. With a device key the device is counted instead of the account.
+    to its victims' counts. With a device key the device is counted instead of the account;
+    otherwise the attempt is counted under both account keys and refused if either refuses.
     """
     credit_until: float | None = None
     if keys.ip is not None and keys.ip_credit is not None and config.ip_threshold is not None:
         attempts, ends_at = yield Hit(keys.ip, now, config.window)
-        credits, credits_end = yield Hit(keys.ip_credit, now, config.window)
-        # This attempt and those in flight are presumed failed until they succeed. Outside
-        # [0, attempts] the two windows disagree (for an instant at a window's edge): then
-        # every attempt counts, as if there had been no success.
-        failures = 2 * attempts - credits
-        if not 0 <= failures <= attempts:
-            failures = attempts
+        # A credits window that opens now is made to end with the attempts window.
+        credits, credits_end = yield Hit(keys.ip_credit, now, ends_at - now)
+        if abs(credits_end - ends_at) < _SAME_WINDOW:
+            # Attempts in flight (counted, not yet credited) make this larger, credits landing
+            # between this check's two hits smaller, each by what is in flight at the instant.
+            failures = min(attempts, max(0, 2 * attempts - credits))
+            credit_until = ends_at
+        else:
+            # The credits window is left over from the attempts window before (an instant at
+            # a window's edge): every attempt counts, as if there had been no success.
+            failures, credit_until = attempts, None
         by_ip = _decide(config, config.ip_threshold, failures, ends_at, now)
         if not by_ip.allowed:
             return by_ip
-        credit_until = min(ends_at, credits_end)
     scopes: list[tuple[str, int]]
     if keys.device is not None and config.device_threshold is not None:
         scopes = [(keys.device, config.device_threshold)]
     else:
         scopes = [(k, config.account_threshold) for k in (keys.account, keys.identity) if k]
+    # Both account keys name one account: each attempt is counted under both, even one the
+    # first refuses, or a refusal under one spelling would not push back the next chance of
+    # another spelling of the same account.
+    refusals = []
     for key, threshold in scopes:
         count, ends_at = yield Hit(key, now, config.window)
         decision = _decide(config, threshold, count, ends_at, now)
         if not decision.allowed:
-            return decision
+            refusals.append(decision)
+    if refusals:
+        return max(refusals, key=lambda d: d.retry_after)
     return Decision(allowed=True, credit_until=credit_until)
 
 
@@ -315,7 +326,7 @@ def succeeded(
                 yield ClearHits(key)
     credit_until = decision.credit_until
     if keys.ip_credit is not None and credit_until is not None and now < credit_until:
-        yield Hit(keys.ip_credit, now, config.window)
+        yield Hit(keys.ip_credit, now, credit_until - now)
 
 
 def throttled_error(decision: Decision) -> HTTPError:
