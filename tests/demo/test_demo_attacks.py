@@ -531,9 +531,10 @@ def test_attacks_on_every_store(kind: str, tmp_path: Path) -> None:
 
 def test_a_collation_that_conflates_spellings_cannot_be_used_to_bypass(tmp_path: Path) -> None:
     """A users table created before emails were compared byte for byte, on MariaDB's default
-    utf8mb4_general_ci (where a dotless i, U+0131, equals "i"): "\u0131an.…" finds "ian.…", a spelling the
-    name folding keeps apart; the count of the account the lookup resolved to refuses it anyway.
-    The current table instead keeps the two apart, as SQLite and PostgreSQL do."""
+    utf8mb4_general_ci, where a dotless i (U+0131) equals "i": the dotless spelling of "ian.…"
+    finds that account, a spelling the name folding keeps apart; the count of the account the
+    lookup resolved to refuses it anyway. The current table keeps the two apart, as SQLite and
+    PostgreSQL do."""
     legacy = (
         "CREATE TABLE coatcheck_demo_users (id VARCHAR(36) PRIMARY KEY, "
         "email VARCHAR(320) NOT NULL UNIQUE, name VARCHAR(200) NOT NULL DEFAULT '', "
