@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._core.http import RequestView, cookie_header_error
+from ._core.http import NO_STORE_KEY, RequestView, cookie_header_error
 from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
@@ -51,10 +51,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserLoader = Callable[[str], Awaitable[Any]]
 
 log = logging.getLogger("coatcheck")
-
-NO_STORE_KEY = "coatcheck.no_store"
-"""Set in the scope by helpers that put a bearer token in the response body; the response is
-then sent with ``Cache-Control: no-store`` whatever the app set."""
 
 
 async def send_answer(send: Send, answer: JSONAnswer) -> None:

@@ -11,8 +11,8 @@
         device=request.cookies.get(guard.device_cookie_name),
     )
     ...verify the password (also for an unknown user: dummy verify)...
-    headers = await guard.succeeded(attempt)               # Set-Cookie: a fresh device cookie
-    response.headers.append(*headers[0])                   # (for every header returned)
+    for name, value in await guard.succeeded(attempt):     # Set-Cookie: a fresh device cookie
+        response.headers.append(name, value)
 
 Because the counts live in the configured store, every app instance on that store shares them.
 A guard built with ``purpose="register"`` (or any other word) keeps separate counts: with

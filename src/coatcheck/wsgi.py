@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ._core.http import RequestView, cookie_header_error
+from ._core.http import NO_STORE_KEY, RequestView, cookie_header_error
 from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
@@ -54,11 +54,8 @@ if TYPE_CHECKING:
 
     from _typeshed import OptExcInfo
 
-__all__ = ["NO_STORE_KEY", "SessionMiddleware", "UserLoader", "request_view"]
+__all__ = ["SessionMiddleware", "UserLoader", "request_view"]
 
-NO_STORE_KEY = "coatcheck.no_store"
-"""Set in the environ by helpers that put a bearer token in the response body; the response is
-then sent with ``Cache-Control: no-store`` whatever the app set."""
 
 UserLoader = Callable[[str], Any]
 """``user_loader(user_id)`` -> your user object, or ``None`` when it no longer exists."""

@@ -26,6 +26,10 @@ from .cookies import MAX_COOKIE_HEADER_BYTES
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 MAX_AUTHORIZATION_BYTES = 4096
+NO_STORE_KEY = "coatcheck.no_store"
+"""Set in the ASGI scope or WSGI environ by helpers that put a bearer token in the response body
+(``issue_token``); the middleware then sends the response with ``Cache-Control: no-store``,
+whatever the app set."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,7 +155,7 @@ class ThrottleKeys:
     """The store keys one attempt is counted under (``None``: that scope is not counted)."""
 
     account: str | None
-    """The canonical name as submitted."""
+    """The submitted name, in its throttle form (:func:`throttle_name`)."""
     ip: str | None
     """The client address's attempts counter."""
     identity: str | None = None

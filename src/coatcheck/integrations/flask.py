@@ -31,6 +31,7 @@ from markupsafe import Markup
 from .._core.http import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
+    NO_STORE_KEY,
     body_too_large,
     json_body_headers_error,
     parse_json_object,
@@ -48,7 +49,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..manager import SessionManager
-from ..wsgi import NO_STORE_KEY, SessionMiddleware, UserLoader
+from ..wsgi import SessionMiddleware, UserLoader
 
 __all__ = [
     "Coatcheck",

@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection, Request
 from .._core.http import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
+    NO_STORE_KEY,
     body_too_large,
     json_body_headers_error,
     parse_json_object,
@@ -28,7 +29,7 @@ from .._core.http import (
 from .._core.redirects import safe_next
 from .._core.session import Session
 from ..admin import AsyncSessionAdmin
-from ..asgi import NO_STORE_KEY, UserLoader
+from ..asgi import UserLoader
 from ..auth import is_fresh, logout
 from ..errors import ConfigurationError, HTTPError
 from ..manager import AsyncSessionManager
