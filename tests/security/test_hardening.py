@@ -274,6 +274,28 @@ async def test_cookie_headers_over_the_cap_are_431_never_a_new_session(env: Env)
     assert (response.headers.get_list("set-cookie"), after.json()) == ([], {"user": "u1"})
 
 
+async def test_a_websocket_handshake_with_oversized_cookies_is_closed(env: Env) -> None:
+    """A WebSocket handshake carrying Cookie headers over the cap is closed (1008) before the
+    app runs, as an HTTP request would get 431."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "scheme": "ws",
+        "path": "/me",
+        "headers": [(b"cookie", padding(MAX_COOKIE_HEADER_BYTES).encode())],
+        "client": ("203.0.113.7", 50000),
+    }
+    await env.app(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
 def test_wsgi_answers_431_for_cookie_headers_over_the_cap() -> None:
     """The WSGI middleware refuses oversized Cookie headers the same way."""
     app = Flask(__name__)
