@@ -111,6 +111,7 @@ def new_record(
     ip: str = "",
 ) -> tuple[SessionRecord, str]:
     """A fresh record (version 1) and the token that opens it."""
+    remember = remember and config.allow_remember
     session_id, secret = tokens.new_id(), tokens.new_secret()
     _, absolute = config.timeouts(remember=remember)
     record = SessionRecord(
@@ -304,7 +305,8 @@ def _cookie_headers(
         return []
     headers: list[tuple[str, str]] = []
     if token is not None:
-        max_age = int(config.remember_absolute_timeout) if record.remember else None
+        persistent = record.remember and config.allow_remember
+        max_age = int(config.remember_absolute_timeout) if persistent else None
         headers.append(
             (
                 "set-cookie",
