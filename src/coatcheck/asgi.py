@@ -53,6 +53,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserLoader = Callable[[str], Awaitable[Any]]
 
 log = logging.getLogger("coatcheck")
+_REWRITTEN = frozenset({b"vary", b"cache-control"})
 
 
 async def send_answer(send: Send, answer: JSONAnswer) -> None:
@@ -172,13 +173,21 @@ class SessionMiddleware:
         headers: list[tuple[bytes, bytes]],
         session_headers: list[tuple[str, str]],
     ) -> None:
+        # Only the headers the session rules read or rewrite (Vary, Cache-Control) are decoded;
         # latin-1 both ways is lossless, so the app's header bytes come back unchanged.
-        text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        kept: list[tuple[bytes, bytes]] = []
+        text: list[tuple[str, str]] = []
+        for name, value in headers:
+            if name.lower() in _REWRITTEN:
+                text.append((name.decode("latin-1"), value.decode("latin-1")))
+            else:
+                kept.append((name, value))
         sets_cookie = add_session_headers(text, session, session_headers)
         if scope.get(NO_STORE_KEY):
             # A bearer token in the body (issue_token): no cache may keep this response.
             replace_header(text, "cache-control", "no-store")
-        headers[:] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text]
+        kept.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in text)
+        headers[:] = kept
         if self._warned_insecure:
             return
         if secure_cookie_over_http(self.manager.config, scope.get("scheme", "http"), sets_cookie):

@@ -17,7 +17,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import HTTPError
@@ -34,21 +34,32 @@ whatever the app set."""
 
 @dataclass(frozen=True, slots=True)
 class RequestView:
-    """The parts of a request the core looks at. Header names are lower-case str."""
+    """The parts of a request the core looks at. Header names are lower-case str.
+
+    Headers are indexed by name once, when the view is built, so each lookup is a dict access.
+    """
 
     method: str
     scheme: str
     headers: Sequence[tuple[str, str]]
     client_ip: str = ""
+    _index: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[str]] = {}
+        for name, value in self.headers:
+            if name in index:
+                index[name].append(value)
+            else:
+                index[name] = [value]
+        object.__setattr__(self, "_index", index)
 
     def get_all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name]
+        return self._index.get(name, [])
 
     def get(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+        values = self._index.get(name)
+        return values[0] if values else None
 
     @classmethod
     def from_asgi_headers(

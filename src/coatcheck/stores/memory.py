@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import marshal
 import threading
 
-from .._core.record import SessionRecord, record_from_json, record_to_json
+from .._core.record import SessionRecord, record_from_dict, record_from_json, record_to_json
+
+_IMAGE_FORMAT = 2
 
 
 class MemoryStore:
@@ -17,13 +21,29 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, tuple[int, str | None, float, str]] = {}
         """id -> (version, user_id, expires_at, record JSON)"""
+        self._images: dict[str, tuple[str, bytes]] = {}
+        """id -> (record JSON, the same decoded and marshalled): read back ~3x faster than JSON.
+        Made on the first read of a version; dropped (by identity of the JSON) when it changes."""
         self._hits: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
             stored = self._records.get(session_id)
-        return record_from_json(stored[3]) if stored is not None else None
+            image = self._images.get(session_id)
+        if stored is None:
+            return None
+        text = stored[3]
+        if image is not None and image[0] is text:
+            # S302: bytes this store marshalled itself from the JSON it stores.
+            return record_from_dict(marshal.loads(image[1]))  # noqa: S302
+        raw = json.loads(text)
+        if isinstance(raw, dict):
+            made = (text, marshal.dumps(raw, _IMAGE_FORMAT))
+            with self._lock:
+                self._images[session_id] = made
+            return record_from_dict(raw)
+        return record_from_json(text)  # not a record: its error, as any store gives it
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         row = (record.version, record.user_id, record.expires_at, record_to_json(record))
@@ -44,6 +64,7 @@ class MemoryStore:
             if old is None or old[0] != old_version or record.id in self._records:
                 return False
             del self._records[old_id]
+            self._images.pop(old_id, None)
             self._records[record.id] = row
             return True
 
@@ -51,6 +72,7 @@ class MemoryStore:
         with self._lock:
             for session_id in session_ids:
                 self._records.pop(session_id, None)
+                self._images.pop(session_id, None)
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         with self._lock:
@@ -68,6 +90,7 @@ class MemoryStore:
             doomed = [k for k, row in self._records.items() if row[2] <= now][:batch]
             for key in doomed:
                 del self._records[key]
+                self._images.pop(key, None)
             # Counters whose window ended are forgotten here too, so attacker-chosen keys
             # (one per guessed email) cannot pile up in a long-running process.
             for key in [k for k, (_, ends) in self._hits.items() if ends <= now]:
