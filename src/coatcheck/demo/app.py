@@ -61,10 +61,16 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise HTTPError(413, {"error": "too_large"})
     try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise _invalid("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise _invalid("the body must be a JSON object")
+    try:
+        # JSON may spell a lone surrogate ("\\ud800"), which no UTF-8 response can carry: refuse
+        # it here rather than fail while answering with it (a 500).
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid("the body must be valid Unicode") from None
     return body
 
 
