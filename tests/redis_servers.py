@@ -290,12 +290,14 @@ class Cluster:
                 ids[node.port] = send(node.port, "CLUSTER", "MYID").split("\r\n")[1]
         return ids
 
-    def masters(self) -> dict[int, tuple[int, int]]:
+    def masters(self, via: int | None = None) -> dict[int, tuple[int, int]]:
         """Port of each live master -> the (first, last) slot range it serves (one per master
-        after ``--cluster create``), read from a live node's ``CLUSTER NODES``."""
-        alive = next(node.port for node in self.nodes if node.process is not None)
+        after ``--cluster create``), read from ``CLUSTER NODES`` of node ``via`` (default: the
+        first live node)."""
+        if via is None:
+            via = next(node.port for node in self.nodes if node.process is not None)
         found: dict[int, tuple[int, int]] = {}
-        for line in send(alive, "CLUSTER", "NODES").splitlines():
+        for line in send(via, "CLUSTER", "NODES").splitlines():
             fields = line.split()
             if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
                 continue

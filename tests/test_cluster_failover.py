@@ -193,8 +193,9 @@ def _recovered(log: Log, on_victim: list[Visitor], killed_at: float) -> bool:
 async def _watch_promotion(cluster: Cluster, victim: int, found: list[float]) -> None:
     """Note when the cluster itself has a new master for the victim's slots."""
     slots = cluster.masters()[victim]
+    witness = next(port for port in cluster.ports if port != victim)  # never the dying node
     while True:
-        masters = await asyncio.to_thread(cluster.masters)
+        masters = await asyncio.to_thread(cluster.masters, witness)
         if any(port != victim and r == slots for port, r in masters.items()):
             found.append(time.monotonic())
             return
