@@ -37,7 +37,9 @@ from coatcheck._core.record import (
     record_to_dict,
     record_to_json,
 )
+from coatcheck.admin import SessionAdmin
 from coatcheck.asgi import SessionMiddleware
+from coatcheck.errors import StoreUnavailableError
 from coatcheck.integrations.starlette import get_session, issue_token
 from coatcheck.manager import AsyncSessionManager, SessionManager
 from coatcheck.stores.base import AsyncStore
@@ -362,3 +364,18 @@ async def test_corrupt_stored_record_is_anonymous_over_http(
     assert (as_cookie.status_code, as_cookie.json()) == (200, {"user": None, "data": {}})
     assert f'{COOKIE}=""' in as_cookie.headers.get("set-cookie", "")
     assert (as_bearer.status_code, as_bearer.json()) == (401, {"error": "invalid_token"})
+
+
+def test_listing_sessions_with_a_corrupt_record_is_an_outage() -> None:
+    """sessions_of has no safe stand-in for a record it cannot decode: StoreUnavailableError
+    (503), while the other sessions still open normally."""
+    store = MemoryStore()
+    manager = SessionManager(store, test_config(), clock=FakeClock())
+    corrupted = _stored_session(store, manager).split(".")[0]
+    healthy = _stored_session(store, manager)
+    version, user_id, expires_at, _ = store._records[corrupted]
+    store._records[corrupted] = (version, user_id, expires_at, "{broken")
+    with pytest.raises(StoreUnavailableError, match="sessions_of"):
+        SessionAdmin(manager).sessions_of("u1")
+    opened = manager.open(RequestView("GET", "https", [("cookie", f"{COOKIE}={healthy}")]))
+    assert opened.session.user_id == "u1"
