@@ -57,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # The throwaway servers and the demo launcher are the test suite's own helpers.
+import tests.redis_servers  # noqa: E402
+import tests.sql_servers  # noqa: E402
 from tests.demo.server import demo_server  # noqa: E402
 from tests.redis_servers import (  # noqa: E402
     RedisServer,
@@ -67,6 +69,11 @@ from tests.sql_servers import SQLServer, sql_server  # noqa: E402
 
 from coatcheck._core.record import SessionRecord  # noqa: E402
 from coatcheck._core.tokens import hash_secret, new_id, new_secret  # noqa: E402
+
+# A crashed server replays its log when it starts again (Redis its append-only file, InnoDB its
+# redo log): on a busy machine that takes longer than the tests' start timeouts allow.
+tests.redis_servers.START_TIMEOUT = 120.0
+tests.sql_servers.START_TIMEOUT = 120.0
 
 STORES = ("sqlite", "postgres", "mariadb", "redis")
 LOGOUT_EVERY = 30.0  # seconds a browser stays signed in, on average, before logging out
@@ -126,6 +133,9 @@ class Figures:
     last_503: float | None = None
     unavailable: list[float] = field(default_factory=list)
     """When each 503 came."""
+    started: float = 0.0
+    start_took: float | None = None
+    """Seconds the restarted server took to accept connections (crash recovery included)."""
 
     def note(self, problem: str) -> None:
         if len(self.problems) < 20:
@@ -297,8 +307,10 @@ def _crash_and_restart(server: RedisServer | SQLServer, figures: Figures, down: 
     figures.killed_at = time.monotonic()
     server.kill()
     time.sleep(down)
+    starting = time.monotonic()
     server.start()
     figures.restarted_at = time.monotonic()
+    figures.start_took = figures.restarted_at - starting
 
 
 @contextlib.contextmanager
@@ -425,7 +437,7 @@ async def soak(kind: str, args: argparse.Namespace, folder: Path) -> Figures:
             print(f"  {kind}: seeded {args.purge} expired sessions in {seeded:.1f} s", flush=True)
             traffic = Traffic([a, b], figures, args.think)
             duration = args.minutes * 60
-            started = time.monotonic()
+            started = figures.started = time.monotonic()
             until = started + duration
             visitors = [
                 Visitor(browser(), f"soak-{kind}-{n}-{secrets.token_hex(3)}@example.com")
@@ -501,6 +513,32 @@ def _pid_listening_on(port: int) -> int:
 
 
 # --- report --------------------------------------------------------------------------------------
+
+
+def timeline(f: Figures) -> list[str]:
+    """When things happened, in seconds from the start of the traffic, and where 503s fell."""
+    lines = []
+    if f.purge:
+        lines.append(
+            f"purge from {f.purge[0] - f.started:.0f} s to {f.purge[1] - f.started:.0f} s "
+            f"({f.purged})"
+        )
+    if f.killed_at is not None and f.restarted_at is not None:
+        took = f" (its start took {f.start_took:.1f} s)" if f.start_took is not None else ""
+        lines.append(
+            f"killed at {f.killed_at - f.started:.0f} s, serving again at "
+            f"{f.restarted_at - f.started:.1f} s{took}"
+        )
+    outage_end = (f.recovered_at or f.restarted_at or 0) + 1
+    outside = [t for t in f.unavailable if not (f.killed_at or 0) <= t <= outage_end]
+    if outside:
+        purging = sum(1 for t in outside if f.purge and f.purge[0] <= t <= f.purge[1])
+        when = ", ".join(f"{t - f.started:.1f}" for t in outside[:8])
+        lines.append(
+            f"{len(outside)} 503s outside the restart, {purging} of them during the purge "
+            f"(at {when}{', ...' if len(outside) > 8 else ''} s)"
+        )
+    return lines
 
 
 def _pct(values: list[float], q: float) -> str:
@@ -597,6 +635,11 @@ def main() -> int:
         print(f"soak {kind}: {args.minutes} min, {args.visitors} visitors", flush=True)
         try:
             figures = asyncio.run(soak(kind, args, folder))
+        except Exception as exc:  # one store failing must not lose the others' figures
+            rows.append([kind, f"failed: {type(exc).__name__}: {exc}"[:200]] + [""] * 13)
+            notes.append(f"- {kind}: the run failed: {exc!r}"[:500])
+            broken = True
+            continue
         finally:
             for process in _RESTARTED:
                 process.send_signal(signal.SIGINT)
@@ -609,8 +652,7 @@ def main() -> int:
             shutil.rmtree(folder, ignore_errors=True)
         rows.append(row(kind, figures))
         print(table([rows[-1]]), flush=True)
-        if figures.purged:
-            notes.append(f"- {kind} purge: {figures.purged}")
+        notes.extend(f"- {kind}: {line}" for line in timeline(figures))
         for problem in figures.problems:
             notes.append(f"- {kind}: {problem}")
         five_hundreds = sum(n for s, n in figures.statuses.items() if s >= 500 and s != 503)

@@ -205,8 +205,9 @@ class Cluster:
     With replicas, every node also gets ``--repl-ping-replica-period 1`` and
     ``--repl-diskless-sync-delay 0`` (without them clients see no replicas for ~12 s), and the
     cluster counts as ready only once every node lists every node in ``CLUSTER SLOTS`` and every
-    replica is in sync. A master killed with :meth:`kill_master_of` is replaced by its replica
-    after ``node_timeout`` ms plus an election.
+    replica's link to its master is up. A master killed (``cluster.node(port).kill()``) is
+    replaced by its replica after ``node_timeout`` ms, the other masters' agreement and an
+    election; :meth:`masters` shows the new topology.
     """
 
     def __init__(
