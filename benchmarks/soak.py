@@ -16,7 +16,8 @@ Traffic: ``--visitors`` browsers, each registered once, then in a loop (with ``-
 between requests) reading ``/api/me``, adding to and reading the cart, listing sessions, and
 now and then logging out and in again; each request goes to either process at random (the
 cookie works on both). Before the traffic starts, ``--purge`` expired sessions are written to the
-store; a quarter of the way in, ``coatcheck purge`` deletes them while the traffic runs.
+store; a quarter of the way in, ``coatcheck purge`` deletes them while the traffic runs; the restart
+comes at 60 %, or once the purge is done (at the latest at 90 %).
 
 Invariants, checked on every answer and once more at the end:
 
@@ -82,6 +83,7 @@ PASSWORD = "correct horse battery"
 SECRET = "soak-secret-" + secrets.token_urlsafe(24)
 PURGE_AT = 0.25
 RESTART_AT = 0.6
+LATEST_RESTART = 0.9
 
 
 _addresses = iter(
@@ -136,6 +138,7 @@ class Figures:
     started: float = 0.0
     start_took: float | None = None
     """Seconds the restarted server took to accept connections (crash recovery included)."""
+    store_failures: Counter[str] = field(default_factory=Counter)
 
     def note(self, problem: str) -> None:
         if len(self.problems) < 20:
@@ -303,6 +306,23 @@ class Place:
     users: str | None = None
 
 
+def store_failures(data_dir: Path) -> Counter[str]:
+    """Why the demo processes answered 503: the managers log each store failure (a warning),
+    counted here by operation and exception type."""
+    reasons: Counter[str] = Counter()
+    for log in data_dir.glob("demo-*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if "coatcheck store" in line and "failed" in line:
+                # "coatcheck store get failed: StoreUnavailableError('... ConnectionError: ...')"
+                words = line.split("coatcheck store", 1)[1].split()
+                operation = words[0]
+                detail = line.split("failed:", 1)[1].strip()
+                kind = detail.split("(", 1)[0]
+                inner = detail.split(": ", 1)[1].split(":", 1)[0] if ": " in detail else ""
+                reasons[f"{operation} {kind} {inner}".strip()] += 1
+    return reasons
+
+
 def _crash_and_restart(server: RedisServer | SQLServer, figures: Figures, down: float) -> None:
     figures.killed_at = time.monotonic()
     server.kill()
@@ -449,6 +469,12 @@ async def soak(kind: str, args: argparse.Namespace, folder: Path) -> Figures:
             if args.purge:
                 purge = loop.run_in_executor(None, run_purge, place.url, data_dir, figures)
             await asyncio.sleep(max(0.0, started + duration * RESTART_AT - time.monotonic()))
+            if args.purge:
+                # The restart waits for the purge (up to 90 % of the run), so that each is
+                # measured on its own; a purge cut by a crash is only reported as failed.
+                latest = started + duration * LATEST_RESTART - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(purge), max(0.0, latest))
             if kind == "sqlite":
                 await loop.run_in_executor(None, restart_demo, a, data_dir, figures, args.down)
             else:
@@ -460,6 +486,7 @@ async def soak(kind: str, args: argparse.Namespace, folder: Path) -> Figures:
             await asyncio.gather(*(traffic.final_check(v) for v in visitors))
             for visitor in visitors:
                 await visitor.http.aclose()
+    figures.store_failures = store_failures(data_dir)
     return figures
 
 
@@ -538,6 +565,9 @@ def timeline(f: Figures) -> list[str]:
             f"{len(outside)} 503s outside the restart, {purging} of them during the purge "
             f"(at {when}{', ...' if len(outside) > 8 else ''} s)"
         )
+    if f.store_failures:
+        top = ", ".join(f"{reason}: {n}" for reason, n in f.store_failures.most_common(4))
+        lines.append(f"store failures the demos logged: {top}")
     return lines
 
 
@@ -663,8 +693,10 @@ def main() -> int:
         [
             f"Soak: {args.minutes} min per store, {args.visitors} visitors over two demo "
             f"processes, {args.purge} expired sessions purged at {PURGE_AT:.0%}, store "
-            f"restarted (SIGKILL, {args.down:.0f} s down) at {RESTART_AT:.0%}; "
-            f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}.",
+            f"restarted (SIGKILL, {args.down:.0f} s down) at {RESTART_AT:.0%} or once the purge "
+            f"was done; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[1]:.1f} at the end (5 min), "
+            f"{time.strftime('%Y-%m-%d')}.",
             "",
             table(rows),
             "",
