@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._core import lifecycle
 from ._core.config import SessionConfig
 from ._core.http import RequestView
-from ._core.ops import Flow, StoreOp
+from ._core.ops import Flow, StoreOp, corrupt_means_missing
+from ._core.record import CorruptRecordError
 from ._core.session import Session
 from .errors import CoatcheckError, ConflictError, StoreUnavailableError
 from .stores.base import AsyncStore, SyncStore
@@ -73,6 +74,14 @@ class _Manager:
         )
         return error
 
+    def _corrupt(self, op: StoreOp, exc: CorruptRecordError) -> Any:
+        """What the flow receives for a record the store could not decode: no record, for a
+        ``get`` (see :func:`~coatcheck._core.ops.corrupt_means_missing`); else an outage."""
+        if not corrupt_means_missing(op):
+            raise self._unavailable(op, exc) from exc
+        log.warning("coatcheck store returned a corrupt record on %s: %s", op.method, exc)
+        return None
+
     def open_flow(self, request: RequestView, form_csrf: str | None) -> Flow[lifecycle.Opened]:
         if self.sealed is not None:
             return self.sealed.open(request, self.clock(), form_csrf=form_csrf)
@@ -112,6 +121,8 @@ class AsyncSessionManager(_Manager):
                             result: Any = await getattr(self.store, op.method)(*op.args())
                     else:
                         result = await getattr(self.store, op.method)(*op.args())
+                except CorruptRecordError as exc:
+                    result = self._corrupt(op, exc)
                 except CoatcheckError as exc:
                     if isinstance(exc, StoreUnavailableError):
                         exc.retry_after = self.config.retry_after
@@ -179,6 +190,8 @@ class SessionManager(_Manager):
             while True:
                 try:
                     result: Any = self._call(op)
+                except CorruptRecordError as exc:
+                    result = self._corrupt(op, exc)
                 except CoatcheckError as exc:
                     if isinstance(exc, StoreUnavailableError):
                         exc.retry_after = self.config.retry_after

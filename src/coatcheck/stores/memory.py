@@ -37,7 +37,10 @@ class MemoryStore:
         if image is not None and image[0] is text:
             # S302: bytes this store marshalled itself from the JSON it stores.
             return record_from_dict(marshal.loads(image[1]))  # noqa: S302
-        raw = json.loads(text)
+        try:
+            raw = json.loads(text)
+        except (ValueError, RecursionError):
+            raw = None  # not JSON: record_from_json says so, as any store does
         if isinstance(raw, dict):
             made = (text, marshal.dumps(raw, _IMAGE_FORMAT))
             with self._lock:
