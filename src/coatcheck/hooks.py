@@ -138,9 +138,7 @@ async def fire_async(hooks: Hooks, events: Iterable[Event]) -> None:
                     if inspect.isawaitable(result):
                         await result
         except TimeoutError:
-            log.warning(
-                "%s took longer than %s s; not waited for", _describe(hook, event), hooks.timeout
-            )
+            _too_slow(hook, event, hooks.timeout)
         except Exception:
             log.exception("%s raised; the request goes on", _describe(hook, event))
 

@@ -39,6 +39,7 @@ from coatcheck.integrations.starlette import get_session, issue_token, require_u
 from coatcheck.manager import AsyncSessionManager, SessionManager
 from coatcheck.stores.base import AsyncStore, SyncStore
 from coatcheck.stores.memory import AsyncMemoryStore, MemoryStore
+from coatcheck.stores.sealed import AsyncSealedStore, SealedStore
 from coatcheck.testing import CountingStore, FakeClock, SyncCountingStore, test_config
 from coatcheck.throttling import AsyncLoginGuard, LoginGuard, ThrottleConfig
 from coatcheck.wsgi import SessionMiddleware as WSGIMiddleware
@@ -101,24 +102,36 @@ def stack(
     hooks: Hooks | None = None,
     sync_store: SyncStore | None = None,
     async_store: AsyncStore | None = None,
+    records: MemoryStore | None = None,
     base_url: str = BASE,
 ) -> Iterator[Stack]:
-    """The app on stack ``name`` over a memory store (or the store given for that stack)."""
+    """The app on stack ``name`` over a memory store (``records``, or a new one), or over the
+    store given for that stack."""
     config = config or test_config()
     clock = FakeClock()
-    records = MemoryStore()
+    records = records if records is not None else MemoryStore()
     manager: AsyncSessionManager | SessionManager
     counting: Counting
+    # A sealed:// store is passed as it is (the manager recognises it by its type), uncounted.
     if name == "asgi":
-        counting = CountingStore(async_store or AsyncMemoryStore(records))
-        manager = AsyncSessionManager(counting, config, clock=clock, hooks=hooks)
-        app: Any = asgi_app(manager)
-        ip = "127.0.0.1"
+        inner = async_store or AsyncMemoryStore(records)
+        counting = CountingStore(inner)
+        sealed = isinstance(inner, AsyncSealedStore)
+        async_manager = AsyncSessionManager(
+            inner if sealed else counting, config, clock=clock, hooks=hooks
+        )
+        app: Any = asgi_app(async_manager)
+        manager = async_manager
     else:
-        counting = SyncCountingStore(sync_store or records)
-        manager = SessionManager(counting, config, clock=clock, hooks=hooks)
-        app = WSGIMiddleware(wsgi_app(manager), manager=manager)
-        ip = "127.0.0.1"
+        sync_inner = sync_store or records
+        sync_counting = SyncCountingStore(sync_inner)
+        sealed = isinstance(sync_inner, SealedStore)
+        sync_manager = SessionManager(
+            sync_inner if sealed else sync_counting, config, clock=clock, hooks=hooks
+        )
+        app = WSGIMiddleware(wsgi_app(sync_manager), manager=sync_manager)
+        manager, counting = sync_manager, sync_counting
+    ip = "127.0.0.1"
     with ExitStack() as exits:
         client = exits.enter_context(_client(name, app, base_url))
         yield Stack(name, app, client, counting, records, clock, manager, ip, exits)
@@ -141,8 +154,12 @@ def asgi_app(manager: AsyncSessionManager) -> Starlette:
 
     async def login(request: Request) -> Response:
         body = json.loads(await request.body() or b"{}")
-        await guard.check(body.get("user", "u1"), get_session(request).ip)
-        auth.login(get_session(request), body.get("user", "u1"), remember=body.get("remember"))
+        user, ip = body.get("user", "u1"), get_session(request).ip
+        await guard.check(user, ip)
+        if body.get("wrong_password"):
+            raise HTTPError(401, {"error": "invalid_credentials"})
+        await guard.succeeded(user, ip)
+        auth.login(get_session(request), user, remember=body.get("remember"))
         return JSONResponse({"ok": True})
 
     async def logout(request: Request) -> Response:
@@ -260,6 +277,9 @@ def wsgi_app(manager: SessionManager) -> WSGIApp:
         if path == "/login":
             body = json.loads(raw or b"{}")
             guard.check(body.get("user", "u1"), s.ip)
+            if body.get("wrong_password"):
+                raise HTTPError(401, {"error": "invalid_credentials"})
+            guard.succeeded(body.get("user", "u1"), s.ip)
             auth.login(s, body.get("user", "u1"), remember=body.get("remember"))
             return respond(start_response, 200, {"ok": True})
         if path == "/logout":
