@@ -192,10 +192,7 @@ async def password(request: Request) -> Response:
     except PasswordError as exc:
         raise _invalid(str(exc)) from None
     await demo.users.set_password_hash(user.id, new_hash)
-    session = get_session(request)
-    if demo.admin.can_revoke:  # not with sealed cookies and no revocation record
-        await demo.admin.revoke_all(user.id, keep=session.id)
-    auth.login(session, user.id, remember=session.remember)  # rotate the current one too
+    await demo.admin.password_changed(get_session(request))  # end the others, rotate this one
     return Response(status_code=204)
 
 
