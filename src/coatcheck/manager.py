@@ -29,7 +29,7 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._core import events, lifecycle
@@ -220,7 +220,7 @@ class AsyncSessionManager(_Manager):
         await self.fire(found)
         return value
 
-    async def fire(self, found: list[SessionEvent] | list[Event]) -> None:
+    async def fire(self, found: Sequence[Event]) -> None:
         """Call the hooks for these events, in order. Never raises."""
         if found and self.hooks.any:
             await fire_async(self.hooks, found)
@@ -324,7 +324,7 @@ class SessionManager(_Manager):
         self.fire(found)
         return value
 
-    def fire(self, found: list[SessionEvent] | list[Event]) -> None:
+    def fire(self, found: Sequence[Event]) -> None:
         if found and self.hooks.any:
             fire_sync(self.hooks, found, self._hook_threads)
 

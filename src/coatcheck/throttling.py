@@ -12,7 +12,7 @@ Because the counts live in the configured store, every app instance on that stor
 
 from __future__ import annotations
 
-from ._core import throttle
+from ._core import events, throttle
 from ._core.ops import Flow
 from ._core.throttle import ThrottleConfig
 from .manager import AsyncSessionManager, SessionManager
@@ -42,8 +42,10 @@ class AsyncLoginGuard(_Guard):
         self.manager = manager
 
     async def check(self, account: str, ip: str | None) -> None:
-        """Count this attempt; raise a 429 :class:`~coatcheck.errors.HTTPError` when refused."""
+        """Count this attempt; raise a 429 :class:`~coatcheck.errors.HTTPError` when refused
+        (after the manager's ``on_throttled`` hook)."""
         decision = await self.manager.run(self._check_flow(account, ip))
+        await self.manager.fire(events.throttled(account, ip, decision, self._clock()))
         if not decision.allowed:
             raise throttle.throttled_error(decision)
 
@@ -61,6 +63,7 @@ class LoginGuard(_Guard):
 
     def check(self, account: str, ip: str | None) -> None:
         decision = self.manager.run(self._check_flow(account, ip))
+        self.manager.fire(events.throttled(account, ip, decision, self._clock()))
         if not decision.allowed:
             raise throttle.throttled_error(decision)
 

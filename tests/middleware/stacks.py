@@ -154,13 +154,13 @@ def asgi_app(manager: AsyncSessionManager) -> Starlette:
 
     async def login(request: Request) -> Response:
         body = json.loads(await request.body() or b"{}")
-        user, ip = body.get("user", "u1"), get_session(request).ip
-        await guard.check(user, ip)
-        if body.get("wrong_password"):
-            raise HTTPError(401, {"error": "invalid_credentials"})
-        await guard.succeeded(user, ip)
-        auth.login(get_session(request), user, remember=body.get("remember"))
+        auth.login(get_session(request), body.get("user", "u1"), remember=body.get("remember"))
         return JSONResponse({"ok": True})
+
+    async def attempt(request: Request) -> Response:
+        """A login attempt with a wrong password, counted by the login guard."""
+        await guard.check((await request.json())["user"], get_session(request).ip)
+        raise HTTPError(401, {"error": "invalid_credentials"})
 
     async def logout(request: Request) -> Response:
         auth.logout(get_session(request))
@@ -219,6 +219,7 @@ def asgi_app(manager: AsyncSessionManager) -> Starlette:
             Route("/read", read),
             Route("/write", write, methods=["POST"]),
             Route("/login", login, methods=["POST"]),
+            Route("/attempt", attempt, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/flash", flash, methods=["POST"]),
             Route("/me", me),
@@ -276,12 +277,11 @@ def wsgi_app(manager: SessionManager) -> WSGIApp:
             return respond(start_response, 200, {"ok": True})
         if path == "/login":
             body = json.loads(raw or b"{}")
-            guard.check(body.get("user", "u1"), s.ip)
-            if body.get("wrong_password"):
-                raise HTTPError(401, {"error": "invalid_credentials"})
-            guard.succeeded(body.get("user", "u1"), s.ip)
             auth.login(s, body.get("user", "u1"), remember=body.get("remember"))
             return respond(start_response, 200, {"ok": True})
+        if path == "/attempt":  # a login attempt with a wrong password, counted by the guard
+            guard.check(json.loads(raw)["user"], s.ip)
+            raise HTTPError(401, {"error": "invalid_credentials"})
         if path == "/logout":
             auth.logout(s)
             return respond(start_response, 204, None)

@@ -206,10 +206,10 @@ def test_throttled_login_attempts_are_reported(hooked: tuple[Stack, Recorder]) -
     """A login attempt refused by the throttle calls on_throttled with the account, address and
     the Retry-After sent."""
     env, recorder = hooked
-    attempt = {"user": "mallory", "wrong_password": True}
-    assert env.fresh().post("/login", json=attempt).status_code == 401
+    attempt = {"user": "mallory"}
+    assert env.fresh().post("/attempt", json=attempt).status_code == 401
     assert recorder.events == []
-    refused = env.fresh().post("/login", json=attempt)
+    refused = env.fresh().post("/attempt", json=attempt)
     assert refused.status_code == 429
     assert recorder.events == [
         ThrottledEvent(

@@ -38,6 +38,7 @@ from .lifecycle import Committed, is_expired
 from .ops import Delete, Flow, Get, SessionsOf
 from .record import SessionRecord, Transport
 from .session import Session
+from .throttle import Decision
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ class SessionEvent:
 class ThrottledEvent:
     """A login attempt refused by the login throttle (``on_throttled``)."""
 
-    account: str
+    account: str | None
     """The account name as the application passed it to the guard."""
     ip: str | None
     retry_after: int
@@ -247,6 +248,16 @@ def _after_sign_in(
         yield Delete(tuple(r.id for r in doomed))
         events += [SessionEvent.of("cap", r, now) for r in doomed]
     return events
+
+
+def throttled(
+    account: str | None, ip: str | None, decision: Decision, now: float
+) -> list[ThrottledEvent]:
+    """The event of a refused login attempt; none for an allowed one."""
+    if decision.allowed:
+        return []
+    retry_after = max(1, decision.retry_after)  # what the 429 says (throttle.throttled_error)
+    return [ThrottledEvent(account=account, ip=ip, retry_after=retry_after, at=now)]
 
 
 # -- hooks by event ---------------------------------------------------------------------------
