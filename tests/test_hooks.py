@@ -4,6 +4,7 @@ sign-in follow-up, and how hooks run on each manager (``coatcheck/hooks.py``).""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from typing import Any
@@ -168,8 +169,6 @@ def test_a_sync_manager_runs_async_hooks_even_inside_a_running_loop() -> None:
     async def inside_a_loop() -> None:
         fire_sync(Hooks(on_login=hook), [event()], lambda: pool)
 
-    import concurrent.futures
-
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         asyncio.run(inside_a_loop())
         fire_sync(Hooks(on_login=hook), [event("reauthentication")], lambda: pool)
@@ -186,8 +185,6 @@ async def test_a_plain_function_returning_a_coroutine_is_awaited() -> None:
 
     hooks = Hooks(on_login=lambda e: work(e))
     await fire_async(hooks, [event()])
-    import concurrent.futures
-
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         await asyncio.to_thread(fire_sync, hooks, [event("reauthentication")], lambda: pool)
     assert ran == ["login", "reauthentication"]
@@ -200,3 +197,48 @@ async def test_unset_hooks_are_skipped() -> None:
     await fire_async(hooks, [event("login"), event("logout")])
     fire_sync(hooks, [event("revoke"), event("logout")], lambda: pytest.fail("no thread needed"))
     assert seen == ["logout", "logout"]
+
+
+@pytest.mark.parametrize("path", ["async manager", "sync manager"])
+def test_a_hooks_own_timeout_error_is_an_error_not_slowness(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises TimeoutError itself (say, its HTTP client timed out) is logged as a
+    hook error with its traceback, not as a hook that ran past the hooks' timeout."""
+
+    async def times_out(e: SessionEvent) -> None:
+        raise TimeoutError("smtp server did not answer")
+
+    hooks = Hooks(on_login=times_out, timeout=5)
+    with caplog.at_level(logging.WARNING, logger="coatcheck"):
+        if path == "async manager":
+            asyncio.run(fire_async(hooks, [event()]))
+        else:
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                fire_sync(hooks, [event()], lambda: pool)
+    assert [(r.levelno, "raised" in r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, True)
+    ]
+
+
+def test_an_async_hook_blocking_its_loop_is_not_waited_for_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An async hook given to the sync manager that blocks its own event loop (time.sleep in a
+    coroutine) cannot be cancelled; the request stops waiting for it soon after the timeout."""
+    release = threading.Event()
+
+    async def blocks(e: SessionEvent) -> None:
+        release.wait(10)  # blocks the hook's loop: no cancellation reaches it
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        with caplog.at_level(logging.WARNING, logger="coatcheck"):
+            fire_sync(Hooks(on_login=blocks, timeout=0.01), [event()], lambda: pool)
+        assert not release.is_set()
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+    assert ["took longer than its 0.01 s timeout" in r.getMessage() for r in caplog.records] == [
+        True
+    ]

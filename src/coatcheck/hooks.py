@@ -98,7 +98,7 @@ class Hooks:
             raise ConfigurationError("the hooks' timeout must be a positive number of seconds")
 
     @property
-    def any(self) -> bool:
+    def any_set(self) -> bool:
         """Whether any hook is set."""
         return any(getattr(self, name) is not None for name in _HOOK_NAMES)
 
@@ -129,8 +129,9 @@ async def fire_async(hooks: Hooks, events: Iterable[Event]) -> None:
         hook = hooks.hook_for(event)
         if hook is None:
             continue
+        deadline = asyncio.timeout(hooks.timeout)
         try:
-            async with asyncio.timeout(hooks.timeout):
+            async with deadline:
                 if _is_async(hook):
                     await hook(event)  # type: ignore[misc]
                 else:
@@ -138,14 +139,27 @@ async def fire_async(hooks: Hooks, events: Iterable[Event]) -> None:
                     if inspect.isawaitable(result):
                         await result
         except TimeoutError:
-            _too_slow(hook, event, hooks.timeout)
+            if not deadline.expired():  # the hook's own timeout, not ours: a hook error
+                log.exception("%s raised; the request goes on", _describe(hook, event))
+            else:
+                _too_slow(hook, event, hooks.timeout)
         except Exception:
             log.exception("%s raised; the request goes on", _describe(hook, event))
 
 
+class _TooSlow(Exception):
+    """A hook ran into its timeout (as opposed to raising a ``TimeoutError`` of its own)."""
+
+
 async def _within(awaitable: Awaitable[None], limit: float) -> None:
-    async with asyncio.timeout(limit):
-        await awaitable
+    deadline = asyncio.timeout(limit)
+    try:
+        async with deadline:
+            await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise _TooSlow from None
+        raise
 
 
 def _complete(awaitable: Awaitable[None], limit: float) -> None:
@@ -164,20 +178,33 @@ def fire_sync(
             continue
         started = time.monotonic()
         try:
-            result = hook(event)
-            if inspect.isawaitable(result):
-                future = threads().submit(_complete, result, hooks.timeout)
-                # The loop cancels the hook at the timeout; the margin covers a hook that blocks
-                # its loop, which no cancellation reaches.
-                future.result(timeout=hooks.timeout + 1.0)
-        except TimeoutError:  # concurrent.futures.TimeoutError is TimeoutError since 3.11
-            _too_slow(hook, event, hooks.timeout)
-            continue
+            cut = _call(hook, event, hooks.timeout, threads)
         except Exception:
             log.exception("%s raised; the request goes on", _describe(hook, event))
             continue
-        if time.monotonic() - started > hooks.timeout:
+        if cut or time.monotonic() - started > hooks.timeout:
             _too_slow(hook, event, hooks.timeout)
+
+
+def _call(
+    hook: Hook, event: Event, limit: float, threads: Callable[[], concurrent.futures.Executor]
+) -> bool:
+    """Call ``hook`` from a sync manager; True when it was cut off at ``limit``."""
+    result = hook(event)
+    if not inspect.isawaitable(result):
+        return False
+    future = threads().submit(_complete, result, limit)
+    try:
+        # The loop cancels the hook at the limit; the margin covers a hook that blocks its
+        # loop, which no cancellation reaches.
+        future.result(timeout=limit + 1.0)
+    except _TooSlow:
+        return True
+    except TimeoutError:
+        if future.done():
+            raise  # the hook's own TimeoutError: an error like any other
+        return True
+    return False
 
 
 def _too_slow(hook: Hook, event: Event, limit: float) -> None:

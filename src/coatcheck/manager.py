@@ -97,7 +97,7 @@ class _Manager:
         self._new_device = self.hooks.on_new_device is not None
         # Per request, these two booleans are all that hooks cost while none is set.
         self._watch_opens = self.hooks.on_revoke is not None
-        self._follow_commits = self.hooks.any or config.max_sessions_per_user is not None
+        self._follow_commits = self.hooks.any_set or config.max_sessions_per_user is not None
 
     def _unavailable(self, op: StoreOp, exc: BaseException) -> StoreUnavailableError:
         if isinstance(exc, TimeoutError | OSError):
@@ -196,13 +196,16 @@ class AsyncSessionManager(_Manager):
             return _logged(await self.run(flow))
         watch = Watch()
         opened = await self.run(watch.observe(flow))
-        await self.fire(watch.expired(self.clock(), self.config))
+        if watch.deleted:
+            await self.fire(watch.expired(self.clock(), self.config))
         return _logged(opened)
 
     async def commit(self, session: Session) -> lifecycle.Committed:
         committed = await self.run(self.commit_flow(session))
         if self._follow_commits:
-            await self._finish(*self._after_commit(session, committed))
+            found, follow = self._after_commit(session, committed)
+            if found or follow is not None:
+                await self._finish(found, follow)
         return committed
 
     async def issue_token(
@@ -222,7 +225,7 @@ class AsyncSessionManager(_Manager):
 
     async def fire(self, found: Sequence[Event]) -> None:
         """Call the hooks for these events, in order. Never raises."""
-        if found and self.hooks.any:
+        if found and self.hooks.any_set:
             await fire_async(self.hooks, found)
 
     async def _finish(
@@ -302,13 +305,16 @@ class SessionManager(_Manager):
             return _logged(self.run(flow))
         watch = Watch()
         opened = self.run(watch.observe(flow))
-        self.fire(watch.expired(self.clock(), self.config))
+        if watch.deleted:
+            self.fire(watch.expired(self.clock(), self.config))
         return _logged(opened)
 
     def commit(self, session: Session) -> lifecycle.Committed:
         committed = self.run(self.commit_flow(session))
         if self._follow_commits:
-            self._finish(*self._after_commit(session, committed))
+            found, follow = self._after_commit(session, committed)
+            if found or follow is not None:
+                self._finish(found, follow)
         return committed
 
     def issue_token(
@@ -325,7 +331,7 @@ class SessionManager(_Manager):
         return value
 
     def fire(self, found: Sequence[Event]) -> None:
-        if found and self.hooks.any:
+        if found and self.hooks.any_set:
             fire_sync(self.hooks, found, self._hook_threads)
 
     def _finish(self, found: list[SessionEvent], follow: Flow[list[SessionEvent]] | None) -> None:

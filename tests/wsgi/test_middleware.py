@@ -124,3 +124,34 @@ def test_request_view_reads_the_environ() -> None:
     assert view.get("content-length") == "3"
     assert view.get("host") == "example.test"
     assert view.get("x-number") is None
+
+
+class Closing:
+    """A response body that notes whether the server closed it (PEP 3333 requires it)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"the app's body"
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_replaced_response_still_closes_the_apps_body() -> None:
+    """When a failed commit replaces the app's response with the 503, the app's body iterable
+    is still closed, so what it holds (a file, a connection) is released."""
+    app, _, _ = build(store=BrokenPut())
+    body = Closing()
+
+    def inner(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        environ["coatcheck.session"]["n"] = 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    app.app = inner
+    response = Client(app).get("/")
+    assert response.status_code == 503
+    assert response.get_data() != b"the app's body"
+    assert body.closed is True

@@ -30,7 +30,7 @@ Rules written here:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeAlias, TypeVar
 
 from .config import SessionConfig
@@ -108,12 +108,14 @@ Event: TypeAlias = SessionEvent | ThrottledEvent
 # -- what a flow read and deleted -------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class Watch:
     """Notes the records a flow read and the ids it deleted, without changing the flow."""
 
-    read: dict[str, SessionRecord] = field(default_factory=dict)
-    deleted: list[str] = field(default_factory=list)
+    __slots__ = ("deleted", "read")
+
+    def __init__(self) -> None:
+        self.read: dict[str, SessionRecord] = {}
+        self.deleted: list[str] = []
 
     def observe(self, flow: Flow[T]) -> Flow[T]:
         """``flow``, yielding the same operations and returning the same value."""
@@ -121,9 +123,10 @@ class Watch:
             op = next(flow)
             while True:
                 result = yield op
-                if isinstance(op, Get) and isinstance(result, SessionRecord):
-                    self.read[op.id] = result
-                elif isinstance(op, Delete):
+                if type(op) is Get:
+                    if result is not None:
+                        self.read[op.id] = result
+                elif type(op) is Delete:
                     self.deleted.extend(op.ids)
                 op = flow.send(result)
         except StopIteration as stop:
