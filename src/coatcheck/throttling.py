@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._core import throttle
+from ._core import events, throttle
 from ._core.config import CookieConfig
 from ._core.cookies import device_cookie_name, set_cookie
 from ._core.ops import Flow
@@ -148,7 +148,9 @@ class AsyncLoginGuard(_Guard):
         request carried. Call it before verifying the password, for unknown accounts too.
         """
         attempt, flow = self._attempt(account, ip, identity, device)
-        return self._finish(attempt, await self.manager.run(flow))
+        decision = await self.manager.run(flow)
+        await self.manager.fire(events.throttled(account, ip, decision, self._clock()))
+        return self._finish(attempt, decision)
 
     async def succeeded(self, attempt: Attempt) -> Headers:
         """Forget the failed attempts after a success; returns headers to add to the response.
@@ -182,7 +184,9 @@ class LoginGuard(_Guard):
         device: str | None = None,
     ) -> Attempt:
         attempt, flow = self._attempt(account, ip, identity, device)
-        return self._finish(attempt, self.manager.run(flow))
+        decision = self.manager.run(flow)
+        self.manager.fire(events.throttled(account, ip, decision, self._clock()))
+        return self._finish(attempt, decision)
 
     def succeeded(self, attempt: Attempt) -> Headers:
         self.manager.run(self._success_flow(attempt))

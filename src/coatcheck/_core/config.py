@@ -165,6 +165,11 @@ class SessionConfig:
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed."""
     login_path: str = "/login"
+    max_sessions_per_user: int | None = None
+    """At most this many live sessions per user (bearer tokens included); each sign-in beyond it
+    ends the user's least recently used other sessions (``on_revoke`` reason ``"cap"``).
+    ``None``: no cap. Needs a server store; see :func:`coatcheck._core.events.after_sign_in`
+    for why racing sign-ins on several processes still end within the cap."""
     data_schema: Any = None
     """A TypedDict, dataclass or pydantic model the session data must match, checked on load and
     at commit (:mod:`coatcheck._core.schema`); ``None`` for free-form data."""
@@ -227,6 +232,12 @@ class SessionConfig:
                 raise ConfigurationError(
                     f"trusted proxy {proxy!r} is not an address or network"
                 ) from exc
+        if self.max_sessions_per_user is not None and (
+            isinstance(self.max_sessions_per_user, bool)
+            or not isinstance(self.max_sessions_per_user, int)
+            or self.max_sessions_per_user < 1
+        ):
+            raise ConfigurationError("max_sessions_per_user must be a whole number, at least 1")
         if not self.login_path.startswith("/") or self.login_path.startswith("//"):
             raise ConfigurationError("login_path must be a same-site absolute path")
         if self.data_schema is not None:

@@ -257,8 +257,9 @@ async def password(request: Request) -> Response:
     await demo.users.set_password_hash(user.id, new_hash)
     session = get_session(request)
     if demo.admin.can_revoke:  # not with sealed cookies and no revocation record
-        await demo.admin.revoke_all(user.id, keep=session.id)
-    auth.login(session, user.id, remember=session.remember)  # rotate the current one too
+        await demo.admin.password_changed(session)  # end the others, rotate this one
+    else:
+        auth.login(session, user.id, remember=session.remember)  # rotate this one
     return _with_headers(Response(status_code=204), headers)
 
 

@@ -803,7 +803,16 @@ def _delete_plan(
 
 
 def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]:
-    """Two round trips (the index, then every record it names), plus one to drop stale entries."""
+    """Two round trips (the index, then every record it names), plus one to drop the entries of
+    sessions that now belong to another user.
+
+    An entry whose record is missing is left in place: it may be a session being created right
+    now, whose index entry is written before its record (on Cluster, on another node, in
+    parallel). Dropping it would hide that live session from this index for good (from
+    ``revoke_all`` and the session cap too). Entries of deleted records are removed by
+    ``delete`` and ``purge_expired``; those of records Redis's TTL dropped, by the horizon trim of
+    the index's next write, or with the index key's own TTL.
+    """
     index = keys.user_index(user_id)
     (members,) = yield from _batch([("ZRANGE", index, 0, -1)])
     ids = [_text(member) for member in members]
@@ -812,7 +821,9 @@ def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]
     stale: list[str] = []
     for session_id, raw in zip(ids, raws, strict=True):
         record = None if raw is None else record_from_json(raw)
-        if record is not None and record.user_id == user_id:
+        if record is None:
+            continue
+        if record.user_id == user_id:
             records.append(record)
         else:
             stale.append(session_id)
