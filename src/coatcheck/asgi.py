@@ -178,7 +178,8 @@ class SessionMiddleware:
         kept: list[tuple[bytes, bytes]] = []
         text: list[tuple[str, str]] = []
         for name, value in headers:
-            if name.lower() in _REWRITTEN:
+            # ASGI header names are lower-case; only another spelling needs lowering first.
+            if name in _REWRITTEN or (not name.islower() and name.lower() in _REWRITTEN):
                 text.append((name.decode("latin-1"), value.decode("latin-1")))
             else:
                 kept.append((name, value))
