@@ -44,3 +44,8 @@ def test_only_a_hash_is_stored_and_compared() -> None:
 def test_malformed_tokens_are_rejected_before_any_store_call(value: str) -> None:
     """Anything not exactly <24 b64url>.<43 b64url> parses to None."""
     assert tokens.parse_token(value) is None
+
+
+def test_session_ids_never_start_with_a_dash() -> None:
+    """Public ids never start with "-", so `coatcheck revoke --session ID` always parses."""
+    assert not any(tokens.new_id().startswith("-") for _ in range(5000))
