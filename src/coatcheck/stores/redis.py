@@ -1,8 +1,9 @@
 """Redis session stores, standalone or Cluster (Valkey compatible): async and sync twins.
 
 :class:`AsyncRedisStore` runs on :mod:`redis.asyncio` and :class:`RedisStore` on :mod:`redis`.
-Both run the same plans from :mod:`coatcheck.stores._redis_core` (key layout, Lua scripts, index
-upkeep); the twins only send each batch of commands and differ by ``await``.
+Both run the same plans from :mod:`coatcheck.stores._redis_plans` (on the key layout of
+``_redis_keys`` and the Lua scripts of ``_redis_scripts``); the twins only send each batch of
+commands and differ by ``await``.
 
 Round trips per method (a round trip is one pipeline; on Cluster a pipeline is split per node and
 the nodes answer in parallel):
@@ -10,7 +11,7 @@ the nodes answer in parallel):
 =================  ====================================================================
 ``get``            0 when the client cache holds the record (on by default), else 1 (``HGET``)
 ``put``            1: the CAS script alone while the session's index entries cover the write,
-                   else its index scripts then the CAS script (rarely 2: see ``_redis_core``)
+                   else its index scripts then the CAS script (rarely 2: see ``_redis_plans``)
 ``replace``        1 (the new record's insert and the old one's conditional delete), +1 for
                    the cache's barrier; 2 when one half has to be undone
 ``delete``         1 on one server when this process read the session first; else 1, plus 1
@@ -46,8 +47,10 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .._core.record import SessionRecord
 from ..errors import ConfigurationError, StoreUnavailableError
-from . import _redis_core as core
+from . import _redis_plans as plans
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
+from ._redis_keys import DEFAULT_PREFIX, KeyLayout
+from ._redis_scripts import Command
 
 __all__ = [
     "AsyncRedisStore",
@@ -254,7 +257,7 @@ def _pick_prefix(from_url: str | None, option: str | None) -> str:
             f"two different Redis key prefixes: {from_url!r} in the URL, {option!r} as an option"
         )
     chosen = option if option is not None else from_url
-    return core.DEFAULT_PREFIX if chosen is None else chosen
+    return DEFAULT_PREFIX if chosen is None else chosen
 
 
 # Retry once, at once, on a broken connection only (a pooled socket the server closed). redis-py's
@@ -323,10 +326,10 @@ def _client_cache(
         connect_timeout=socket_connect_timeout,
     )
     # BCAST tracks every key under this prefix: exactly the session records.
-    return ClientCache(config, channel_target, core.KeyLayout(prefix).record_prefix)
+    return ClientCache(config, channel_target, KeyLayout(prefix).record_prefix)
 
 
-def _checked_cache(cache: ClientCache | None, keys: core.KeyLayout) -> ClientCache | None:
+def _checked_cache(cache: ClientCache | None, keys: KeyLayout) -> ClientCache | None:
     # A cache tracking another prefix would never hear of this store's writes: refuse it.
     if cache is not None and cache.prefix != keys.record_prefix:
         raise ConfigurationError(
@@ -355,14 +358,14 @@ class AsyncRedisStore:
         self,
         client: AsyncClient,
         *,
-        prefix: str = core.DEFAULT_PREFIX,
+        prefix: str = DEFAULT_PREFIX,
         owns_client: bool = False,
         client_cache: ClientCache | None = None,
     ) -> None:
         self.client = client
-        self.keys = core.KeyLayout(prefix)
+        self.keys = KeyLayout(prefix)
         self._owns_client = owns_client
-        self._hints = core.Hints()
+        self._hints = plans.Hints()
         self.cache = _checked_cache(client_cache, self.keys)
         # A process caching records relies on every deleter's barrier (see _redis_cache).
         self._barrier = client_cache is not None
@@ -411,17 +414,19 @@ class AsyncRedisStore:
         return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._run("get", core.get_plan(self.keys, session_id, self._hints, self.cache))
+        return await self._run(
+            "get", plans.get_plan(self.keys, session_id, self._hints, self.cache)
+        )
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(
-            "put", core.put_plan(self.keys, record, expected_version, self._hints, self.cache)
+            "put", plans.put_plan(self.keys, record, expected_version, self._hints, self.cache)
         )
 
     async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
         return await self._run(
             "replace",
-            core.replace_plan(
+            plans.replace_plan(
                 self.keys,
                 record,
                 old_id,
@@ -435,7 +440,7 @@ class AsyncRedisStore:
     async def delete(self, *session_ids: str) -> None:
         await self._run(
             "delete",
-            core.delete_plan(
+            plans.delete_plan(
                 self.keys,
                 session_ids,
                 self._hints,
@@ -446,19 +451,19 @@ class AsyncRedisStore:
         )
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return await self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
+        return await self._run("sessions_of", plans.sessions_of_plan(self.keys, user_id))
 
     async def user_ids(self, now: float) -> list[str]:
-        return await self._run("user_ids", core.user_ids_plan(self.keys, now))
+        return await self._run("user_ids", plans.user_ids_plan(self.keys, now))
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
-        return await self._run("purge_expired", core.purge_plan(self.keys, now, batch, self.cache))
+        return await self._run("purge_expired", plans.purge_plan(self.keys, now, batch, self.cache))
 
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
-        return await self._run("hit", core.hit_plan(self.keys, key, now, window))
+        return await self._run("hit", plans.hit_plan(self.keys, key, now, window))
 
     async def clear_hits(self, key: str) -> None:
-        await self._run("clear_hits", core.clear_hits_plan(self.keys, key))
+        await self._run("clear_hits", plans.clear_hits_plan(self.keys, key))
 
     async def close(self) -> None:
         """Close the client if the store created it (:meth:`from_url`), and the cache."""
@@ -467,7 +472,7 @@ class AsyncRedisStore:
         if self._owns_client:
             await self.client.aclose()
 
-    async def _run(self, method: str, plan: core.Plan[T]) -> T:
+    async def _run(self, method: str, plan: plans.Plan[T]) -> T:
         try:
             commands = next(plan)
             while True:
@@ -478,7 +483,7 @@ class AsyncRedisStore:
         except _UNAVAILABLE as exc:
             raise _unavailable(method, exc) from exc
 
-    async def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+    async def _execute(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; error replies come back as values (connection errors raise)."""
         if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
             # redis-py 8.1 races when commands start concurrently on a cluster client that is not
@@ -510,14 +515,14 @@ class RedisStore:
         self,
         client: SyncClient,
         *,
-        prefix: str = core.DEFAULT_PREFIX,
+        prefix: str = DEFAULT_PREFIX,
         owns_client: bool = False,
         client_cache: ClientCache | None = None,
     ) -> None:
         self.client = client
-        self.keys = core.KeyLayout(prefix)
+        self.keys = KeyLayout(prefix)
         self._owns_client = owns_client
-        self._hints = core.Hints()
+        self._hints = plans.Hints()
         self.cache = _checked_cache(client_cache, self.keys)
         # A process caching records relies on every deleter's barrier (see _redis_cache).
         self._barrier = client_cache is not None
@@ -566,17 +571,17 @@ class RedisStore:
         return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
 
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run("get", core.get_plan(self.keys, session_id, self._hints, self.cache))
+        return self._run("get", plans.get_plan(self.keys, session_id, self._hints, self.cache))
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(
-            "put", core.put_plan(self.keys, record, expected_version, self._hints, self.cache)
+            "put", plans.put_plan(self.keys, record, expected_version, self._hints, self.cache)
         )
 
     def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
         return self._run(
             "replace",
-            core.replace_plan(
+            plans.replace_plan(
                 self.keys,
                 record,
                 old_id,
@@ -590,7 +595,7 @@ class RedisStore:
     def delete(self, *session_ids: str) -> None:
         self._run(
             "delete",
-            core.delete_plan(
+            plans.delete_plan(
                 self.keys,
                 session_ids,
                 self._hints,
@@ -601,19 +606,19 @@ class RedisStore:
         )
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
+        return self._run("sessions_of", plans.sessions_of_plan(self.keys, user_id))
 
     def user_ids(self, now: float) -> list[str]:
-        return self._run("user_ids", core.user_ids_plan(self.keys, now))
+        return self._run("user_ids", plans.user_ids_plan(self.keys, now))
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
-        return self._run("purge_expired", core.purge_plan(self.keys, now, batch, self.cache))
+        return self._run("purge_expired", plans.purge_plan(self.keys, now, batch, self.cache))
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
-        return self._run("hit", core.hit_plan(self.keys, key, now, window))
+        return self._run("hit", plans.hit_plan(self.keys, key, now, window))
 
     def clear_hits(self, key: str) -> None:
-        self._run("clear_hits", core.clear_hits_plan(self.keys, key))
+        self._run("clear_hits", plans.clear_hits_plan(self.keys, key))
 
     def close(self) -> None:
         """Close the client if the store created it (:meth:`from_url`), and the cache."""
@@ -622,7 +627,7 @@ class RedisStore:
         if self._owns_client:
             self.client.close()
 
-    def _run(self, method: str, plan: core.Plan[T]) -> T:
+    def _run(self, method: str, plan: plans.Plan[T]) -> T:
         try:
             commands = next(plan)
             while True:
@@ -633,7 +638,7 @@ class RedisStore:
         except _UNAVAILABLE as exc:
             raise _unavailable(method, exc) from exc
 
-    def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+    def _execute(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; error replies come back as values (connection errors raise)."""
         if len(commands) == 1:
             try:
