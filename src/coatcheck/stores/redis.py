@@ -30,8 +30,10 @@ then EVAL). Every Redis failure becomes :class:`~coatcheck.errors.StoreUnavailab
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Self, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -51,6 +53,16 @@ from . import _redis_plans as plans
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
 from ._redis_keys import DEFAULT_PREFIX, KeyLayout
 from ._redis_scripts import Command
+from .url import (
+    Parser,
+    parse_count,
+    parse_flag,
+    parse_seconds,
+    parse_text,
+    pick,
+    take_options,
+    unknown_option_error,
+)
 
 __all__ = [
     "AsyncRedisStore",
@@ -116,34 +128,36 @@ class RedisURL:
     unix_path: str | None = None
     client_cache: ClientCacheConfig | None = None
     """The ``client_cache*`` parameters of the URL, or ``None`` when it names none."""
+    max_connections: int | None = None
+    socket_timeout: float | None = None
+    socket_connect_timeout: float | None = None
 
 
-_CACHE_OPTIONS = ("client_cache", "client_cache_size", "client_cache_ttl")
-_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+URL_OPTIONS: Mapping[str, Parser] = MappingProxyType(
+    {
+        "prefix": parse_text,
+        "client_cache": parse_flag,
+        "client_cache_size": parse_count,
+        "client_cache_ttl": parse_seconds,
+        "max_connections": parse_count,
+        "socket_timeout": parse_seconds,
+        "socket_connect_timeout": parse_seconds,
+    }
+)
+"""The Redis stores' own options in a store URL (every form); a standalone URL's other
+parameters go to redis-py as connection options, when redis-py takes them."""
+
+# The client cache options in a URL, and the ClientCacheConfig field each sets.
+_CACHE_FIELDS = {
+    "client_cache": "enabled",
+    "client_cache_size": "size",
+    "client_cache_ttl": "max_age",
+}
 
 
-def _cache_config(options: list[tuple[str, str]]) -> ClientCacheConfig | None:
-    given: dict[str, str] = {}
-    for name, value in options:
-        if name in given:
-            raise ConfigurationError(f"a Redis URL may name {name} once")
-        given[name] = value
-    if not given:
-        return None
-    settings: dict[str, Any] = {}
-    try:
-        if "client_cache" in given:
-            flag = given["client_cache"].lower()
-            if flag not in _TRUE | _FALSE:
-                raise ValueError(flag)
-            settings["enabled"] = flag in _TRUE
-        if "client_cache_size" in given:
-            settings["size"] = int(given["client_cache_size"])
-        if "client_cache_ttl" in given:
-            settings["max_age"] = float(given["client_cache_ttl"])
-    except ValueError:
-        raise ConfigurationError(f"bad client cache option in a Redis URL: {given}") from None
-    return ClientCacheConfig(**settings)
+def _cache_config(options: Mapping[str, Any]) -> ClientCacheConfig | None:
+    settings = {field: options[name] for name, field in _CACHE_FIELDS.items() if name in options}
+    return ClientCacheConfig(**settings) if settings else None
 
 
 def parse_redis_url(url: str) -> RedisURL:
@@ -153,9 +167,11 @@ def parse_redis_url(url: str) -> RedisURL:
     ``redis+cluster://[user:password@]host:port[,host2:port2...][?prefix=app:]`` for a cluster
     (also spelled ``redis-cluster://``; ``rediss+cluster://`` for TLS). Every form also takes
     ``client_cache=0|1``, ``client_cache_size=<records>`` and ``client_cache_ttl=<seconds>``
-    (:class:`ClientCacheConfig`). A cluster URL takes no other query parameters (pass client
-    options to ``from_url`` instead). Raises
-    :class:`~coatcheck.errors.ConfigurationError` for anything else.
+    (:class:`ClientCacheConfig`), ``max_connections``, ``socket_timeout`` and
+    ``socket_connect_timeout`` (:data:`URL_OPTIONS`). A standalone URL's other parameters stay
+    in ``client_url`` for redis-py; a cluster URL takes no other query parameters (pass client
+    options to ``from_url`` instead). Raises :class:`~coatcheck.errors.ConfigurationError` for
+    anything else.
     """
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
@@ -165,22 +181,26 @@ def parse_redis_url(url: str) -> RedisURL:
             "or redis+cluster://"
         )
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [value for name, value in query if name == "prefix"]
-    if len(prefixes) > 1:
-        raise ConfigurationError("a Redis URL may name one prefix")
-    prefix = prefixes[0] if prefixes else None
-    client_cache = _cache_config([(n, v) for n, v in query if n in _CACHE_OPTIONS])
-    others = [(name, value) for name, value in query if name not in ("prefix", *_CACHE_OPTIONS)]
+    options, others = take_options(
+        parse_qsl(parts.query, keep_blank_values=True), URL_OPTIONS, "Redis"
+    )
+    ours: dict[str, Any] = {
+        "prefix": options.get("prefix"),
+        "client_cache": _cache_config(options),
+        "max_connections": options.get("max_connections"),
+        "socket_timeout": options.get("socket_timeout"),
+        "socket_connect_timeout": options.get("socket_connect_timeout"),
+    }
     userinfo, _, hosts = parts.netloc.rpartition("@")
     username, password = _credentials(userinfo)
 
     if scheme in _CLUSTER_SCHEMES:
         if others:
-            names = ", ".join(sorted({name for name, _ in others}))
-            raise ConfigurationError(
-                f"a cluster URL takes only prefix and client cache parameters, not {names}; "
-                "pass client options to from_url"
+            raise unknown_option_error(
+                {name for name, _ in others},
+                "Redis Cluster",
+                URL_OPTIONS,
+                "; a cluster URL takes no other: pass redis-py client options to from_url",
             )
         if parts.path not in ("", "/", "/0"):
             raise ConfigurationError("Redis Cluster has only database 0")
@@ -192,9 +212,8 @@ def parse_redis_url(url: str) -> RedisURL:
             db=0,
             username=username,
             password=password,
-            prefix=prefix,
             client_url="",
-            client_cache=client_cache,
+            **ours,
         )
 
     # Keep the URL's own text (urlunsplit would turn unix:///path into unix:/path).
@@ -214,10 +233,9 @@ def parse_redis_url(url: str) -> RedisURL:
         db=int(raw_db),
         username=username,
         password=password,
-        prefix=prefix,
         client_url=client_url,
         unix_path=parts.path if scheme == "unix" else None,
-        client_cache=client_cache,
+        **ours,
     )
 
 
@@ -251,15 +269,6 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
-def _pick_prefix(from_url: str | None, option: str | None) -> str:
-    if from_url is not None and option is not None and from_url != option:
-        raise ConfigurationError(
-            f"two different Redis key prefixes: {from_url!r} in the URL, {option!r} as an option"
-        )
-    chosen = option if option is not None else from_url
-    return DEFAULT_PREFIX if chosen is None else chosen
-
-
 # Retry once, at once, on a broken connection only (a pooled socket the server closed). redis-py's
 # default (10 retries with backoff, timeouts included) turns an outage into seconds of hanging and
 # can run a non-idempotent command twice after a timeout.
@@ -271,13 +280,45 @@ def _sync_retry() -> redis.retry.Retry:
     return redis.retry.Retry(NoBackoff(), 1, (RedisConnectionError,))
 
 
-def _connection_options(
-    target: RedisURL,
+@dataclass(frozen=True, slots=True)
+class _ClientSettings:
+    """What ``from_url`` builds its client from: the URL's options settled against the keyword
+    arguments (one that is not its default wins; two different prefixes are an error)."""
+
+    target: RedisURL
+    prefix: str
+    max_connections: int | None
+    socket_connect_timeout: float
+    options: dict[str, Any]
+    """Keyword arguments for the cluster client, or for the standalone connection pool."""
+
+
+def _client_settings(
+    url: str,
+    *,
+    prefix: str | None,
     socket_timeout: float,
     socket_connect_timeout: float,
     max_connections: int | None,
     client_options: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> _ClientSettings:
+    target = parse_redis_url(url)
+    from_url = {
+        name: value
+        for name, value in (
+            ("prefix", target.prefix),
+            ("max_connections", target.max_connections),
+            ("socket_timeout", target.socket_timeout),
+            ("socket_connect_timeout", target.socket_connect_timeout),
+        )
+        if value is not None
+    }
+    store_prefix = pick(from_url, "prefix", prefix, None, agree=True)
+    max_connections = pick(from_url, "max_connections", max_connections, None)
+    socket_timeout = pick(from_url, "socket_timeout", socket_timeout, DEFAULT_TIMEOUT)
+    socket_connect_timeout = pick(
+        from_url, "socket_connect_timeout", socket_connect_timeout, DEFAULT_TIMEOUT
+    )
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
@@ -291,7 +332,40 @@ def _connection_options(
         # than fail at once.
         options.update(max_connections=max_connections, timeout=socket_timeout)
     options.update(client_options)
-    return options
+    return _ClientSettings(
+        target=target,
+        prefix=DEFAULT_PREFIX if store_prefix is None else store_prefix,
+        max_connections=max_connections,
+        socket_connect_timeout=socket_connect_timeout,
+        options=options,
+    )
+
+
+def _connection_parameters(connection_class: type) -> frozenset[str]:
+    """The keyword arguments a redis-py connection class takes: the parameters named along its
+    ``__init__`` chain (each passes what it does not name on to the next)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(
+        parameter.name
+        for cls in connection_class.__mro__
+        if cls is not object and "__init__" in cls.__dict__
+        for parameter in inspect.signature(cls.__dict__["__init__"]).parameters.values()
+        if parameter.kind in kinds
+    )
+
+
+def _check_connection_options(connection_class: type, connection_kwargs: Mapping[str, Any]) -> None:
+    """Refuse, at start-up, a URL parameter or client option that redis-py would pass to every
+    new connection and that the connection does not take (it would fail each request)."""
+    refused = set(connection_kwargs) - _connection_parameters(connection_class)
+    if refused:
+        raise unknown_option_error(
+            refused,
+            "Redis",
+            URL_OPTIONS,
+            "; anything else must be a redis-py connection option: ssl_cert_reqs, client_name, "
+            "health_check_interval, ...",
+        )
 
 
 def _client_cache(
@@ -389,29 +463,45 @@ class AsyncRedisStore:
         No connection is made until the first command. ``max_connections`` caps the pool (per
         node on a cluster); ``client_cache`` overrides the URL's client cache settings (on by
         default, off over TLS); other keyword arguments go to the redis-py client as they are.
+        Every option but ``client_options`` may ride in the URL instead (:data:`URL_OPTIONS`);
+        a keyword argument other than its default wins over the URL's, and two different
+        prefixes are an error. A URL parameter or client option the connections would not take
+        is a :class:`~coatcheck.errors.ConfigurationError` here, not an error on each request.
         """
-        target = parse_redis_url(url)
-        store_prefix = _pick_prefix(target.prefix, prefix)
-        options = _connection_options(
-            target, socket_timeout, socket_connect_timeout, max_connections, client_options
+        settings = _client_settings(
+            url,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            client_options=client_options,
         )
+        target = settings.target
         client: AsyncClient
         if target.cluster:
-            client = redis.asyncio.cluster.RedisCluster(
-                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes],
-                retry=_async_retry(),
-                **options,
-            )
+            try:
+                client = redis.asyncio.cluster.RedisCluster(
+                    startup_nodes=[
+                        redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes
+                    ],
+                    retry=_async_retry(),
+                    **settings.options,
+                )
+            except TypeError as exc:  # an option the cluster client does not take
+                raise ConfigurationError(f"bad Redis Cluster client option: {exc}") from None
         else:
             pool_class = (
                 redis.asyncio.ConnectionPool
-                if max_connections is None
+                if settings.max_connections is None
                 else redis.asyncio.BlockingConnectionPool
             )
-            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **options)
+            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **settings.options)
+            _check_connection_options(pool.connection_class, pool.connection_kwargs)
             client = redis.asyncio.Redis.from_pool(pool)
-        cache = _client_cache(target, client_cache, store_prefix, socket_connect_timeout)
-        return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
+        cache = _client_cache(
+            target, client_cache, settings.prefix, settings.socket_connect_timeout
+        )
+        return cls(client, prefix=settings.prefix, owns_client=True, client_cache=cache)
 
     async def get(self, session_id: str) -> SessionRecord | None:
         return await self._run(
@@ -541,11 +631,15 @@ class RedisStore:
         **client_options: Any,
     ) -> Self:
         """A store on a new client for ``url``; see :meth:`AsyncRedisStore.from_url`."""
-        target = parse_redis_url(url)
-        store_prefix = _pick_prefix(target.prefix, prefix)
-        options = _connection_options(
-            target, socket_timeout, socket_connect_timeout, max_connections, client_options
+        settings = _client_settings(
+            url,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            client_options=client_options,
         )
+        target = settings.target
         client: SyncClient
         if target.cluster:
             try:
@@ -557,18 +651,23 @@ class RedisStore:
                 client = redis.cluster.RedisCluster(
                     startup_nodes=nodes,
                     retry=_sync_retry(),
-                    **options,
+                    **settings.options,
                 )
             except _UNAVAILABLE as exc:
                 raise _unavailable("connect", exc) from exc
         else:
             pool_class = (
-                redis.ConnectionPool if max_connections is None else redis.BlockingConnectionPool
+                redis.ConnectionPool
+                if settings.max_connections is None
+                else redis.BlockingConnectionPool
             )
-            pool = pool_class.from_url(target.client_url, retry=_sync_retry(), **options)
+            pool = pool_class.from_url(target.client_url, retry=_sync_retry(), **settings.options)
+            _check_connection_options(pool.connection_class, pool.connection_kwargs)
             client = redis.Redis.from_pool(pool)
-        cache = _client_cache(target, client_cache, store_prefix, socket_connect_timeout)
-        return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
+        cache = _client_cache(
+            target, client_cache, settings.prefix, settings.socket_connect_timeout
+        )
+        return cls(client, prefix=settings.prefix, owns_client=True, client_cache=cache)
 
     def get(self, session_id: str) -> SessionRecord | None:
         return self._run("get", plans.get_plan(self.keys, session_id, self._hints, self.cache))
