@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import tests.backends
 from coatcheck.stores.base import AsyncStore
@@ -20,6 +22,18 @@ def _collect() -> dict[str, Callable[[], AbstractAsyncContextManager[AsyncStore]
 
 
 BACKENDS = _collect()
+
+# Property tests run a modest number of examples so the suite stays fast; ask for more locally
+# with COATCHECK_FUZZ_EXAMPLES=5000 (a long fuzzing run). No deadline and no too_slow health
+# check: the test machines are shared and their timings are noise, not a property of the code.
+settings.register_profile(
+    "coatcheck",
+    max_examples=int(os.environ.get("COATCHECK_FUZZ_EXAMPLES", "75")),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("coatcheck")
 
 
 @pytest.fixture(params=sorted(BACKENDS))

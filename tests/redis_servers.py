@@ -1,4 +1,5 @@
-"""Throwaway Redis servers for tests: a single server a test may kill, and a 3-master cluster.
+"""Throwaway Redis servers for tests: a single server a test may kill, and clusters (3 masters,
+optionally each with replicas, for failover tests).
 
 Servers run as child processes (never ``--daemonize``), so a test can kill and restart them and
 ``wait()`` reaps them at once. Everything started here is stopped and reaped on the way out, also
@@ -66,13 +67,31 @@ def send(port: int, *args: str, timeout: float = 1.0) -> str:
 
 
 def _complete(reply: bytes) -> bool:
-    if reply[:1] in (b"+", b"-", b":"):
-        return reply.endswith(b"\r\n")
-    if reply[:1] == b"$":
-        header, _, body = reply.partition(b"\r\n")
-        length = int(header[1:])
-        return length < 0 or len(body) >= length + 2
-    return False
+    return _reply_end(reply, 0) is not None
+
+
+def _reply_end(reply: bytes, start: int) -> int | None:
+    """Where the RESP reply starting at ``start`` ends, or None when more bytes are needed."""
+    line_end = reply.find(b"\r\n", start)
+    if line_end < 0:
+        return None
+    kind, header = reply[start : start + 1], reply[start + 1 : line_end]
+    position = line_end + 2
+    if kind in (b"+", b"-", b":"):
+        return position
+    if kind == b"$":
+        length = int(header)
+        if length < 0:
+            return position
+        return position + length + 2 if len(reply) >= position + length + 2 else None
+    if kind == b"*":
+        for _ in range(max(int(header), 0)):
+            end = _reply_end(reply, position)
+            if end is None:
+                return None
+            position = end
+        return position
+    raise ValueError(f"unexpected RESP reply {reply[:40]!r}")
 
 
 class RedisServer:
@@ -180,12 +199,25 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
 
 
 class Cluster:
-    """Three masters, no replicas, slots spread by ``redis-cli --cluster create``."""
+    """A Redis Cluster of ``size`` masters, each with ``replicas`` replicas; slots spread by
+    ``redis-cli --cluster create``.
 
-    def __init__(self, directory: Path, size: int = 3) -> None:
+    With replicas, every node also gets ``--repl-ping-replica-period 1`` and
+    ``--repl-diskless-sync-delay 0`` (without them clients see no replicas for ~12 s), and the
+    cluster counts as ready only once every node lists every node in ``CLUSTER SLOTS`` and every
+    replica's link to its master is up. A master killed (``cluster.node(port).kill()``) is
+    replaced by its replica after ``node_timeout`` ms, the other masters' agreement and an
+    election; :meth:`masters` shows the new topology.
+    """
+
+    def __init__(
+        self, directory: Path, size: int = 3, *, replicas: int = 0, node_timeout: int = 5000
+    ) -> None:
         self.directory = directory
         self.nodes: list[RedisServer] = []
         self.size = size
+        self.replicas = replicas
+        self.node_timeout = node_timeout
 
     @property
     def ports(self) -> list[int]:
@@ -195,6 +227,10 @@ class Cluster:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
+    @property
+    def total(self) -> int:
+        return self.size * (1 + self.replicas)
+
     def start(self) -> None:
         try:
             self._start()
@@ -203,19 +239,25 @@ class Cluster:
             raise
 
     def _start(self) -> None:
-        for n in range(self.size):
+        replication = (
+            ("--repl-ping-replica-period", "1", "--repl-diskless-sync-delay", "0")
+            if self.replicas
+            else ()
+        )
+        for n in range(self.total):
             node = start_on_a_free_port(
                 self.directory / f"node{n}",
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "5000",
+                "--cluster-node-timeout", str(self.node_timeout),
+                *replication,
             )  # fmt: skip
             self.nodes.append(node)
         subprocess.run(
             [
                 "redis-cli", "--cluster", "create",
                 *(f"127.0.0.1:{port}" for port in self.ports),
-                "--cluster-replicas", "0", "--cluster-yes",
+                "--cluster-replicas", str(self.replicas), "--cluster-yes",
             ],
             check=True,
             stdin=subprocess.DEVNULL,
@@ -231,11 +273,68 @@ class Cluster:
 
     def _node_ready(self, port: int) -> bool:
         info = send(port, "CLUSTER", "INFO")
-        return "cluster_state:ok" in info and f"cluster_known_nodes:{self.size}" in info
+        if "cluster_state:ok" not in info or f"cluster_known_nodes:{self.total}" not in info:
+            return False
+        if not self.replicas:
+            return True
+        listed = send(port, "CLUSTER", "SLOTS")
+        if not all(node_id in listed for node_id in self.node_ids().values()):
+            return False
+        replication = send(port, "INFO", "replication")
+        return "role:master" in replication or "master_link_status:up" in replication
+
+    def node_ids(self) -> dict[int, str]:
+        """Port -> cluster node id, for the nodes that are up."""
+        ids: dict[int, str] = {}
+        for node in self.nodes:
+            if node.process is not None:
+                ids[node.port] = send(node.port, "CLUSTER", "MYID").split("\r\n")[1]
+        return ids
+
+    def masters(self, via: int | None = None) -> dict[int, tuple[int, int]]:
+        """Port of each live master -> the (first, last) slot range it serves (one per master
+        after ``--cluster create``), read from ``CLUSTER NODES`` of node ``via`` (default: the
+        first live node)."""
+        if via is None:
+            via = next(node.port for node in self.nodes if node.process is not None)
+        found: dict[int, tuple[int, int]] = {}
+        for line in send(via, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            first, _, last = fields[8].partition("-")
+            found[port] = (int(first), int(last or first))
+        return found
+
+    def master_of(self, slot: int) -> int:
+        """The port of the live master serving ``slot``."""
+        for port, (first, last) in self.masters().items():
+            if first <= slot <= last:
+                return port
+        raise LookupError(f"no live master serves slot {slot}")
+
+    def replicas_in_sync(self, master_port: int) -> bool:
+        """True when every replica of that master has acknowledged its whole replication stream
+        (so killing the master loses no write made before)."""
+        info = send(master_port, "INFO", "replication")
+        offset = _info_field(info, "master_repl_offset")
+        replicas = [line for line in info.splitlines() if line.startswith("slave")]
+        return bool(replicas) and all(f"offset={offset}," in line for line in replicas)
+
+    def node(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+def _info_field(info: str, name: str) -> str:
+    for line in info.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    raise LookupError(name)
 
 
 _shared_lock = threading.Lock()

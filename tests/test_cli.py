@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from coatcheck import SessionConfig, SessionManager, login, sync_store_from_url
 from coatcheck._core.http import RequestView
-from coatcheck.cli import main
+from coatcheck.cli import build_parser, main
 from coatcheck.testing import FakeClock, test_config
+from tests.demo.server import demo_server
 
 SECRET = "cli-test-secret-0123456789abcdefghij"
 
@@ -251,3 +255,80 @@ def test_sealed_store_admin_commands(capsys: pytest.CaptureFixture[str], tmp_pat
         *common[2:],
     )
     assert (code, out.strip()) == (0, "revoked")
+
+
+# -- issue 7 defects and issue 8's demo settings ---------------------------------------------
+
+
+def test_dev_secret_file_is_created_private(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The development secret file is created 0600 in one step: even under umask 000 it is
+    never written world-readable and chmod-ed afterwards. The next run reads the same secret."""
+
+    def no_chmod(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the secret file was created with wider permissions first")
+
+    monkeypatch.setattr(Path, "chmod", no_chmod)
+    monkeypatch.delenv("COATCHECK_SECRET", raising=False)
+    old_umask = os.umask(0)
+    try:
+        url = f"sqlite:///{tmp_path / 's.db'}"
+        assert main(["--data-dir", str(tmp_path), "users", "--store", url]) == 0
+        mode = stat.S_IMODE((tmp_path / "secret").stat().st_mode)
+        first = (tmp_path / "secret").read_text()
+        assert main(["--data-dir", str(tmp_path), "users", "--store", url]) == 0
+    finally:
+        os.umask(old_umask)
+    assert (mode, (tmp_path / "secret").read_text()) == (0o600, first)
+    assert "development secret" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["demo", "--data-dir", "after"], "after"),
+        (["--data-dir", "before", "demo"], "before"),
+        (["--data-dir", "before", "demo", "--data-dir", "after"], "after"),
+        (["demo"], ".coatcheck"),
+        (["users", "--data-dir", "after"], "after"),
+    ],
+)
+def test_data_dir_is_accepted_after_the_subcommand(argv: list[str], expected: str) -> None:
+    """`coatcheck demo --data-dir X` works as its --help says, as does the form before it."""
+    assert build_parser().parse_args(argv).data_dir == expected
+
+
+def test_a_wildcard_bind_needs_allowed_hosts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--host 0.0.0.0` answers every address, so the demo refuses to start without
+    --allowed-host instead of answering any Host (DNS rebinding)."""
+    wildcard = "0.0.0.0"  # noqa: S104 - the demo must refuse it; nothing binds
+    code = main(["demo", "--data-dir", str(tmp_path), "--host", wildcard, "--secret", SECRET])
+    assert (code, "--allowed-host" in capsys.readouterr().err) == (2, True)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "soon"])
+def test_demo_timeouts_must_be_positive_seconds(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A timeout flag that is not a positive, finite number of seconds is a usage error."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["demo", "--absolute-timeout", value])
+    assert (exited.value.code, "positive number of seconds" in capsys.readouterr().err) == (
+        2,
+        value != "soon",
+    )
+
+
+def test_the_insecure_cookie_warning_says_coatcheck_once(tmp_path: Path) -> None:
+    """The demo with --https-cookies over plain HTTP warns once, and the line names coatcheck
+    once (the logger name), not "coatcheck: coatcheck:"."""
+    with demo_server(tmp_path, "--https-cookies", "--log-level", "warning") as base:
+        httpx.post(base + "/api/cart", json={"item": "x"})
+        port = base.rsplit(":", 1)[1]
+    log = (tmp_path / f"demo-{port}.log").read_text()
+    warnings = [line for line in log.splitlines() if "Secure cookie over plain HTTP" in line]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("WARNING coatcheck: setting a Secure cookie")

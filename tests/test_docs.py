@@ -78,4 +78,22 @@ def test_every_test_named_in_docs_exists() -> None:
             )
             if name not in defined:
                 missing.append(f"{doc.relative_to(ROOT)}: {path}::{name}")
+
+
+def test_every_test_named_in_reliability_md_exists() -> None:
+    """Each test or test file docs/reliability.md names exists (a test function in that file)."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    files = set(re.findall(r"`(tests/[A-Za-z0-9_/]+\.py)", text))
+    named = set(re.findall(r"(tests/[A-Za-z0-9_/]+\.py)::([A-Za-z0-9_]+)", text))
+    assert len(named) > 10
+    missing = [path for path in sorted(files) if not (ROOT / path).exists()]
+    for path, name in sorted(named):
+        tree = ast.parse((ROOT / path).read_text())
+        defined = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        if name not in defined:
+            missing.append(f"{path}::{name}")
     assert missing == []

@@ -29,8 +29,8 @@ def test_sync_guard_blocks_after_threshold_and_forgets_on_success() -> None:
     assert refused.value.status_code == 429
     assert dict(refused.value.headers)["retry-after"].isdigit()
     clock.advance(61)
-    guard.check("ann@example.com", "192.0.2.1")
-    guard.succeeded("ann@example.com", "192.0.2.1")
+    attempt = guard.check("ann@example.com", "192.0.2.1")
+    guard.succeeded(attempt)
     for _ in range(3):
         guard.check("ann@example.com", "192.0.2.1")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._core.admin import SessionInfo
 from ._core.config import CookieConfig, CSRFConfig, SessionConfig
+from ._core.events import SessionEvent, ThrottledEvent
 from ._core.record import SessionRecord
 from ._core.session import Session
 from .admin import AsyncSessionAdmin, SessionAdmin
@@ -23,6 +24,7 @@ from .errors import (
     StoreError,
     StoreUnavailableError,
 )
+from .hooks import Hooks
 from .manager import AsyncSessionManager, SessionManager
 from .stores.base import AsyncStore, SyncStore
 from .stores.url import async_store_from_url, sync_store_from_url
@@ -41,6 +43,7 @@ __all__ = [
     "ConflictError",
     "CookieConfig",
     "HTTPError",
+    "Hooks",
     "LoginGuard",
     "NotSupportedError",
     "PasswordError",
@@ -48,6 +51,7 @@ __all__ = [
     "SessionAdmin",
     "SessionConfig",
     "SessionDataError",
+    "SessionEvent",
     "SessionInfo",
     "SessionManager",
     "SessionRecord",
@@ -56,6 +60,7 @@ __all__ = [
     "StoreUnavailableError",
     "SyncStore",
     "ThrottleConfig",
+    "ThrottledEvent",
     "async_store_from_url",
     "is_fresh",
     "login",

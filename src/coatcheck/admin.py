@@ -1,24 +1,36 @@
-"""Session admin for apps and operators: list, revoke one, revoke all, purge.
+"""Session admin for apps and operators: list, revoke one, revoke all, password change, purge.
 
 ``AsyncSessionAdmin`` and ``SessionAdmin`` run the flows of :mod:`coatcheck._core.admin` through a
 manager, so they share its store, configuration, clock and error handling. On a ``sealed://``
 store they run the sealed flows instead: revoking works through the revocation record (when one is
 configured), and listing raises :class:`~coatcheck.errors.NotSupportedError` (501), because no
 list of the sessions sealed into browsers' cookies exists.
+
+Every session ended here is reported to the manager's ``on_revoke`` hook (see
+:mod:`coatcheck.hooks`), after the store change.
 """
 
 from __future__ import annotations
 
+import logging
+
 from ._core import admin as flows
 from ._core.admin import SessionInfo
+from ._core.events import RevokeReason, SessionEvent, with_events
 from ._core.ops import Flow
+from ._core.session import Session
 from .manager import AsyncSessionManager, SessionManager
 
 __all__ = ["AsyncSessionAdmin", "SessionAdmin", "SessionInfo"]
 
+log = logging.getLogger("coatcheck")
+
+Reported = Flow[tuple[int, list[SessionEvent]]]
+
 
 class _Flows:
-    """The admin flows for a manager's store: the server-store ones or the sealed ones."""
+    """The admin flows for a manager's store: the server-store ones or the sealed ones. Each
+    flow that ends sessions returns its events too, for the manager to fire the hooks."""
 
     def __init__(self, manager: AsyncSessionManager | SessionManager) -> None:
         self.manager = manager
@@ -31,23 +43,65 @@ class _Flows:
     def sessions_of(self, user_id: str) -> Flow[list[SessionInfo]]:
         return flows.sessions_of(user_id, self.manager.config, self.manager.clock())
 
-    def revoke(self, session_id: str, owner: str | None) -> Flow[bool]:
-        sealed = self.manager.sealed
-        if sealed is not None:
-            return sealed.revoke(session_id, owner=owner, now=self.manager.clock())
-        return flows.revoke(session_id, owner=owner)
+    def revoke(self, session_id: str, owner: str | None) -> Flow[tuple[bool, list[SessionEvent]]]:
+        sealed, now = self.manager.sealed, self.manager.clock()
+        if sealed is None:
+            return flows.revoke(session_id, owner=owner, now=now)
 
-    def revoke_all(self, user_id: str, keep: str | None) -> Flow[int]:
-        sealed = self.manager.sealed
-        if sealed is not None:
-            return sealed.revoke_all(user_id, keep=keep, now=self.manager.clock())
-        return flows.revoke_all(user_id, keep=keep)
+        def ended(revoked: bool) -> list[SessionEvent]:
+            event = SessionEvent(reason="revoke", session_id=session_id, user_id=owner, at=now)
+            return [event] if revoked else []
 
-    def purge_expired(self, batch: int, max_batches: int | None) -> Flow[int]:
-        return flows.purge_expired(self.manager.clock(), batch, max_batches)
+        return with_events(sealed.revoke(session_id, owner=owner, now=now), ended)
+
+    def revoke_all(self, user_id: str, keep: str | None, reason: RevokeReason) -> Reported:
+        sealed, now = self.manager.sealed, self.manager.clock()
+        if sealed is None:
+            config = self.manager.config
+            return flows.revoke_all(user_id, keep=keep, config=config, now=now, reason=reason)
+        # No list of sealed sessions exists: one event for all of them, their number unknown.
+        event = SessionEvent(reason=reason, session_id=None, user_id=user_id, at=now, count=None)
+        return with_events(sealed.revoke_all(user_id, keep=keep, now=now), lambda _: [event])
+
+    def purge_expired(self, batch: int, max_batches: int | None) -> Reported:
+        purge = flows.purge_expired(self.manager.clock(), batch, max_batches)
+        if self.manager.sealed is not None:  # only revocation records: no session ended
+            return with_events(_value(purge), lambda _: [])
+        return purge
+
+    def password_changed(self, session: Session) -> Reported:
+        user_id = session.user_id
+        if user_id is None:
+            raise ValueError("password_changed needs a signed-in session")
+        return self._password_changed(session, user_id)
+
+    def _password_changed(self, session: Session, user_id: str) -> Reported:
+        ended: tuple[int, list[SessionEvent]] = (0, [])
+        if self.can_revoke:
+            ended = yield from self.revoke_all(user_id, session.id, "password-change")
+        else:
+            log.warning(
+                "coatcheck: the password of user %r changed, but sealed sessions without a "
+                "revocation record cannot be ended: copies of their cookies live until they "
+                "expire",
+                user_id,
+            )
+        # Rotated after the others ended (not before: if ending them fails, nothing changes).
+        # A plain regenerate keeps what the session was: remember-me, auth time, deadlines.
+        session.regenerate()
+        session.rotate_csrf()
+        return ended
+
+
+def _value(flow: Reported) -> Flow[int]:
+    count, _ = yield from flow
+    return count
 
 
 class AsyncSessionAdmin:
+    """List, revoke and purge sessions through an :class:`~coatcheck.AsyncSessionManager`
+    (its store, clock and hooks)."""
+
     def __init__(self, manager: AsyncSessionManager) -> None:
         self.manager = manager
         self._flows = _Flows(manager)
@@ -71,23 +125,37 @@ class AsyncSessionAdmin:
         return await self.manager.run(flows.user_ids(self.manager.clock()))
 
     async def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
-        """End one session (only ``owner``'s, when given). True if it existed.
+        """End one session (only ``owner``'s, when given). True if it existed; ``on_revoke``
+        is called with reason ``"revoke"``.
 
         A sealed session needs ``owner`` and cannot be known to exist: True for any
         well-formed id (its copies are refused from now on).
         """
-        return await self.manager.run(self._flows.revoke(session_id, owner))
+        return await self.manager.perform(self._flows.revoke(session_id, owner))
 
     async def revoke_all(self, user_id: str, *, keep: str | None = None) -> int:
-        """End every session of ``user_id``, optionally keeping the current one.
+        """End every session of ``user_id``, optionally keeping the current one; ``on_revoke``
+        is called for each with reason ``"revoke-all"``.
 
-        Returns how many ended; 0 for sealed sessions, which cannot be counted.
+        Returns how many live sessions ended; 0 for sealed sessions, which cannot be counted.
         """
-        return await self.manager.run(self._flows.revoke_all(user_id, keep))
+        return await self.manager.perform(self._flows.revoke_all(user_id, keep, "revoke-all"))
+
+    async def password_changed(self, session: Session) -> int:
+        """After the signed-in user of ``session`` changed their password: end their other
+        sessions now (``on_revoke`` reason ``"password-change"``) and rotate this one at commit
+        (a new id and CSRF token; remember-me, auth time and deadlines kept).
+
+        Returns how many other sessions ended (0 for sealed sessions, which cannot be counted;
+        without a revocation record they cannot be ended at all, which is logged). Raises
+        ``ValueError`` for an anonymous session.
+        """
+        return await self.manager.perform(self._flows.password_changed(session))
 
     async def purge_expired(self, *, batch: int = 500, max_batches: int | None = None) -> int:
-        """Delete expired records in batches of ``batch``; returns how many were deleted."""
-        return await self.manager.run(self._flows.purge_expired(batch, max_batches))
+        """Delete expired records in batches of ``batch``; returns how many were deleted
+        (``on_revoke`` gets one ``"purge"`` event with that count, when it is not 0)."""
+        return await self.manager.perform(self._flows.purge_expired(batch, max_batches))
 
 
 class SessionAdmin:
@@ -108,10 +176,13 @@ class SessionAdmin:
         return self.manager.run(flows.user_ids(self.manager.clock()))
 
     def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
-        return self.manager.run(self._flows.revoke(session_id, owner))
+        return self.manager.perform(self._flows.revoke(session_id, owner))
 
     def revoke_all(self, user_id: str, *, keep: str | None = None) -> int:
-        return self.manager.run(self._flows.revoke_all(user_id, keep))
+        return self.manager.perform(self._flows.revoke_all(user_id, keep, "revoke-all"))
+
+    def password_changed(self, session: Session) -> int:
+        return self.manager.perform(self._flows.password_changed(session))
 
     def purge_expired(self, *, batch: int = 500, max_batches: int | None = None) -> int:
-        return self.manager.run(self._flows.purge_expired(batch, max_batches))
+        return self.manager.perform(self._flows.purge_expired(batch, max_batches))

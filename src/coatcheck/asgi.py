@@ -9,6 +9,7 @@ Errors the middleware answers itself, as JSON:
 
 - 400 ``invalid_request`` / 401 ``invalid_token`` for bad bearer credentials (RFC 6750);
 - 403 ``csrf`` for a cross-site or token-less unsafe cookie request;
+- 431 ``cookie_too_large`` for ``Cookie`` headers over 32 KiB (never a silent anonymous session);
 - 503 ``store_unavailable`` with ``Retry-After`` when the store is down or too slow — never a 500,
   and never a silent logout;
 - 413 ``session_too_large`` when a sealed session would not fit in one cookie;
@@ -24,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._core.http import RequestView
+from ._core.http import NO_STORE_KEY, RequestView, cookie_header_error
 from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
@@ -35,6 +36,7 @@ from ._core.responses import (
     commit_error_answer,
     form_field,
     json_answer,
+    replace_header,
     secure_cookie_over_http,
     unavailable_answer,
     wants_form_token,
@@ -51,6 +53,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserLoader = Callable[[str], Awaitable[Any]]
 
 log = logging.getLogger("coatcheck")
+_REWRITTEN = frozenset({b"vary", b"cache-control"})
 
 
 async def send_answer(send: Send, answer: JSONAnswer) -> None:
@@ -88,6 +91,15 @@ class SessionMiddleware:
             scope.get("headers", []),
             client[0] if client else "",
         )
+        too_large = cookie_header_error(request)
+        if too_large is not None:
+            if scope["type"] == "http":
+                await send_answer(
+                    send, json_answer(too_large.status_code, too_large.body, too_large.headers)
+                )
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
         form_csrf: str | None = None
         if scope["type"] == "http" and wants_form_token(request, self.manager.config.csrf):
             body, complete, pending = await _read_form(receive)
@@ -161,10 +173,22 @@ class SessionMiddleware:
         headers: list[tuple[bytes, bytes]],
         session_headers: list[tuple[str, str]],
     ) -> None:
+        # Only the headers the session rules read or rewrite (Vary, Cache-Control) are decoded;
         # latin-1 both ways is lossless, so the app's header bytes come back unchanged.
-        text = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        kept: list[tuple[bytes, bytes]] = []
+        text: list[tuple[str, str]] = []
+        for name, value in headers:
+            # ASGI header names are lower-case; only another spelling needs lowering first.
+            if name in _REWRITTEN or (not name.islower() and name.lower() in _REWRITTEN):
+                text.append((name.decode("latin-1"), value.decode("latin-1")))
+            else:
+                kept.append((name, value))
         sets_cookie = add_session_headers(text, session, session_headers)
-        headers[:] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in text]
+        if scope.get(NO_STORE_KEY):
+            # A bearer token in the body (issue_token): no cache may keep this response.
+            replace_header(text, "cache-control", "no-store")
+        kept.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in text)
+        headers[:] = kept
         if self._warned_insecure:
             return
         if secure_cookie_over_http(self.manager.config, scope.get("scheme", "http"), sets_cookie):

@@ -9,15 +9,22 @@ from __future__ import annotations
 from ._core.session import Session
 
 
-def login(session: Session, user_id: str, *, remember: bool = False) -> None:
+def login(session: Session, user_id: str, *, remember: bool | None = None) -> None:
     """Sign ``user_id`` in on this session.
 
     At commit the session gets a new id and secret (the old record is deleted), a new CSRF token
     and ``auth_time = now``; its data is kept. ``remember=True`` makes it a long-lived,
-    server-side, revocable session (``remember_*`` timeouts) with a persistent cookie.
+    server-side, revocable session (``remember_*`` timeouts) with a persistent cookie;
+    ``remember=False`` an ordinary one. Left out, the session stays what it was: signing the same
+    user in again (asking for the password again) keeps a remember-me session remember-me; any
+    other sign-in is an ordinary session.
+
+    The commit calls the manager's ``on_login`` hook (see :mod:`coatcheck.hooks`).
     """
     user_id = str(user_id)
     previous = session.user_id
+    if previous != user_id and remember is None:
+        remember = False  # another user's (or an anonymous) session: nothing is inherited
     if previous is not None and previous != user_id:
         # Another user signing in on this session (a shared computer): like Django, start
         # from an empty session, so nothing of the previous user's is handed over.
@@ -27,7 +34,9 @@ def login(session: Session, user_id: str, *, remember: bool = False) -> None:
 
 
 def logout(session: Session) -> None:
-    """End this session: the record is deleted at commit and the cookies are cleared."""
+    """End this session: the record is deleted at commit and the cookies are cleared.
+
+    For a signed-in session the commit calls the manager's ``on_logout`` hook."""
     session.destroy()
 
 

@@ -9,6 +9,7 @@ the middleware and the demo use (``sealed://`` too), and ``--secret`` with ``--p
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ from .stores.url import redact, sync_store_from_url
 
 log = logging.getLogger("coatcheck")
 DEFAULT_DATA_DIR = ".coatcheck"
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - compared against, never bound to
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -43,12 +46,16 @@ def _secret(args: argparse.Namespace) -> str:
     if from_env:
         return from_env
     path = _data_dir(args) / "secret"
-    if path.exists():
+    secret = secrets.token_urlsafe(32)
+    try:
+        # Created 0600 in one step: a file written first and chmod-ed after is briefly readable
+        # by everyone. O_EXCL: never write through a file (or symlink) someone else put there.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o600)
+    except FileExistsError:
         secret = path.read_text().strip()
     else:
-        secret = secrets.token_urlsafe(32)
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secret + "\n")
     print(
         f"warning: no --secret or COATCHECK_SECRET given; using the development secret in {path}. "
         "Set COATCHECK_SECRET in production.",
@@ -105,25 +112,64 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if url.lower().startswith("sealed:"):
             _migrate(url)  # the revocation store's schema, when it is a SQL database
     secure = bool(args.https_cookies)
+    timeouts: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in (
+            "idle_timeout",
+            "absolute_timeout",
+            "remember_idle_timeout",
+            "remember_absolute_timeout",
+        )
+        if getattr(args, name) is not None  # unset: the library default (and its rules)
+    }
+    if args.idle_timeout is None and args.absolute_timeout is not None:
+        # A short absolute timeout alone: the idle one shrinks with it rather than refusing.
+        timeouts["idle_timeout"] = min(30 * 60.0, args.absolute_timeout)
     config = _config(
-        args,
-        idle_timeout=args.idle_timeout,
-        absolute_timeout=args.absolute_timeout,
-        touch_interval=min(60.0, args.idle_timeout / 10),
-        cookie=CookieConfig(secure=secure),
+        args, **timeouts, allow_remember=not args.no_remember, cookie=CookieConfig(secure=secure)
     )
+    allowed_hosts = _allowed_hosts(args)
     if not secure:
         print(
             "note: the demo serves plain HTTP, so its cookies are not Secure and not __Host- "
             "(pass --https-cookies behind TLS). Library defaults are Secure + __Host-.",
             file=sys.stderr,
         )
-    app = create_app(store=async_store_from_url(url), config=config, users_url=users_url)
+    app = create_app(
+        store=async_store_from_url(url),
+        config=config,
+        users_url=users_url,
+        allowed_hosts=allowed_hosts,
+    )
     print(
         f"coatcheck demo on http://{args.host}:{args.port}  (store: {redact(url)})", file=sys.stderr
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=False)
     return 0
+
+
+def _allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """--allowed-host values, else the bound address (with its loopback names).
+
+    Answering any Host lets a hostile page reach the demo through DNS rebinding; a wildcard
+    bind has no address to default to, so it needs --allowed-host.
+    """
+    if args.allowed_host:
+        return list(args.allowed_host)
+    host = args.host.strip("[]")
+    if host in _WILDCARD_HOSTS:
+        raise CoatcheckError(
+            f"--host {args.host} answers on every address: say which host names to serve with "
+            "--allowed-host NAME (repeatable; '*' for any)"
+        )
+    hosts = [host]
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        hosts += ["localhost", "127.0.0.1", "::1"]
+    return list(dict.fromkeys(hosts))
 
 
 def _migrate(url: str) -> None:
@@ -225,20 +271,27 @@ def cmd_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
+    return seconds
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coatcheck", description=__doc__)
-    parser.add_argument(
-        "--data-dir",
-        default=DEFAULT_DATA_DIR,
-        help="where the dev secret and default SQLite files live",
-    )
+    data_dir_help = "where the dev secret and default SQLite files live"
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=data_dir_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
+        # Accepted after the subcommand too (`coatcheck demo --data-dir X`); SUPPRESS keeps the
+        # value given before it when this one is absent.
+        p.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_dir_help)
         p.add_argument(
             "--store", help="store URL (default: $COATCHECK_STORE or sqlite file in --data-dir)"
         )
@@ -257,9 +310,28 @@ def build_parser() -> argparse.ArgumentParser:
     common(demo)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--idle-timeout", type=float, default=30 * 60, help="seconds (default 1800)")
+    demo.add_argument("--idle-timeout", type=_seconds, help="seconds (default 1800)")
+    demo.add_argument("--absolute-timeout", type=_seconds, help="seconds (default 43200)")
     demo.add_argument(
-        "--absolute-timeout", type=float, default=12 * 3600, help="seconds (default 43200)"
+        "--remember-idle-timeout",
+        type=_seconds,
+        help="seconds, for remember-me logins (default 1209600, 14 d; never longer than "
+        "--absolute-timeout unless a --remember-* timeout is given)",
+    )
+    demo.add_argument(
+        "--remember-absolute-timeout",
+        type=_seconds,
+        help="seconds, for remember-me logins (default 2592000, 30 d; same bound)",
+    )
+    demo.add_argument(
+        "--no-remember", action="store_true", help="ignore 'remember': every login is ordinary"
+    )
+    demo.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a Host name to answer (repeatable; default: the --host address, plus localhost "
+        "names for a loopback address)",
     )
     demo.add_argument(
         "--users", help="SQL URL for the demo's user table (default: the store, or a SQLite file)"

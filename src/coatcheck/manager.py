@@ -14,6 +14,12 @@ bounded by the driver's own timeouts). A store that never blocks (the memory sto
 
 An outage (a store error, a timeout) is logged at WARNING; any other exception from a store is a
 bug in that store, logged at ERROR with its traceback; both answer 503.
+
+Hooks (:class:`~coatcheck.hooks.Hooks`) are called by the managers after the flow whose store
+change they report has finished; :mod:`coatcheck._core.events` decides which events happened. A
+sign-in may be followed by more store work (the ``max_sessions_per_user`` cap, new-device
+detection); it runs after the sign-in's commit, and if it fails, the failure is logged and the
+request goes on (the sign-in itself was committed).
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._core import lifecycle
+from ._core import events, lifecycle
 from ._core.config import SessionConfig
+from ._core.events import Event, SessionEvent, Watch
 from ._core.http import RequestView
-from ._core.ops import Flow, StoreOp
+from ._core.ops import Flow, StoreOp, corrupt_means_missing
+from ._core.record import CorruptRecordError, SessionRecord
 from ._core.session import Session
-from .errors import CoatcheckError, ConflictError, StoreUnavailableError
+from .errors import CoatcheckError, ConfigurationError, ConflictError, StoreUnavailableError
+from .hooks import NO_HOOKS, Hooks, fire_async, fire_sync
 from .stores.base import AsyncStore, SyncStore
 from .stores.sealed import AsyncSealedStore, SealedStore
 
@@ -43,6 +52,8 @@ log = logging.getLogger("coatcheck")
 SYNC_STORE_THREADS = 32
 """Worker threads of a sync manager's store calls: enough for a busy WSGI server's threads; when
 all are stuck on a hung store, further calls wait in line and time out like the rest."""
+HOOK_THREADS = 4
+"""Worker threads a sync manager runs async hooks on (each in its own event loop)."""
 Clock = Callable[[], float]
 
 
@@ -52,16 +63,41 @@ def _logged(opened: lifecycle.Opened) -> lifecycle.Opened:
     return opened
 
 
+FOLLOW_UP_FAILED = (
+    "coatcheck: the work after a sign-in (session cap, new-device check) failed; the sign-in "
+    "stands, the cap is enforced again at the next one: %r"
+)
+
+
 class _Manager:
-    def __init__(self, config: SessionConfig, clock: Clock, store: object) -> None:
+    def __init__(
+        self, config: SessionConfig, clock: Clock, store: object, hooks: Hooks | None
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.hooks = NO_HOOKS if hooks is None else hooks
+        """The application's hooks (:class:`~coatcheck.hooks.Hooks`)."""
+        if not isinstance(self.hooks, Hooks):
+            raise ConfigurationError("hooks must be a coatcheck.hooks.Hooks")
         self.sealed: SealedMode | None = None
         """The sealed flows, when the store is ``sealed://`` (sessions live in cookies)."""
         if isinstance(store, AsyncSealedStore | SealedStore):
+            if config.max_sessions_per_user is not None:
+                raise ConfigurationError(
+                    "max_sessions_per_user needs a server store: sealed sessions cannot be "
+                    "counted or listed"
+                )
+            if self.hooks.on_new_device is not None:
+                raise ConfigurationError(
+                    "on_new_device needs a server store: sealed sessions cannot be listed"
+                )
             from ._core.sealed_flow import SealedMode  # needs the `sealed` extra (cryptography)
 
             self.sealed = SealedMode(config, revocations=store.revocations is not None)
+        self._new_device = self.hooks.on_new_device is not None
+        # Per request, these two booleans are all that hooks cost while none is set.
+        self._watch_opens = self.hooks.on_revoke is not None
+        self._follow_commits = self.hooks.any_set or config.max_sessions_per_user is not None
 
     def _unavailable(self, op: StoreOp, exc: BaseException) -> StoreUnavailableError:
         if isinstance(exc, TimeoutError | OSError):
@@ -73,6 +109,14 @@ class _Manager:
         )
         return error
 
+    def _corrupt(self, op: StoreOp, exc: CorruptRecordError) -> Any:
+        """What the flow receives for a record the store could not decode: no record, for a
+        ``get`` (see :func:`~coatcheck._core.ops.corrupt_means_missing`); else an outage."""
+        if not corrupt_means_missing(op):
+            raise self._unavailable(op, exc) from exc
+        log.warning("coatcheck store returned a corrupt record on %s: %s", op.method, exc)
+        return None
+
     def open_flow(self, request: RequestView, form_csrf: str | None) -> Flow[lifecycle.Opened]:
         if self.sealed is not None:
             return self.sealed.open(request, self.clock(), form_csrf=form_csrf)
@@ -83,21 +127,49 @@ class _Manager:
             return self.sealed.commit(session, self.clock())
         return lifecycle.commit_session(session, self.config, self.clock())
 
-    def issue_flow(self, user_id: str, user_agent: str, ip: str, label: str) -> Flow[str]:
+    def issue_flow(
+        self, user_id: str, user_agent: str, ip: str, label: str
+    ) -> Flow[tuple[SessionRecord, str]]:
         if self.sealed is not None:
-            return self.sealed.issue_token()
-        return lifecycle.issue_token(
-            self.config, self.clock(), user_id=user_id, user_agent=user_agent, ip=ip, label=label
+            self.sealed.issue_token()  # raises: bearer tokens need a server store
+        return lifecycle.create_session(
+            self.config,
+            self.clock(),
+            user_id=user_id,
+            transport="bearer",
+            user_agent=user_agent,
+            ip=ip,
+            label=label,
+        )
+
+    def _after_issue(
+        self, record: SessionRecord
+    ) -> tuple[list[SessionEvent], Flow[list[SessionEvent]] | None]:
+        now = self.clock()
+        follow = events.after_sign_in(record, self.config, now, new_device=self._new_device)
+        return [SessionEvent.of("login", record, now)], follow
+
+    def _after_commit(
+        self, session: Session, committed: lifecycle.Committed
+    ) -> tuple[list[SessionEvent], Flow[list[SessionEvent]] | None]:
+        return events.after_commit(
+            session, committed, self.config, self.clock(), new_device=self._new_device
         )
 
 
 class AsyncSessionManager(_Manager):
-    """Opens and commits sessions on an :class:`~coatcheck.stores.base.AsyncStore`."""
+    """Opens and commits sessions on an :class:`~coatcheck.stores.base.AsyncStore`, and calls
+    the application's ``hooks`` (:class:`~coatcheck.hooks.Hooks`) for what happened."""
 
     def __init__(
-        self, store: AsyncStore, config: SessionConfig, *, clock: Clock = time.time
+        self,
+        store: AsyncStore,
+        config: SessionConfig,
+        *,
+        clock: Clock = time.time,
+        hooks: Hooks | None = None,
     ) -> None:
-        super().__init__(config, clock, store)
+        super().__init__(config, clock, store, hooks)
         self.store = store
         self._blocking = getattr(store, "blocking", True) is not False
 
@@ -112,6 +184,8 @@ class AsyncSessionManager(_Manager):
                             result: Any = await getattr(self.store, op.method)(*op.args())
                     else:
                         result = await getattr(self.store, op.method)(*op.args())
+                except CorruptRecordError as exc:
+                    result = self._corrupt(op, exc)
                 except CoatcheckError as exc:
                     if isinstance(exc, StoreUnavailableError):
                         exc.retry_after = self.config.retry_after
@@ -127,16 +201,52 @@ class AsyncSessionManager(_Manager):
             raise
 
     async def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
-        return _logged(await self.run(self.open_flow(request, form_csrf)))
+        flow = self.open_flow(request, form_csrf)
+        if not self._watch_opens:
+            return _logged(await self.run(flow))
+        watch = Watch()
+        opened = await self.run(watch.observe(flow))
+        if watch.deleted:
+            await self.fire(watch.expired(self.clock(), self.config))
+        return _logged(opened)
 
     async def commit(self, session: Session) -> lifecycle.Committed:
-        return await self.run(self.commit_flow(session))
+        committed = await self.run(self.commit_flow(session))
+        if self._follow_commits:
+            found, follow = self._after_commit(session, committed)
+            if found or follow is not None:
+                await self._finish(found, follow)
+        return committed
 
     async def issue_token(
         self, user_id: str, *, user_agent: str = "", ip: str = "", label: str = ""
     ) -> str:
         """Create a bearer session for ``user_id`` and return its token."""
-        return await self.run(self.issue_flow(user_id, user_agent, ip, label))
+        record, token = await self.run(self.issue_flow(user_id, user_agent, ip, label))
+        if self._follow_commits:
+            await self._finish(*self._after_issue(record))
+        return token
+
+    async def perform(self, flow: Flow[tuple[T, list[SessionEvent]]]) -> T:
+        """Run a flow that reports events with its value; fire the hooks, return the value."""
+        value, found = await self.run(flow)
+        await self.fire(found)
+        return value
+
+    async def fire(self, found: Sequence[Event]) -> None:
+        """Call the hooks for these events, in order. Never raises."""
+        if found and self.hooks.any_set:
+            await fire_async(self.hooks, found)
+
+    async def _finish(
+        self, found: list[SessionEvent], follow: Flow[list[SessionEvent]] | None
+    ) -> None:
+        if follow is not None:
+            try:
+                found = [*found, *await self.run(follow)]
+            except CoatcheckError as exc:
+                log.warning(FOLLOW_UP_FAILED, exc)
+        await self.fire(found)
 
     async def close(self) -> None:
         await self.store.close()
@@ -146,12 +256,18 @@ class SessionManager(_Manager):
     """The sync twin of :class:`AsyncSessionManager`, for WSGI and scripts."""
 
     def __init__(
-        self, store: SyncStore, config: SessionConfig, *, clock: Clock = time.time
+        self,
+        store: SyncStore,
+        config: SessionConfig,
+        *,
+        clock: Clock = time.time,
+        hooks: Hooks | None = None,
     ) -> None:
-        super().__init__(config, clock, store)
+        super().__init__(config, clock, store, hooks)
         self.store = store
         self._blocking = getattr(store, "blocking", True) is not False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._hook_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
     def _call(self, op: StoreOp) -> Any:
@@ -179,6 +295,8 @@ class SessionManager(_Manager):
             while True:
                 try:
                     result: Any = self._call(op)
+                except CorruptRecordError as exc:
+                    result = self._corrupt(op, exc)
                 except CoatcheckError as exc:
                     if isinstance(exc, StoreUnavailableError):
                         exc.retry_after = self.config.retry_after
@@ -194,17 +312,60 @@ class SessionManager(_Manager):
             raise
 
     def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
-        return _logged(self.run(self.open_flow(request, form_csrf)))
+        flow = self.open_flow(request, form_csrf)
+        if not self._watch_opens:
+            return _logged(self.run(flow))
+        watch = Watch()
+        opened = self.run(watch.observe(flow))
+        if watch.deleted:
+            self.fire(watch.expired(self.clock(), self.config))
+        return _logged(opened)
 
     def commit(self, session: Session) -> lifecycle.Committed:
-        return self.run(self.commit_flow(session))
+        committed = self.run(self.commit_flow(session))
+        if self._follow_commits:
+            found, follow = self._after_commit(session, committed)
+            if found or follow is not None:
+                self._finish(found, follow)
+        return committed
 
     def issue_token(
         self, user_id: str, *, user_agent: str = "", ip: str = "", label: str = ""
     ) -> str:
-        return self.run(self.issue_flow(user_id, user_agent, ip, label))
+        record, token = self.run(self.issue_flow(user_id, user_agent, ip, label))
+        if self._follow_commits:
+            self._finish(*self._after_issue(record))
+        return token
+
+    def perform(self, flow: Flow[tuple[T, list[SessionEvent]]]) -> T:
+        value, found = self.run(flow)
+        self.fire(found)
+        return value
+
+    def fire(self, found: Sequence[Event]) -> None:
+        if found and self.hooks.any_set:
+            fire_sync(self.hooks, found, self._hook_threads)
+
+    def _finish(self, found: list[SessionEvent], follow: Flow[list[SessionEvent]] | None) -> None:
+        if follow is not None:
+            try:
+                found = [*found, *self.run(follow)]
+            except CoatcheckError as exc:
+                log.warning(FOLLOW_UP_FAILED, exc)
+        self.fire(found)
+
+    def _hook_threads(self) -> concurrent.futures.Executor:
+        """Where async hooks run, each in its own event loop (created on first use)."""
+        if self._hook_pool is None:
+            with self._pool_lock:
+                if self._hook_pool is None:
+                    self._hook_pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=HOOK_THREADS, thread_name_prefix="coatcheck-hook"
+                    )
+        return self._hook_pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._hook_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()

@@ -10,6 +10,7 @@ Errors the middleware answers itself, as JSON (the same answers as the ASGI midd
 
 - 400 ``invalid_request`` / 401 ``invalid_token`` for bad bearer credentials (RFC 6750);
 - 403 ``csrf`` for a cross-site or token-less unsafe cookie request;
+- 431 ``cookie_too_large`` for ``Cookie`` headers over 32 KiB (never a silent anonymous session);
 - 503 ``store_unavailable`` with ``Retry-After`` when the store is down, also when the commit in
   ``start_response`` fails (the app's response is then replaced) -- never a 500, never a silent
   logout;
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ._core.http import RequestView
+from ._core.http import NO_STORE_KEY, RequestView, cookie_header_error
 from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
@@ -42,6 +43,7 @@ from ._core.responses import (
     commit_error_answer,
     form_field,
     json_answer,
+    replace_header,
     secure_cookie_over_http,
     unavailable_answer,
     wants_form_token,
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
 
 __all__ = ["SessionMiddleware", "UserLoader", "request_view"]
+
 
 UserLoader = Callable[[str], Any]
 """``user_loader(user_id)`` -> your user object, or ``None`` when it no longer exists."""
@@ -106,6 +109,12 @@ class SessionMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = request_view(environ)
+        too_large = cookie_header_error(request)
+        if too_large is not None:
+            return _answer(
+                start_response,
+                json_answer(too_large.status_code, too_large.body, too_large.headers),
+            )
         form_csrf: str | None = None
         if wants_form_token(request, self.manager.config.csrf):
             body = _read_form_body(environ)
@@ -129,7 +138,7 @@ class SessionMiddleware:
         environ["coatcheck.session"] = session
         environ["coatcheck.manager"] = self.manager
         environ["coatcheck.user_loader"] = self.user_loader
-        exchange = _Exchange(self, request.scheme, session, extra, start_response)
+        exchange = _Exchange(self, environ, request.scheme, session, extra, start_response)
         try:
             result = self.app(environ, exchange.start_response)
         except CoatcheckError as exc:
@@ -153,12 +162,14 @@ class _Exchange:
     def __init__(
         self,
         middleware: SessionMiddleware,
+        environ: WSGIEnvironment,
         scheme: str,
         session: Session,
         extra: Headers,
         start_response: StartResponse,
     ) -> None:
         self.middleware = middleware
+        self.environ = environ
         self.scheme = scheme
         self.session = session
         self.extra = extra
@@ -187,6 +198,9 @@ class _Exchange:
         # the session is committed once.
         headers = list(headers)
         sets_cookie = add_session_headers(headers, self.session, self.session_headers)
+        if self.environ.get(NO_STORE_KEY):
+            # A bearer token in the body (issue_token): no cache may keep this response.
+            replace_header(headers, "cache-control", "no-store")
         self.middleware._warn_insecure(self.scheme, sets_cookie)
         self.started = True
         if exc_info is not None:

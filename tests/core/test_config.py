@@ -72,3 +72,11 @@ def test_default_touch_interval_is_a_fraction_of_idle() -> None:
 def test_csrf_trusted_origins_validated() -> None:
     with pytest.raises(ConfigurationError):
         CSRFConfig(trusted_origins=("evil.com",))
+
+
+@pytest.mark.parametrize("cap", [0, -1, True, 2.5, "3"])
+def test_session_cap_must_be_a_positive_whole_number(cap: object) -> None:
+    """max_sessions_per_user is None (no cap) or an int of at least 1; anything else fails."""
+    with pytest.raises(ConfigurationError, match="max_sessions_per_user"):
+        SessionConfig(secret=GOOD, max_sessions_per_user=cap)  # type: ignore[arg-type]
+    assert SessionConfig(secret=GOOD, max_sessions_per_user=1).max_sessions_per_user == 1

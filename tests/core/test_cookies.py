@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from coatcheck._core.config import CookieConfig
-from coatcheck._core.cookies import clear_cookie, read_cookie, set_cookie
+from coatcheck._core.cookies import (
+    MAX_COOKIE_HEADER_BYTES,
+    clear_cookie,
+    device_cookie_name,
+    read_cookie,
+    set_cookie,
+)
 
 NAME = "__Host-session"
 
@@ -39,9 +45,40 @@ def test_bad_values_are_ignored(value: str) -> None:
     assert read_cookie([f"{NAME}={value}"], NAME) == []
 
 
-def test_oversized_header_is_skipped() -> None:
-    """A Cookie header over 8 KiB is ignored whole."""
-    assert read_cookie([f"{NAME}=x; pad={'p' * 9000}"], NAME) == []
+def test_session_cookie_is_found_in_a_header_over_8_kib() -> None:
+    """A Cookie header of many cookies (over 8 KiB, under the 32 KiB cap) is read in full, so
+    the session cookie behind the padding is found rather than the whole header dropped."""
+    padding = "; ".join(f"c{i}={'p' * 200}" for i in range(60))
+    assert (len(padding) > 8192, read_cookie([f"{padding}; {NAME}=x"], NAME)) == (True, ["x"])
+
+
+def test_headers_beyond_the_cap_are_not_read() -> None:
+    """Cookie headers past MAX_COOKIE_HEADER_BYTES in all are not parsed (the middlewares
+    refuse such requests with 431 before parsing)."""
+    big = f"pad={'p' * MAX_COOKIE_HEADER_BYTES}"
+    assert read_cookie([f"{NAME}=a", big, f"{NAME}=b"], NAME) == ["a"]
+
+
+def test_parsing_a_capped_header_takes_linear_work() -> None:
+    """Thousands of tiny pairs in one capped header parse to one value per name, in order."""
+    header = ";".join(["a=1"] * (MAX_COOKIE_HEADER_BYTES // 4))
+    assert len(read_cookie([header], "a")) == MAX_COOKIE_HEADER_BYTES // 4
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (CookieConfig(), "__Host-device"),
+        (CookieConfig(domain="example.com"), "__Secure-device"),
+        (CookieConfig(secure=False), "coatcheck_device"),
+        (CookieConfig(name="sid"), "coatcheck_device"),
+    ],
+)
+def test_device_cookie_takes_the_session_cookies_prefix(
+    config: CookieConfig, expected: str
+) -> None:
+    """The login guard's device cookie gets the strongest prefix the session cookie has."""
+    assert device_cookie_name(config) == expected
 
 
 def test_quoted_value_is_unquoted() -> None:

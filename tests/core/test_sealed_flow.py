@@ -495,8 +495,8 @@ async def test_throttling_counts_live_in_the_revocation_store_or_in_memory() -> 
     for revocations in (False, True):
         manager, store, _ = build(revocations=revocations)
         guard = AsyncLoginGuard(manager, ThrottleConfig())
-        await guard.check("ann@example.com", "192.0.2.1")
-        await guard.succeeded("ann@example.com", "192.0.2.1")
+        attempt = await guard.check("ann@example.com", "192.0.2.1")
+        await guard.succeeded(attempt)
         if store is not None:
             assert store.calls["hit"] >= 1
 

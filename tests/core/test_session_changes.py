@@ -259,3 +259,18 @@ async def test_login_is_one_store_operation_after_the_read() -> None:
     auth.login(session, "u1")
     assert (await manager.commit(session)).token is not None
     assert dict(store.calls) == {"get": 1, "replace": 1}
+
+
+def test_remember_me_turned_off_gives_a_browser_session_cookie() -> None:
+    """With allow_remember=False, login(remember=True) stores an ordinary session and its
+    cookie has no Max-Age (it ends with the browser)."""
+    manager = SessionManager(MemoryStore(), test_config(allow_remember=False), clock=FakeClock())
+    session = manager.open(request()).session
+    auth.login(session, "u1", remember=True)
+    committed = manager.commit(session)
+    assert committed.token is not None
+    cookie = next(v for k, v in committed.headers if v.startswith("coatcheck_session="))
+    assert "Max-Age" not in cookie
+    record = manager.store.get(committed.token.split(".")[0])
+    assert record is not None
+    assert record.remember is False

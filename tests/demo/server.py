@@ -23,13 +23,17 @@ def demo_server(
     store: str | None = None,
     port: int | None = None,
     secret: str = "test-secret-0123456789-abcdefghijklmnop",
+    cheap_hashing: bool = False,
 ) -> Iterator[str]:
-    """Start the demo; yield its base URL; stop it. Its log goes to data_dir/demo-<port>.log."""
+    """Start the demo; yield its base URL; stop it. Its log goes to data_dir/demo-<port>.log.
+
+    ``cheap_hashing=True`` runs it through :mod:`tests.demo.cheap_demo` (argon2 at test cost).
+    """
     port = port or free_port()
     cmd = [
         sys.executable,
         "-m",
-        "coatcheck",
+        "tests.demo.cheap_demo" if cheap_hashing else "coatcheck",
         "--data-dir",
         str(data_dir),
         "demo",

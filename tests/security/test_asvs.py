@@ -174,6 +174,7 @@ DOCUMENTED_DEFAULTS = [
             "absolute_timeout",
             "remember_idle_timeout",
             "remember_absolute_timeout",
+            "allow_remember",
             "store_timeout",
             "retry_after",
         )
@@ -182,7 +183,15 @@ DOCUMENTED_DEFAULTS = [
     ("CSRFConfig", "cookie_name"),
     *(
         ("ThrottleConfig", name)
-        for name in ("account_threshold", "ip_threshold", "window", "base_delay", "max_delay")
+        for name in (
+            "account_threshold",
+            "ip_threshold",
+            "window",
+            "base_delay",
+            "max_delay",
+            "device_threshold",
+            "device_lifetime",
+        )
     ),
     *(
         ("PasswordConfig", name)

@@ -19,7 +19,7 @@ from coatcheck._core.record import SessionRecord, record_to_json
 from coatcheck._core.tokens import hash_secret, new_id, new_secret
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
 from coatcheck.stores._redis_keys import TTL_MARGIN, KeyLayout, index_horizon
-from coatcheck.stores._redis_plans import Hint, Hints
+from coatcheck.stores._redis_plans import Hint, Hints, sessions_of_plan
 from coatcheck.stores._redis_scripts import (
     CAS,
     EXPIRY_ADD,
@@ -203,7 +203,9 @@ def test_a_prefix_with_braces_is_refused() -> None:
 async def test_stale_index_entries_are_removed_when_met(
     shared: tuple[str, redis.asyncio.Redis, list[str]],
 ) -> None:
-    """sessions_of drops index entries whose record is gone or now belongs to someone else."""
+    """sessions_of drops index entries whose record now belongs to someone else, and skips (but
+    keeps) those whose record is missing: that may be a session whose record is being written
+    (see test_a_session_being_created_keeps_its_index_entry)."""
     url, client, prefixes = shared
     prefix = new_prefix()
     prefixes.append(prefix)
@@ -219,8 +221,37 @@ async def test_stale_index_entries_are_removed_when_met(
     assert sorted([gone.id, moved.id, kept.id]) == sorted(await members(client, index))
 
     assert [r.id for r in await store.sessions_of("u1")] == [kept.id]
-    assert [kept.id] == await members(client, index)
+    assert sorted([gone.id, kept.id]) == sorted(await members(client, index))
     assert [r.id for r in await store.sessions_of("u2")] == [moved.id]
+    await store.close()
+
+
+async def test_a_session_being_created_keeps_its_index_entry(
+    shared: tuple[str, redis.asyncio.Redis, list[str]],
+) -> None:
+    """A sessions_of that meets the index entry of a session whose record is not written yet
+    (a put in flight: the entry goes first) does not remove it, so once the record is written
+    the session is listed; dropping it hid such sessions from revoke_all and the session cap."""
+    url, client, prefixes = shared
+    prefix = new_prefix()
+    prefixes.append(prefix)
+    store = AsyncRedisStore.from_url(url, prefix=prefix)
+    record = make(user_id="u1")
+    await client.zadd(store.keys.user_index("u1"), {record.id: 1})  # the put's first step
+    listing = sessions_of_plan(store.keys, "u1")  # a sessions_of, run one round trip at a time
+    batch: list[Any] | None = next(listing)
+    listed = None
+    while batch is not None:
+        replies = [await client.execute_command(*command) for command in batch]
+        if batch[0][0] == "HGET":
+            assert replies == [None]  # the record is not written yet...
+            assert await store.put(record, 0)  # ...and now it is, before the listing ends
+        try:
+            batch = listing.send(replies)
+        except StopIteration as stop:
+            batch, listed = None, stop.value
+    assert listed == []
+    assert [r.id for r in await store.sessions_of("u1")] == [record.id]
     await store.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import SessionConfig
+from .events import RevokeReason, SessionEvent
 from .lifecycle import is_expired
 from .ops import Delete, Flow, Get, PurgeExpired, SessionsOf, UserIds
 from .record import SessionRecord, Transport
@@ -62,26 +63,43 @@ def user_ids(now: float) -> Flow[list[str]]:
     return sorted(found)
 
 
-def revoke(session_id: str, *, owner: str | None = None) -> Flow[bool]:
-    """Delete one session; with ``owner``, only if it belongs to that user. True if deleted."""
+def revoke(
+    session_id: str, *, owner: str | None = None, now: float
+) -> Flow[tuple[bool, list[SessionEvent]]]:
+    """Delete one session; with ``owner``, only if it belongs to that user. True if deleted,
+    with its ``"revoke"`` event."""
     record: SessionRecord | None = yield Get(session_id)
     if record is None or (owner is not None and record.user_id != owner):
-        return False
+        return False, []
     yield Delete((session_id,))
-    return True
+    return True, [SessionEvent.of("revoke", record, now)]
 
 
-def revoke_all(user_id: str, *, keep: str | None = None) -> Flow[int]:
-    """Delete every session of ``user_id`` except ``keep`` (the current one); returns the count."""
+def revoke_all(
+    user_id: str,
+    *,
+    keep: str | None = None,
+    config: SessionConfig,
+    now: float,
+    reason: RevokeReason = "revoke-all",
+) -> Flow[tuple[int, list[SessionEvent]]]:
+    """Delete every session of ``user_id`` except ``keep`` (the current one); returns how many
+    live sessions ended, with one event each (``reason``). Expired records not yet purged are
+    deleted too, but neither counted nor reported: they had ended already."""
     records: list[SessionRecord] = yield SessionsOf(user_id)
-    doomed = tuple(r.id for r in records if r.user_id == user_id and r.id != keep)
-    if doomed:
-        yield Delete(doomed)
-    return len(doomed)
+    doomed = [r for r in records if r.user_id == user_id and r.id != keep]
+    if not doomed:
+        return 0, []
+    yield Delete(tuple(r.id for r in doomed))
+    ended = [SessionEvent.of(reason, r, now) for r in doomed if not is_expired(r, now, config)]
+    return len(ended), ended
 
 
-def purge_expired(now: float, batch: int = 500, max_batches: int | None = None) -> Flow[int]:
-    """Delete expired records in bounded batches until none are left; returns the total."""
+def purge_expired(
+    now: float, batch: int = 500, max_batches: int | None = None
+) -> Flow[tuple[int, list[SessionEvent]]]:
+    """Delete expired records in bounded batches until none are left; returns the total, and
+    one ``"purge"`` batch event when anything was deleted (the store does not say which)."""
     total = 0
     batches = 0
     while max_batches is None or batches < max_batches:
@@ -90,4 +108,7 @@ def purge_expired(now: float, batch: int = 500, max_batches: int | None = None) 
         batches += 1
         if deleted < batch:
             break
-    return total
+    if not total:
+        return 0, []
+    event = SessionEvent(reason="purge", session_id=None, user_id=None, at=now, count=total)
+    return total, [event]

@@ -8,6 +8,7 @@ ordinary applications, an absolute limit of a few hours to a working day).
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +23,22 @@ _KNOWN_WEAK_SECRETS = frozenset(
     {"secret", "changeme", "change-me", "dev", "development", "password", "coatcheck"}
 )
 _COOKIE_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 6265 token
+_DAY = 24 * 60 * 60
+
+
+class _Default(float):
+    """A default timeout, told apart from the same number set on purpose.
+
+    Remember-me lifetimes left at their defaults follow the operator's own ``absolute_timeout``;
+    one the operator set (even to the default's value) is obeyed as given.
+    """
+
+    __slots__ = ()
+
+
+_DEFAULT_ABSOLUTE = _Default(12 * 60 * 60)
+_DEFAULT_REMEMBER_IDLE = _Default(14 * _DAY)
+_DEFAULT_REMEMBER_ABSOLUTE = _Default(30 * _DAY)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -123,12 +140,19 @@ class SessionConfig:
     oldest -> newest, ending with ``secret``). A cookie sealed with one of them is re-sealed with
     ``secret`` on its next response; removing a secret from the list ends the cookies it sealed."""
     idle_timeout: float = 30 * 60
-    absolute_timeout: float = 12 * 60 * 60
+    absolute_timeout: float = _DEFAULT_ABSOLUTE
     touch_interval: float | None = None
     """How stale ``last_seen_at`` may get before a read-only request writes it; defaults to
     ``min(60 s, idle_timeout / 10)`` and must stay at or below a quarter of the idle timeout."""
-    remember_idle_timeout: float = 14 * 24 * 60 * 60
-    remember_absolute_timeout: float = 30 * 24 * 60 * 60
+    remember_idle_timeout: float = _DEFAULT_REMEMBER_IDLE
+    """Idle timeout of remember-me sessions (``login(..., remember=True)``): 14 days, but never
+    longer than an ``absolute_timeout`` you set, unless you set this too."""
+    remember_absolute_timeout: float = _DEFAULT_REMEMBER_ABSOLUTE
+    """Absolute timeout of remember-me sessions: 30 days, but never longer than an
+    ``absolute_timeout`` you set, unless you set this too."""
+    allow_remember: bool = True
+    """``False`` turns remember-me off: ``login(..., remember=True)`` then gets the ordinary
+    timeouts."""
     cookie: CookieConfig = field(default_factory=CookieConfig)
     csrf: CSRFConfig = field(default_factory=CSRFConfig)
     bearer: bool = True
@@ -141,6 +165,11 @@ class SessionConfig:
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or networks of reverse proxies whose ``X-Forwarded-For`` is believed."""
     login_path: str = "/login"
+    max_sessions_per_user: int | None = None
+    """At most this many live sessions per user (bearer tokens included); each sign-in beyond it
+    ends the user's least recently used other sessions (``on_revoke`` reason ``"cap"``).
+    ``None``: no cap. Needs a server store; see :func:`coatcheck._core.events.after_sign_in`
+    for why racing sign-ins on several processes still end within the cap."""
     data_schema: Any = None
     """A TypedDict, dataclass or pydantic model the session data must match, checked on load and
     at commit (:mod:`coatcheck._core.schema`); ``None`` for free-form data."""
@@ -180,6 +209,7 @@ class SessionConfig:
                 raise ConfigurationError(f"{name} must be positive")
         if self.idle_timeout > self.absolute_timeout:
             raise ConfigurationError("idle_timeout cannot exceed absolute_timeout")
+        self._bound_remember_me()
         if self.remember_idle_timeout > self.remember_absolute_timeout:
             raise ConfigurationError(
                 "remember_idle_timeout cannot exceed remember_absolute_timeout"
@@ -202,10 +232,45 @@ class SessionConfig:
                 raise ConfigurationError(
                     f"trusted proxy {proxy!r} is not an address or network"
                 ) from exc
+        if self.max_sessions_per_user is not None and (
+            isinstance(self.max_sessions_per_user, bool)
+            or not isinstance(self.max_sessions_per_user, int)
+            or self.max_sessions_per_user < 1
+        ):
+            raise ConfigurationError("max_sessions_per_user must be a whole number, at least 1")
         if not self.login_path.startswith("/") or self.login_path.startswith("//"):
             raise ConfigurationError("login_path must be a same-site absolute path")
         if self.data_schema is not None:
             object.__setattr__(self, "data_validator", compile_schema(self.data_schema))
+
+    def _bound_remember_me(self) -> None:
+        """Remember-me lifetimes the operator did not set stay within the operator's policy.
+
+        Without this, ``absolute_timeout=20`` would still let ``remember=True`` sessions live
+        for 30 days. Setting either remember-me lifetime is a decision about remember-me, and
+        lifts the bound (the other one then only stays within it). The bounded values stay
+        marked as defaults, so ``dataclasses.replace`` with another ``absolute_timeout`` bounds
+        them again.
+        """
+        if not self.allow_remember:
+            object.__setattr__(self, "remember_idle_timeout", _Default(self.idle_timeout))
+            object.__setattr__(self, "remember_absolute_timeout", _Default(self.absolute_timeout))
+            return
+        absolute = self.remember_absolute_timeout
+        explicit = not (
+            isinstance(absolute, _Default) and isinstance(self.remember_idle_timeout, _Default)
+        )
+        cap = (
+            math.inf
+            if explicit or isinstance(self.absolute_timeout, _Default)
+            else self.absolute_timeout
+        )
+        if isinstance(absolute, _Default):
+            absolute = _Default(min(_DEFAULT_REMEMBER_ABSOLUTE, cap))
+            object.__setattr__(self, "remember_absolute_timeout", absolute)
+        if isinstance(self.remember_idle_timeout, _Default):
+            idle = _Default(min(_DEFAULT_REMEMBER_IDLE, cap, absolute))
+            object.__setattr__(self, "remember_idle_timeout", idle)
 
     @property
     def effective_touch_interval(self) -> float:

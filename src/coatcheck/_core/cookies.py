@@ -2,8 +2,15 @@
 
 Parsing is deliberately strict: names are matched byte for byte (no URL-decoding, no trimming,
 no case folding), so ``__%48ost-session`` or `` __Host-session`` never stand in for the real
-name. Several ``Cookie`` headers are read in order. Oversized headers or values, and values with
-control characters, are ignored rather than raised on.
+name. Several ``Cookie`` headers are read in order. Oversized values, and values with control
+characters, are ignored rather than raised on.
+
+Size: browsers send every cookie of a site in one header, so a site with many cookies easily
+passes 8 KiB, and dropping such a header whole would sign its user out (and the next unsafe
+request would replace the live session cookie with a new one). Cookie headers up to
+:data:`MAX_COOKIE_HEADER_BYTES` in all are therefore parsed in full, in linear time; beyond that
+the middlewares refuse the request with 431 (:func:`~coatcheck._core.http.cookie_header_error`)
+rather than guess.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from collections.abc import Iterable
 
 from .config import CookieConfig
 
-MAX_COOKIE_HEADER_BYTES = 8192
+MAX_COOKIE_HEADER_BYTES = 32 * 1024
+"""The most ``Cookie`` header bytes (all headers together) a request may carry: 431 beyond."""
 MAX_COOKIE_VALUE_BYTES = 4096
 
 
@@ -32,14 +40,17 @@ def _clean_value(value: str) -> str | None:
 def parse_cookies(headers: Iterable[str]) -> dict[str, list[str]]:
     """Every cookie in the given ``Cookie`` header values: name -> values, in order.
 
-    A header over the size cap is skipped whole; a value with control characters or non-ASCII is
-    skipped. Names are kept exactly as sent. The caller decides what several values of one name
-    mean (coatcheck tries each in turn).
+    Headers beyond :data:`MAX_COOKIE_HEADER_BYTES` in all are not read (the middlewares refuse
+    such requests before parsing); a value with control characters or non-ASCII is skipped.
+    Names are kept exactly as sent. The caller decides what several values of one name mean
+    (coatcheck tries each in turn).
     """
     found: dict[str, list[str]] = {}
+    budget = MAX_COOKIE_HEADER_BYTES
     for header in headers:
-        if len(header) > MAX_COOKIE_HEADER_BYTES:
-            continue
+        budget -= len(header)
+        if budget < 0:
+            break
         for pair in header.split(";"):
             # RFC 6265 5.4: pairs are separated by "; " -- strip only the single leading space
             # the separator puts there; any other whitespace makes the name not match.
@@ -57,6 +68,15 @@ def parse_cookies(headers: Iterable[str]) -> dict[str, list[str]]:
 def read_cookie(headers: Iterable[str], name: str) -> list[str]:
     """Every value of cookie ``name`` (matched byte for byte) across ``Cookie`` headers."""
     return parse_cookies(headers).get(name, [])
+
+
+def device_cookie_name(config: CookieConfig) -> str:
+    """The login guard's device cookie, prefixed like the session cookie (``__Host-device``)."""
+    session_name = config.effective_name
+    for prefix in ("__Host-", "__Secure-"):
+        if session_name.startswith(prefix):
+            return prefix + "device"
+    return "coatcheck_device"
 
 
 def _attributes(config: CookieConfig, *, http_only: bool) -> list[str]:

@@ -1,40 +1,65 @@
-"""Reading a request's token, client address and origin; the HTTP side of the core's rules.
+"""Reading a request's token, client address, origin and JSON body; the HTTP side of the core.
 
 Bearer rules follow RFC 6750: a malformed ``Authorization`` header is a 400 ``invalid_request``;
 a well-formed but unknown, expired or revoked token is a 401 ``invalid_token``.
+
+JSON bodies (:func:`json_body_headers_error`, :func:`parse_json_object`; the integrations'
+``read_json`` stream them): only ``application/json`` (or ``+json``) is read, else 415; a
+``Content-Length`` over the limit is refused before any byte is read, and a body that grows past
+the limit while streaming is refused as soon as it does (413); malformed JSON, nesting deeper than
+``max_depth``, lone surrogates anywhere (they cannot be encoded, so they would fail later, in a
+store or a response) and anything but an object give 422 ``invalid_input``. No input gives a 500.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ..errors import HTTPError
 from .config import SessionConfig
+from .cookies import MAX_COOKIE_HEADER_BYTES
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 MAX_AUTHORIZATION_BYTES = 4096
+NO_STORE_KEY = "coatcheck.no_store"
+"""Set in the ASGI scope or WSGI environ by helpers that put a bearer token in the response body
+(``issue_token``); the middleware then sends the response with ``Cache-Control: no-store``,
+whatever the app set."""
 
 
 @dataclass(frozen=True, slots=True)
 class RequestView:
-    """The parts of a request the core looks at. Header names are lower-case str."""
+    """The parts of a request the core looks at. Header names are lower-case str.
+
+    Headers are indexed by name once, when the view is built, so each lookup is a dict access.
+    """
 
     method: str
     scheme: str
     headers: Sequence[tuple[str, str]]
     client_ip: str = ""
+    _index: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[str]] = {}
+        for name, value in self.headers:
+            if name in index:
+                index[name].append(value)
+            else:
+                index[name] = [value]
+        object.__setattr__(self, "_index", index)
 
     def get_all(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name]
+        return self._index.get(name, [])
 
     def get(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+        values = self._index.get(name)
+        return values[0] if values else None
 
     @classmethod
     def from_asgi_headers(
@@ -70,6 +95,24 @@ def invalid_request_error() -> HTTPError:
         400,
         {"error": "invalid_request"},
         headers=(("www-authenticate", 'Bearer error="invalid_request"'),),
+    )
+
+
+def cookie_header_error(request: RequestView) -> HTTPError | None:
+    """A 431 for a request whose ``Cookie`` headers exceed what coatcheck reads, else ``None``.
+
+    Refusing is the only safe answer: reading part of the header could miss the session cookie,
+    and a request without it would run anonymous and could replace the live session's cookie.
+    """
+    if sum(len(v) for v in request.get_all("cookie")) <= MAX_COOKIE_HEADER_BYTES:
+        return None
+    return HTTPError(
+        431,
+        {
+            "error": "cookie_too_large",
+            "message": f"the Cookie header is over {MAX_COOKIE_HEADER_BYTES} bytes; "
+            "clear this site's cookies",
+        },
     )
 
 
@@ -138,3 +181,80 @@ def _in_networks(address: str, networks: Sequence[str]) -> bool:
 
 def is_unsafe(method: str) -> bool:
     return method.upper() not in SAFE_METHODS
+
+
+# -- JSON bodies ----------------------------------------------------------------------------
+
+MAX_JSON_BYTES = 64 * 1024
+"""The default body limit of the integrations' ``read_json`` (64 KiB)."""
+MAX_JSON_DEPTH = 32
+"""The default nesting limit of ``read_json``: deep enough for any form, far from recursion."""
+
+# A JSON string, escapes included; the alternatives are disjoint, so matching is linear.
+_JSON_STRING_RE = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def invalid_input(message: str) -> HTTPError:
+    """The 422 ``invalid_input`` answer for a body the application cannot use."""
+    return HTTPError(422, {"error": "invalid_input", "message": message})
+
+
+def json_body_headers_error(
+    content_type: str | None, content_length: str | None, max_bytes: int
+) -> HTTPError | None:
+    """The answer for a JSON body refused on its headers alone (415, 413, 400), else ``None``."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return HTTPError(
+            415,
+            {"error": "unsupported_media_type", "message": "send the body as application/json"},
+        )
+    if content_length is not None:
+        if not content_length.strip().isdigit():
+            return HTTPError(400, {"error": "invalid_request", "message": "bad Content-Length"})
+        if int(content_length) > max_bytes:
+            return body_too_large(max_bytes)
+    return None
+
+
+def body_too_large(max_bytes: int) -> HTTPError:
+    """The 413 answer for a body over ``max_bytes``."""
+    return HTTPError(
+        413, {"error": "too_large", "message": f"the body is larger than {max_bytes} bytes"}
+    )
+
+
+def parse_json_object(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """A JSON object from ``raw``, or a 422 :class:`HTTPError`; never another exception."""
+    if _too_deep(raw, max_depth):
+        raise invalid_input(f"the body nests deeper than {max_depth} levels")
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+        # A lone surrogate (\ud800) decodes fine but cannot be encoded again: find it now.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise invalid_input("the body must be a JSON object of valid text") from None
+    if not isinstance(body, dict):
+        raise invalid_input("the body must be a JSON object")
+    return body
+
+
+def _too_deep(raw: bytes, max_depth: int) -> bool:
+    # Strings may hold brackets: blank them, then follow the brackets alone.
+    brackets = _JSON_STRING_RE.sub(b'""', raw).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -58,6 +58,9 @@ class Opened:
 class Committed:
     headers: list[tuple[str, str]] = field(default_factory=list)
     token: str | None = None
+    record: SessionRecord | None = None
+    """The session as this commit wrote it; ``None`` when nothing was written (session events
+    are derived from it, see :mod:`coatcheck._core.events`)."""
 
 
 # -- expiry ---------------------------------------------------------------------------------
@@ -111,6 +114,7 @@ def new_record(
     ip: str = "",
 ) -> tuple[SessionRecord, str]:
     """A fresh record (version 1) and the token that opens it."""
+    remember = remember and config.allow_remember
     session_id, secret = tokens.new_id(), tokens.new_secret()
     _, absolute = config.timeouts(remember=remember)
     record = SessionRecord(
@@ -304,7 +308,8 @@ def _cookie_headers(
         return []
     headers: list[tuple[str, str]] = []
     if token is not None:
-        max_age = int(config.remember_absolute_timeout) if record.remember else None
+        persistent = record.remember and config.allow_remember
+        max_age = int(config.remember_absolute_timeout) if persistent else None
         headers.append(
             (
                 "set-cookie",
@@ -406,7 +411,7 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
             else:
                 raise ConflictError(f"session {base.id} kept changing under this login; gave up")
         session.token = token
-        return Committed(_cookie_headers(session, fresh, token, config), token)
+        return Committed(_cookie_headers(session, fresh, token, config), token, fresh)
 
     if base is None:
         return Committed()  # anonymous and empty: never stored, no cookie
@@ -419,7 +424,7 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
     for _ in range(config.max_write_retries):
         updated = _apply(current, session, changes, now, config)
         if (yield Put(updated, current.version)):
-            return Committed(_cookie_headers(session, updated, None, config))
+            return Committed(_cookie_headers(session, updated, None, config), record=updated)
         reread: SessionRecord | None = yield Get(base.id)
         if (
             reread is None

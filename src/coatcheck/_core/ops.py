@@ -102,6 +102,17 @@ class ClearHits:
         return (self.key,)
 
 
+def corrupt_means_missing(op: StoreOp) -> bool:
+    """Whether a record the store cannot decode for ``op`` is to be treated as no record.
+
+    For :class:`Get` it is: a token pointing at a corrupt record opens nothing (an anonymous
+    session or a 401), exactly like a token pointing nowhere, so a bad row never becomes a 500 or
+    a session built from unchecked fields. For the other operations (``sessions_of`` lists a
+    user's sessions) there is no safe stand-in, so the driver reports an unavailable store.
+    """
+    return isinstance(op, Get)
+
+
 StoreOp: TypeAlias = (
     Get | Put | Replace | Delete | SessionsOf | UserIds | PurgeExpired | Hit | ClearHits
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,13 +58,160 @@ def record_to_json(record: SessionRecord) -> str:
     return json.dumps(record_to_dict(record), separators=(",", ":"), sort_keys=True)
 
 
+class CorruptRecordError(ValueError):
+    """Stored bytes that are not a session record as coatcheck writes one.
+
+    Raised by :func:`record_from_json` and :func:`record_from_dict` for anything but a JSON object
+    with every required field of the right type: invalid UTF-8 or JSON, nesting too deep to
+    decode, a missing field, a wrong type (``"version": "2"``, ``"data": []``, a bool for a
+    number), a non-finite time (``NaN`` would never expire), text that is not valid Unicode, a
+    token field that is not ASCII, an unknown transport. The managers treat a corrupt record like
+    a missing one, so its holder gets an anonymous session (cookie) or a 401 (bearer), never a
+    500, and never a session built from fields that were not checked.
+    """
+
+
+_TIMES = ("created_at", "last_seen_at", "expires_at", "absolute_expires_at")
+_TEXTS = ("user_agent", "ip", "label")
+_ASCII = ("id", "secret_hash", "csrf_token")
+
+
+def _number(raw: dict[str, Any], name: str) -> float:
+    value = raw[name]
+    # bool is an int subclass: JSON true is not a time.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CorruptRecordError(f"{name} must be a finite number, not {type(value).__name__}")
+    return float(value)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise CorruptRecordError(f"{name} must be a string, not {type(value).__name__}")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")  # a lone surrogate (JSON "\ud800") cannot be
+        except UnicodeEncodeError:
+            raise CorruptRecordError(f"{name} is not valid Unicode") from None
+    return value
+
+
+_FINITE_MIN, _FINITE_MAX = -math.inf, math.inf
+
+
+def _as_written(raw: dict[str, Any]) -> bool:
+    """Whether ``raw`` is exactly what :func:`record_to_json` writes, checked in one pass of
+    cheap tests (every field present with its exact type, ASCII text, finite times): the common
+    case, which can then be built directly. Anything else goes through the full checks."""
+    try:
+        return (
+            raw.keys() == _FIELDS
+            and type(raw["created_at"]) is float
+            and _FINITE_MIN < raw["created_at"] < _FINITE_MAX
+            and type(raw["last_seen_at"]) is float
+            and _FINITE_MIN < raw["last_seen_at"] < _FINITE_MAX
+            and type(raw["expires_at"]) is float
+            and _FINITE_MIN < raw["expires_at"] < _FINITE_MAX
+            and type(raw["absolute_expires_at"]) is float
+            and _FINITE_MIN < raw["absolute_expires_at"] < _FINITE_MAX
+            and type(raw["version"]) is int
+            and raw["version"] >= 0
+            and type(raw["id"]) is str
+            and raw["id"].isascii()
+            and type(raw["secret_hash"]) is str
+            and raw["secret_hash"].isascii()
+            and type(raw["csrf_token"]) is str
+            and raw["csrf_token"].isascii()
+            and type(raw["user_agent"]) is str
+            and raw["user_agent"].isascii()
+            and type(raw["ip"]) is str
+            and raw["ip"].isascii()
+            and type(raw["label"]) is str
+            and raw["label"].isascii()
+            and (
+                raw["user_id"] is None or (type(raw["user_id"]) is str and raw["user_id"].isascii())
+            )
+            and (
+                raw["auth_time"] is None
+                or (
+                    type(raw["auth_time"]) is float and _FINITE_MIN < raw["auth_time"] < _FINITE_MAX
+                )
+            )
+            and type(raw["data"]) is dict
+            and type(raw["flash"]) is list
+            and raw["transport"] in _TRANSPORTS
+            and type(raw["remember"]) is bool
+        )
+    except TypeError:  # an unhashable transport, say
+        return False
+
+
+_TRANSPORTS = ("cookie", "bearer")
+
+
+def _ascii_or_none(value: Any) -> bool:
+    return value is None or (type(value) is str and value.isascii())
+
+
+def _finite_or_none(value: Any) -> bool:
+    return value is None or (type(value) is float and _FINITE_MIN < value < _FINITE_MAX)
+
+
 def record_from_dict(raw: dict[str, Any]) -> SessionRecord:
-    """Build a record from a decoded JSON object, ignoring unknown keys (forward compatible)."""
-    return SessionRecord(**{k: v for k, v in raw.items() if k in _FIELDS})
+    """Build a record from a decoded JSON object, ignoring unknown keys (forward compatible).
+
+    Every field is type-checked (see :class:`CorruptRecordError`); optional fields absent from
+    ``raw`` take their defaults. Integer times are read as floats.
+    """
+    if _as_written(raw):
+        return SessionRecord(**raw)
+    try:
+        fields: dict[str, Any] = {name: _number(raw, name) for name in _TIMES}
+        for name in _ASCII:
+            value = _text(raw[name], name)
+            if not value.isascii():
+                raise CorruptRecordError(f"{name} must be ASCII")
+            fields[name] = value
+    except KeyError as exc:
+        raise CorruptRecordError(f"the record has no {exc.args[0]}") from None
+    for name in _TEXTS:
+        if name in raw:
+            fields[name] = _text(raw[name], name)
+    if "version" in raw:
+        version = raw["version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise CorruptRecordError("version must be a non-negative integer")
+        fields["version"] = version
+    if raw.get("user_id") is not None:
+        fields["user_id"] = _text(raw["user_id"], "user_id")
+    if raw.get("auth_time") is not None:
+        fields["auth_time"] = _number(raw, "auth_time")
+    if "data" in raw:
+        if not isinstance(raw["data"], dict):
+            raise CorruptRecordError("data must be a JSON object")
+        fields["data"] = raw["data"]
+    if "flash" in raw:
+        if not isinstance(raw["flash"], list):
+            raise CorruptRecordError("flash must be a JSON array")
+        fields["flash"] = raw["flash"]
+    if "transport" in raw:
+        if raw["transport"] not in ("cookie", "bearer"):
+            raise CorruptRecordError("transport must be 'cookie' or 'bearer'")
+        fields["transport"] = raw["transport"]
+    if "remember" in raw:
+        if not isinstance(raw["remember"], bool):
+            raise CorruptRecordError("remember must be a boolean")
+        fields["remember"] = raw["remember"]
+    return SessionRecord(**fields)
 
 
 def record_from_json(raw: str | bytes) -> SessionRecord:
-    decoded = json.loads(raw)
+    """Decode what :func:`record_to_json` wrote; :class:`CorruptRecordError` for anything else."""
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and UnicodeDecodeError (bytes that are not UTF-8);
+        # RecursionError is what deeply nested arrays ("[[[[...") raise.
+        raise CorruptRecordError(f"a session record must be JSON: {type(exc).__name__}") from None
     if not isinstance(decoded, dict):
-        raise ValueError("a session record must be a JSON object")
+        raise CorruptRecordError("a session record must be a JSON object")
     return record_from_dict(decoded)

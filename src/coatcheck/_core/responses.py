@@ -39,7 +39,7 @@ FORM_CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})
 DEFAULT_RETRY_AFTER = 5
 
 INSECURE_COOKIE_WARNING = (
-    "coatcheck: setting a Secure cookie over plain HTTP; browsers other than on "
+    "setting a Secure cookie over plain HTTP; browsers other than on "
     "localhost will drop it. Serve over HTTPS (or, in development only, "
     "CookieConfig(secure=False))."
 )

@@ -35,7 +35,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import ConflictError, HTTPError, NotSupportedError, SessionTooLargeError
 from . import csrf, tokens
@@ -365,12 +365,12 @@ class SealedMode:
         headers = [("set-cookie", cookie), *_xsrf_headers(session, record.csrf_token, config)]
         if new_id:
             session.token = value
-            return Committed(headers, value)
-        return Committed(headers)
+            return Committed(headers, value, record)
+        return Committed(headers, record=record)
 
     # -- tokens and admin -------------------------------------------------------------------
 
-    def issue_token(self) -> Flow[str]:
+    def issue_token(self) -> NoReturn:
         """Bearer tokens need a server store; always raises :class:`NotSupportedError`."""
         raise NotSupportedError(BEARER_REFUSED)
 

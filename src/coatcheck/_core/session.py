@@ -97,6 +97,8 @@ class Changes:
         return merge(base, mine, theirs)
 
 
+_NO_CHANGES = Changes({}, frozenset(), {}, {})
+
 _SNAPSHOT_FORMAT = 2  # marshal format 2: binary floats, no object references
 
 
@@ -133,6 +135,36 @@ class Session(MutableMapping[str, Any]):
     commit, so nothing needs to be flagged by hand.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_auth_time",
+        "_authenticated_now",
+        "_data",
+        "_destroyed",
+        "_drop_stored_flashes",
+        "_flashes_read",
+        "_incoming_flashes",
+        "_keys_loaded",
+        "_loaded",
+        "_ops",
+        "_outgoing_flashes",
+        "_record",
+        "_regenerate",
+        "_remember",
+        "_reshaped",
+        "_rotate_csrf",
+        "_typed_views",
+        "_user_changed",
+        "_user_id",
+        "accessed",
+        "ip",
+        "now",
+        "presented_xsrf",
+        "token",
+        "transport",
+        "user_agent",
+    )
+
     def __init__(
         self,
         *,
@@ -155,6 +187,8 @@ class Session(MutableMapping[str, Any]):
         """The keys as loaded, noted on the first access to the data."""
         self._loaded: dict[str, Any] = {}
         """key -> snapshot of its value as loaded, for each key whose value was handed out."""
+        self._reshaped = False
+        """Whether a key was assigned or deleted (else only values handed out can have changed)."""
         self._ops: dict[str, list[Op]] = {}
         self._typed_views: list[Any] = []
         self._user_id: str | None = record.user_id if record is not None else None
@@ -294,10 +328,12 @@ class Session(MutableMapping[str, Any]):
         except (TypeError, ValueError) as exc:
             raise TypeError(f"session value for {key!r} is not JSON-serialisable: {exc}") from exc
         self._snapshot(key)
+        self._reshaped = True
         self._data[key] = value
 
     def __delitem__(self, key: str) -> None:
         self._snapshot(key)
+        self._reshaped = True
         del self._data[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -363,6 +399,7 @@ class Session(MutableMapping[str, Any]):
             self._snapshot(key)
         self._touch_data()
         if is_typeddict(schema):
+            self._reshaped = True  # the live dict may gain or lose keys behind our back
             return cast(T, self._data)
         build: Any = getattr(schema, "model_validate", None) or (lambda data: schema(**data))
         view: T = build(self._data)
@@ -387,7 +424,18 @@ class Session(MutableMapping[str, Any]):
         included, found by comparing with the snapshot) and keys removed."""
         self._write_back_views()
         if self._keys_loaded is None:
-            return Changes({}, frozenset(), {}, {})  # the data was never touched
+            return _NO_CHANGES  # the data was never touched
+        if not self._reshaped:
+            # Nothing was assigned or deleted: only a list or an object handed out can have
+            # been changed, in place. The common read-only request ends here.
+            data = self._data
+            mutated = {
+                k: data[k]
+                for k, snapshot in self._loaded.items()
+                if type(snapshot) is bytes and not _unchanged(snapshot, data[k])
+            }
+            if not mutated:
+                return _NO_CHANGES
         keys_loaded = self._keys_loaded
         loaded = self._loaded
         data = self._data
@@ -443,6 +491,7 @@ class Session(MutableMapping[str, Any]):
     def _forget_data(self) -> None:
         for key in list(self._data):
             self._snapshot(key)
+        self._reshaped = True
         self._data.clear()
         self._ops.clear()
 

@@ -1,21 +1,37 @@
 """Login throttling against password guessing, as sans-I/O flows over the store's hit counters.
 
 Counts live in the session store (``hit`` / ``clear_hits``), so every app instance on that store
-shares them. Two scopes are counted: the account (a normalised email or user name) and the client
-address. The rules:
+shares them. An attempt is counted in up to three scopes:
 
-- **Attempts are counted, not failures.** The store can count (``hit`` increments and answers in
-  one atomic step) but cannot read a count without changing it, so "am I blocked?" cannot be asked
-  without counting. :func:`check` therefore *is* the count: call it once per login attempt, before
-  verifying the password, and refuse the attempt when it says so. :func:`succeeded` then forgets
-  the account's count, so for an account the count is exactly "failed attempts since the last
-  success, plus this one". The address count is never cleared by a success (or one valid account
-  would let an attacker reset it), so for an address it is a rate limit on login attempts; its
-  threshold is set higher for that reason.
+- **The account**, twice: under the canonical form of the name as submitted (NFKC, case-folded,
+  accents and invisible characters dropped: :func:`throttle_name`) and under the identity the
+  application's lookup resolved it to (its user id). A database whose collation finds
+  ``alice@…`` for ``àlice@…`` therefore gives the second spelling no fresh count.
+- **The device**, instead of the account, when the browser presents a valid *device cookie* for
+  that account (OWASP, "Slow Down Online Guessing Attacks with Device Cookies"): an HMAC'd,
+  account-bound value issued on every successful login (:func:`issue_device_cookie`). A browser
+  that signed in to the account before is throttled on its own count, so an attacker's failures
+  elsewhere never lock its owner out; the attacker, who has no such cookie, stays on the account's
+  count.
+- **The client address**, which counts *failed* attempts only: an office behind one NAT may sign
+  in all day. See "Counting failures" below.
 
-  A separate "lock" marker that a failure sets and :func:`check` reads was considered and
-  rejected: reading it with ``hit`` creates a window when none is active, and a lock written while
-  such a window is open is swallowed by it, so concurrent requests could erase locks.
+The rules:
+
+- **The check is the count.** The store can count (``hit`` increments and answers in one atomic
+  step) but cannot read a count without changing it, so "am I blocked?" cannot be asked without
+  counting. :func:`check` therefore counts the attempt in every scope, before the password is
+  verified, and refuses it when a scope says so. :func:`succeeded` then forgets the account's (or
+  the device's) count, so that count is "failed attempts since the last success, plus this one".
+
+- **Counting failures per address.** Every attempt is first presumed to fail, so a burst of
+  parallel guesses is counted before any of them is verified. The address has two counters,
+  hit in this order by every check: ``attempts`` and ``credits``; a success hits ``credits`` once
+  more. Failures are then ``attempts - (credits - attempts)``. The credits window is opened to
+  end exactly when the attempts window ends, so both count the same stretch of time; a credit
+  is only given while that window is open. For the instant at a window's edge when the credits
+  window is still the previous one (their ends differ), every attempt counts, as if there had
+  been no success. Under concurrency the count is exact to within what is in flight.
 
 - **Thresholds, then exponential backoff, inside a time box.** A count lives in a fixed window
   of ``window`` seconds that opens at the scope's first attempt (the store's ``hit`` contract).
@@ -26,20 +42,26 @@ address. The rules:
   forgotten when the window ends, so no lock outlives ``window`` seconds after the attempt that
   opened it, and nobody can lock a victim out for longer than that with one burst.
 
-- **Keys hold no personal data.** Store keys are HMAC-SHA256 of the normalised account or address
-  under the application secret (:func:`throttle_keys`): a store dump reveals neither emails nor
-  addresses, and keys from another deployment (another secret) do not match.
+- **Keys hold no personal data.** Store keys are HMAC-SHA256 of the scope and value under the
+  application secret (:func:`throttle_keys`): a store dump reveals neither emails nor addresses,
+  and keys from another deployment (another secret) do not match. A ``purpose`` other than
+  ``"login"`` (``"register"``) keeps another limiter's counts apart.
 - IPv6 clients are counted per /64, the block one subscriber usually holds; otherwise an attacker
   would get 2**64 fresh addresses for free. An unknown address (``""``) is not counted at all,
   rather than lumping every such client into one shared bucket.
+- Nothing here raises on what a client sent: any ``str`` (lone surrogates, NUL, bidi controls)
+  gives a key. :func:`canonical_login_name` is the strict gate for names an application stores.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
 import math
+import re
+import secrets
 import unicodedata
 from dataclasses import dataclass
 
@@ -50,14 +72,34 @@ __all__ = [
     "Decision",
     "ThrottleConfig",
     "ThrottleKeys",
+    "canonical_login_name",
     "check",
+    "issue_device_cookie",
     "succeeded",
     "throttle_keys",
+    "throttle_name",
     "throttled_error",
+    "valid_device",
 ]
 
 _KEY_PREFIX = "throttle"
 _IPV6_PREFIX = 64
+_DAY = 24 * 60 * 60
+_SAME_WINDOW = 1.0  # seconds: two counters' windows that end this close were opened together
+
+MAX_DEVICE_ENTRIES = 4
+"""Accounts one browser keeps a device cookie entry for (a shared family computer)."""
+_DEVICE_ENTRY_RE = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22})")
+_DEVICE_SEPARATOR = "~"
+_MAX_DEVICE_COOKIE = MAX_DEVICE_ENTRIES * 64
+
+# Characters no login name may contain: controls (NUL, CR, LF...), format characters (bidi
+# overrides, zero-width joiners), surrogates, private-use and unassigned code points, and
+# separators (spaces inside a name are a typo or a trick).
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+# What the throttle key ignores on top of case and compatibility forms: accents (combining
+# marks) and everything refused above, so invisible or accented spellings share one count.
+_FOLDED_AWAY = _REFUSED_CATEGORIES | {"Mn", "Me"}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -66,16 +108,18 @@ class ThrottleConfig:
 
     With the defaults an account gets 5 free attempts per 15 minutes, then waits 1, 2, 4, 8 ...
     seconds between further ones: at most 14 guesses per account per window (5 + 9, since
-    ``2**10 - 1`` seconds exceeds 15 minutes). An address gets 30 free attempts, then the same
-    backoff. No refusal lasts past the end of the window, 15 minutes after the attempt that
-    opened it.
+    ``2**10 - 1`` seconds exceeds 15 minutes), 1,344 a day. A browser holding a device cookie for
+    the account gets the same budget on its own. An address gets 30 free *failed* attempts, then
+    the same backoff. No refusal lasts past the end of the window, 15 minutes after the attempt
+    that opened it.
     """
 
     account_threshold: int = 5
     """Free attempts per account per window (a success starts the count again)."""
     ip_threshold: int | None = 30
-    """Free attempts per client address per window, successes included; ``None`` turns the
-    address scope off (behind a proxy whose client address is not trusted, for example)."""
+    """Free failed attempts per client address per window (successes are not counted);
+    ``None`` turns the address scope off (behind a proxy whose client address is not trusted,
+    for example)."""
     window: float = 15 * 60
     """Seconds a count lives, from the first attempt that opened it; the longest any refusal
     can last."""
@@ -83,76 +127,206 @@ class ThrottleConfig:
     """Seconds between the first and second attempt beyond a threshold; each later gap doubles."""
     max_delay: float = 15 * 60
     """The longest single gap the doubling may reach."""
+    device_threshold: int | None = 5
+    """Free attempts per device cookie per window; ``None`` turns device cookies off (every
+    attempt is then counted on the account)."""
+    device_lifetime: float = 180 * _DAY
+    """Seconds a device cookie is honoured after the login that issued it (each successful
+    login issues a fresh one)."""
 
     def __post_init__(self) -> None:
         if type(self.account_threshold) is not int or self.account_threshold < 1:
             raise ConfigurationError("account_threshold must be a positive integer")
-        if self.ip_threshold is not None and (
-            type(self.ip_threshold) is not int or self.ip_threshold < 1
-        ):
-            raise ConfigurationError("ip_threshold must be a positive integer or None")
-        if not 1 <= self.window <= 24 * 60 * 60:
+        for name in ("ip_threshold", "device_threshold"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigurationError(f"{name} must be a positive integer or None")
+        if not 1 <= self.window <= _DAY:
             raise ConfigurationError("window must be between 1 second and 24 hours")
         if not 0.01 <= self.base_delay <= self.max_delay <= self.window:
             raise ConfigurationError("need 0.01 <= base_delay <= max_delay <= window (seconds)")
+        if not 60 <= self.device_lifetime <= 400 * _DAY:
+            # Browsers cap cookie lifetimes at 400 days.
+            raise ConfigurationError("device_lifetime must be between 1 minute and 400 days")
 
 
 @dataclass(frozen=True, slots=True)
 class ThrottleKeys:
-    """The store keys one login attempt is counted under (``ip`` is ``None`` when not counted)."""
+    """The store keys one attempt is counted under (``None``: that scope is not counted)."""
 
-    account: str
+    account: str | None
+    """The submitted name, in its throttle form (:func:`throttle_name`)."""
     ip: str | None
+    """The client address's attempts counter."""
+    identity: str | None = None
+    """The account the application's lookup resolved the name to."""
+    device: str | None = None
+    """The presented, valid device cookie's own counter; replaces the account scope."""
+    ip_credit: str | None = None
+    """The client address's credits counter (see "Counting failures")."""
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Whether a login attempt may go on to the password check; if not, for how long to wait."""
+    """Whether an attempt may go on to the password check; if not, for how long to wait."""
 
     allowed: bool
     retry_after: int = 0
     """Whole seconds to send in ``Retry-After`` when refused (at least 1); 0 when allowed."""
+    credit_until: float | None = None
+    """Until when a success may still credit the address counters (``None``: nothing to
+    credit)."""
 
 
 ALLOWED = Decision(allowed=True)
 
 
-def throttle_keys(secret: str, account: str, ip: str | None) -> ThrottleKeys:
-    """Derive the store keys for ``account`` and client address ``ip`` under ``secret``.
+# -- names ----------------------------------------------------------------------------------
 
-    The account is compared after trimming, NFKC normalisation and case folding, so
-    ``" Alice@Example.com"`` and ``"alice@example.com"`` share one count. Addresses are parsed:
-    IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 as its /64.
+
+def canonical_login_name(value: str, *, max_length: int = 320) -> str:
+    """The one spelling under which to store and look up a login name (an email address).
+
+    Surrounding whitespace is trimmed, then the name is NFKC-normalised and case-folded, so
+    ``" Alice@Example.com"``, ``"alice@example.com"`` and its full-width form are one account on
+    every database whatever its collation. Raises :class:`ValueError` for an empty or over-long name
+    and for one containing control, NUL, format (bidi override, zero-width), surrogate,
+    private-use, unassigned or whitespace characters: they make look-alike accounts, break
+    databases (NUL) or cannot be encoded (lone surrogates).
     """
-    account_key = f"{_KEY_PREFIX}:acct:" + _hmac(secret, "acct:" + _normalise_account(account))
+    if not isinstance(value, str):
+        raise ValueError("the name must be a string")
+    name = unicodedata.normalize("NFKC", value.strip())
+    name = unicodedata.normalize("NFKC", name.casefold())
+    if not name:
+        raise ValueError("the name is empty")
+    if len(name) > max_length:
+        raise ValueError(f"the name is longer than {max_length} characters")
+    for char in name:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise ValueError(f"the name contains a forbidden character (U+{ord(char):04X})")
+    return name
+
+
+def throttle_name(value: str) -> str:
+    """The form of a submitted name that its throttle count is kept under; never raises.
+
+    Like :func:`canonical_login_name`, and further: accents are dropped and invisible characters
+    removed, so ``àlice@…``, ``alice@…`` and ``al\\u200bice@…`` share one count even where the
+    application keeps them apart. Folding more here only makes guessing dearer.
+    """
+    name = unicodedata.normalize("NFKD", value.strip().casefold())
+    kept = "".join(c for c in name if unicodedata.category(c) not in _FOLDED_AWAY)
+    return unicodedata.normalize("NFKC", kept).casefold()
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def throttle_keys(
+    secret: str,
+    account: str | None,
+    ip: str | None,
+    *,
+    identity: str | None = None,
+    device: str | None = None,
+    purpose: str = "login",
+) -> ThrottleKeys:
+    """Derive the store keys for one attempt under ``secret``.
+
+    ``account`` is the name as submitted (compared as :func:`throttle_name`), ``identity`` the
+    user id the application's lookup found for it (``None`` when it found none: the name then
+    stands in, so the number of store round trips does not reveal whether the account exists),
+    ``device`` the nonce of a device cookie :func:`valid_device` accepted. Addresses are parsed:
+    IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 as its /64. ``account=None`` counts
+    the address only (a per-address limit on some other action).
+    """
+    label = "coatcheck.throttle" if purpose == "login" else f"coatcheck.throttle.{purpose}"
+
+    def key(scope: str, value: str) -> str:
+        return f"{_KEY_PREFIX}:{scope}:" + _hmac(secret, f"{label}:{scope}:{value}")
+
+    account_key = identity_key = device_key = None
+    if account is not None:
+        name = throttle_name(account)
+        account_key = key("acct", name)
+        identity_key = key("user", identity) if identity is not None else key("unknown", name)
+        if device is not None:
+            device_key = key("device", device)
     address = _normalise_ip(ip)
     if not address:
-        return ThrottleKeys(account=account_key, ip=None)
+        return ThrottleKeys(account_key, None, identity_key, device_key)
     return ThrottleKeys(
-        account=account_key, ip=f"{_KEY_PREFIX}:ip:" + _hmac(secret, "ip:" + address)
+        account_key, key("ip", address), identity_key, device_key, key("ipcredit", address)
     )
 
 
+# -- flows ----------------------------------------------------------------------------------
+
+
 def check(config: ThrottleConfig, keys: ThrottleKeys, now: float) -> Flow[Decision]:
-    """Count one login attempt and decide whether it may go on to the password check.
+    """Count one attempt and decide whether it may go on to the password check.
 
     Call it once per attempt, *before* verifying the password; when it refuses, answer with
     :func:`throttled_error` and do not verify. The address is counted first; an attempt refused
     for its address is not counted against the account, so one noisy address cannot keep adding
-    to its victims' counts.
+    to its victims' counts. With a device key the device is counted instead of the account;
+    otherwise the attempt is counted under both account keys and refused if either refuses.
     """
-    if keys.ip is not None and config.ip_threshold is not None:
-        count, ends_at = yield Hit(keys.ip, now, config.window)
-        by_ip = _decide(config, config.ip_threshold, count, ends_at, now)
+    credit_until: float | None = None
+    if keys.ip is not None and keys.ip_credit is not None and config.ip_threshold is not None:
+        attempts, ends_at = yield Hit(keys.ip, now, config.window)
+        # A credits window that opens now is made to end with the attempts window.
+        credits, credits_end = yield Hit(keys.ip_credit, now, ends_at - now)
+        if abs(credits_end - ends_at) < _SAME_WINDOW:
+            # Attempts in flight (counted, not yet credited) make this larger, credits landing
+            # between this check's two hits smaller, each by what is in flight at the instant.
+            failures = min(attempts, max(0, 2 * attempts - credits))
+            credit_until = ends_at
+        else:
+            # The credits window is left over from the attempts window before (an instant at
+            # a window's edge): every attempt counts, as if there had been no success.
+            failures, credit_until = attempts, None
+        by_ip = _decide(config, config.ip_threshold, failures, ends_at, now)
         if not by_ip.allowed:
             return by_ip
-    count, ends_at = yield Hit(keys.account, now, config.window)
-    return _decide(config, config.account_threshold, count, ends_at, now)
+    scopes: list[tuple[str, int]]
+    if keys.device is not None and config.device_threshold is not None:
+        scopes = [(keys.device, config.device_threshold)]
+    else:
+        scopes = [(k, config.account_threshold) for k in (keys.account, keys.identity) if k]
+    # Both account keys name one account: each attempt is counted under both, even one the
+    # first refuses, or a refusal under one spelling would not push back the next chance of
+    # another spelling of the same account.
+    refusals = []
+    for key, threshold in scopes:
+        count, ends_at = yield Hit(key, now, config.window)
+        decision = _decide(config, threshold, count, ends_at, now)
+        if not decision.allowed:
+            refusals.append(decision)
+    if refusals:
+        return max(refusals, key=lambda d: d.retry_after)
+    return Decision(allowed=True, credit_until=credit_until)
 
 
-def succeeded(keys: ThrottleKeys) -> Flow[None]:
-    """Forget the account's count after a successful login (the address keeps its count)."""
-    yield ClearHits(keys.account)
+def succeeded(
+    config: ThrottleConfig, keys: ThrottleKeys, decision: Decision, now: float
+) -> Flow[None]:
+    """Finish an attempt that succeeded: forget its count and credit its address.
+
+    A success through a device cookie forgets that device's count only, so the owner signing in
+    does not reset an attacker's count on the account. The address counters are never cleared
+    (one valid account would let an attacker reset them); they are credited with this success.
+    """
+    if keys.device is not None and config.device_threshold is not None:
+        yield ClearHits(keys.device)
+    else:
+        for key in (keys.account, keys.identity):
+            if key:
+                yield ClearHits(key)
+    credit_until = decision.credit_until
+    if keys.ip_credit is not None and credit_until is not None and now < credit_until:
+        yield Hit(keys.ip_credit, now, credit_until - now)
 
 
 def throttled_error(decision: Decision) -> HTTPError:
@@ -163,6 +337,62 @@ def throttled_error(decision: Decision) -> HTTPError:
         {"error": "too_many_attempts"},
         headers=(("retry-after", str(retry_after)),),
     )
+
+
+# -- device cookies -------------------------------------------------------------------------
+
+
+def valid_device(secret: str, cookie: str | None, subject: str, now: float) -> str | None:
+    """The nonce of the first entry of a device cookie issued for ``subject`` and not expired.
+
+    ``subject`` is what the cookie is bound to (the user id); anything else (another account's
+    entry, a forged or truncated one, an expired one, an oversized cookie) gives ``None``.
+    """
+    if not cookie or len(cookie) > _MAX_DEVICE_COOKIE:
+        return None
+    for entry in cookie.split(_DEVICE_SEPARATOR)[:MAX_DEVICE_ENTRIES]:
+        match = _DEVICE_ENTRY_RE.fullmatch(entry)
+        if match is None:
+            continue
+        nonce, expires, mac = match.groups()
+        if int(expires) <= now:
+            continue
+        if hmac.compare_digest(mac, _device_mac(secret, subject, nonce, expires)):
+            return nonce
+    return None
+
+
+def issue_device_cookie(
+    secret: str, subject: str, now: float, lifetime: float, previous: str | None = None
+) -> str:
+    """A fresh device cookie value for ``subject``, keeping other accounts' live entries.
+
+    The new entry comes first; entries of ``previous`` that are well formed, not expired and not
+    for ``subject`` follow, up to :data:`MAX_DEVICE_ENTRIES` in all.
+    """
+    nonce = secrets.token_urlsafe(16)
+    expires = str(int(now + lifetime))
+    entries = [f"{nonce}.{expires}.{_device_mac(secret, subject, nonce, expires)}"]
+    if previous and len(previous) <= _MAX_DEVICE_COOKIE:
+        for entry in previous.split(_DEVICE_SEPARATOR)[:MAX_DEVICE_ENTRIES]:
+            match = _DEVICE_ENTRY_RE.fullmatch(entry)
+            if match is None or int(match.group(2)) <= now or entry in entries:
+                continue
+            if valid_device(secret, entry, subject, now) is not None:
+                continue  # this account's older entry: replaced by the new one
+            entries.append(entry)
+            if len(entries) == MAX_DEVICE_ENTRIES:
+                break
+    return _DEVICE_SEPARATOR.join(entries)
+
+
+def _device_mac(secret: str, subject: str, nonce: str, expires: str) -> str:
+    digest = hmac.new(
+        secret.encode("utf-8", "surrogatepass"),
+        f"coatcheck.device:{subject}:{nonce}:{expires}".encode("utf-8", "surrogatepass"),
+        hashlib.sha256,
+    ).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
 # -- internals ------------------------------------------------------------------------------
@@ -194,13 +424,12 @@ def _backoff(config: ThrottleConfig, beyond: int) -> float:
 
 
 def _hmac(secret: str, message: str) -> str:
+    # surrogatepass: a lone surrogate from a JSON body must give a key, not a UnicodeEncodeError.
     return hmac.new(
-        secret.encode("utf-8"), f"coatcheck.throttle:{message}".encode(), hashlib.sha256
+        secret.encode("utf-8", "surrogatepass"),
+        message.encode("utf-8", "surrogatepass"),
+        hashlib.sha256,
     ).hexdigest()
-
-
-def _normalise_account(account: str) -> str:
-    return unicodedata.normalize("NFKC", account.strip()).casefold()
 
 
 def _normalise_ip(ip: str | None) -> str:

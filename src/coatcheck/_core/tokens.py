@@ -39,7 +39,8 @@ def hash_secret(secret: str) -> str:
 
 def secret_matches(secret: str, secret_hash: str) -> bool:
     """Compare a presented secret to a stored hash in constant time."""
-    return hmac.compare_digest(hash_secret(secret).encode(), secret_hash.encode())
+    # Both are ASCII text (hex digests), which compare_digest takes as they are.
+    return secret_hash.isascii() and hmac.compare_digest(hash_secret(secret), secret_hash)
 
 
 def parse_token(value: str) -> tuple[str, str] | None:

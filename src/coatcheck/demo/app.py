@@ -1,13 +1,23 @@
 """The demo app that ``coatcheck demo`` serves: a JSON API and one page that drives it.
 
 It is also the reference for wiring coatcheck into a Starlette/FastAPI app: every endpoint below
-is a few lines on top of the library's helpers.
+is a few lines on top of the library's helpers. What it shows beyond sessions:
+
+- bodies read with :func:`~coatcheck.integrations.starlette.read_json` (415 unless JSON, 413
+  while streaming, 422 for anything malformed: never a 500);
+- logins and password changes throttled by :class:`~coatcheck.throttling.AsyncLoginGuard` on the
+  submitted name, the account it resolves to, the address (failures only) and the browser's
+  device cookie; registrations that hit a taken email throttled per address;
+- emails stored in one canonical spelling
+  (:func:`~coatcheck.throttling.canonical_login_name`);
+- only the configured ``Host`` names answered, and no page framed by another site.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import unicodedata
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import auth
 from .._core.config import SessionConfig
@@ -24,17 +35,37 @@ from .._core.throttle import ThrottleConfig
 from ..admin import AsyncSessionAdmin
 from ..asgi import SessionMiddleware
 from ..errors import HTTPError, PasswordError
-from ..integrations.starlette import current_user, get_session, issue_token, require_user
+from ..integrations.starlette import (
+    current_user,
+    get_session,
+    issue_token,
+    read_json,
+    require_user,
+    revoke_session,
+)
 from ..manager import AsyncSessionManager
 from ..passwords import PasswordHasher
 from ..stores.base import AsyncStore
-from ..throttling import AsyncLoginGuard
+from ..throttling import AsyncLoginGuard, canonical_login_name
 from .users import User, UserRepository
 
 STATIC = Path(__file__).parent / "static"
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}")
 MAX_CART_ITEMS = 100
 MAX_BODY_BYTES = 64 * 1024
+REGISTER_THROTTLE = ThrottleConfig(ip_threshold=5, window=60 * 60, max_delay=60 * 60)
+"""Per address: 5 registrations that hit a taken email per hour, then 1, 2, 4 ... s apart: at
+most 5 + 11 taken emails found per hour (384 a day) where there was no limit."""
+SECURITY_HEADERS = [
+    # No other site may frame the demo's pages (clickjacking).
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+# Text fields refuse what a person never types and what breaks databases or displays: control
+# characters (NUL), format characters (bidi overrides), surrogates, private-use, unassigned.
+_REFUSED_IN_TEXT = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 @dataclass(slots=True)
@@ -44,6 +75,7 @@ class Demo:
     users: UserRepository
     hasher: PasswordHasher
     guard: AsyncLoginGuard
+    register_guard: AsyncLoginGuard
 
 
 def _demo(request: Request) -> Demo:
@@ -56,16 +88,7 @@ def _invalid(message: str) -> HTTPError:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise HTTPError(413, {"error": "too_large"})
-    try:
-        body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise _invalid("the body must be a JSON object")
-    return body
+    return await read_json(request, max_bytes=MAX_BODY_BYTES)
 
 
 def _str_field(
@@ -81,21 +104,48 @@ def _str_field(
     return value
 
 
+def _text_field(
+    body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 200
+) -> str:
+    """A field shown to people (a name, a label, a cart item): printable text only."""
+    value = _str_field(body, name, required=required, max_len=max_len)
+    if any(unicodedata.category(c) in _REFUSED_IN_TEXT for c in value):
+        raise _invalid(f"{name} contains control or invisible formatting characters")
+    return value
+
+
 def _email(body: dict[str, Any]) -> str:
-    email = _str_field(body, "email", max_len=320).strip().lower()
+    try:
+        email = canonical_login_name(_str_field(body, "email", max_len=320))
+    except ValueError as exc:
+        raise _invalid(f"email is not a valid address: {exc}") from None
     if not EMAIL_RE.fullmatch(email):
         raise _invalid("email is not a valid address")
     return email
 
 
-async def _authenticate(request: Request, body: dict[str, Any]) -> User:
-    """Check email + password with throttling; raises 401/429 the same way for every failure."""
+async def _authenticate(
+    request: Request, body: dict[str, Any], user: User | None = None
+) -> tuple[User, list[tuple[str, str]]]:
+    """Check email + password with throttling; raises 401/429 the same way for every failure.
+
+    ``user`` set: a signed-in user confirming their password (the password change). Returns the
+    user and the headers that set a fresh device cookie.
+    """
     demo = _demo(request)
-    email = _email(body)
-    password = _str_field(body, "password", max_len=4096)
-    session = get_session(request)
-    await demo.guard.check(email, session.ip)
-    user = await demo.users.by_email(email)
+    if user is None:
+        email = _email(body)
+        password = _str_field(body, "password", max_len=4096)
+        user = await demo.users.by_email(email)
+    else:
+        email = user.email
+        password = _str_field(body, "current_password", max_len=4096)
+    attempt = await demo.guard.check(
+        email,
+        get_session(request).ip,
+        identity=user.id if user is not None else None,
+        device=request.cookies.get(demo.guard.device_cookie_name),
+    )
     try:
         result = await demo.hasher.check_password_async(
             user.password_hash if user is not None else None, password
@@ -104,10 +154,16 @@ async def _authenticate(request: Request, body: dict[str, Any]) -> User:
         result = None
     if user is None or result is None or not result.ok:
         raise HTTPError(401, {"error": "invalid_credentials"})
-    await demo.guard.succeeded(email, session.ip)
+    headers = await demo.guard.succeeded(attempt)
     if result.new_hash is not None:
         await demo.users.set_password_hash(user.id, result.new_hash)
-    return user
+    return user, headers
+
+
+def _with_headers(response: Response, headers: list[tuple[str, str]]) -> Response:
+    for name, value in headers:
+        response.headers.append(name, value)
+    return response
 
 
 async def register(request: Request) -> Response:
@@ -115,23 +171,30 @@ async def register(request: Request) -> Response:
     body = await _json_body(request)
     email = _email(body)
     password = _str_field(body, "password", max_len=4096)
-    name = _str_field(body, "name", required=False, max_len=200).strip()
+    name = _text_field(body, "name", required=False).strip()
+    # Counted before the (costly) hash; only a taken email stays counted, so a stream of new
+    # accounts from one office is never refused, while probing for taken emails is.
+    attempt = await demo.register_guard.check(None, get_session(request).ip)
     try:
         password_hash = await demo.hasher.hash_async(password)
     except PasswordError as exc:
+        await demo.register_guard.succeeded(attempt)
         raise _invalid(str(exc)) from None
     user = await demo.users.add(email, name, password_hash)
     if user is None:
         raise HTTPError(409, {"error": "email_taken"})
+    await demo.register_guard.succeeded(attempt)
     auth.login(get_session(request), user.id)
     return JSONResponse(user.public(), status_code=201)
 
 
 async def login(request: Request) -> Response:
+    demo = _demo(request)
     body = await _json_body(request)
-    user = await _authenticate(request, body)
-    auth.login(get_session(request), user.id, remember=body.get("remember") is True)
-    return JSONResponse(user.public())
+    user, headers = await _authenticate(request, body)
+    remember = body.get("remember") is True and demo.manager.config.allow_remember
+    auth.login(get_session(request), user.id, remember=remember)
+    return _with_headers(JSONResponse(user.public()), headers)
 
 
 async def me(request: Request) -> Response:
@@ -158,17 +221,19 @@ async def token(request: Request) -> Response:
         auth.logout(session)
         return Response(status_code=204)
     body = await _json_body(request)
-    user = await _authenticate(request, body)
-    label = _str_field(body, "label", required=False, max_len=100)
-    issued = await issue_token(request, user.id, label=label)
-    return JSONResponse({"token": issued, "token_type": "bearer"}, status_code=201)
+    label = _text_field(body, "label", required=False, max_len=100)
+    user, headers = await _authenticate(request, body)
+    issued = await issue_token(request, user.id, label=label)  # also makes the answer no-store
+    return _with_headers(
+        JSONResponse({"token": issued, "token_type": "bearer"}, status_code=201), headers
+    )
 
 
 async def cart(request: Request) -> Response:
     session = get_session(request)
     if request.method == "POST":
         body = await _json_body(request)
-        item = _str_field(body, "item", max_len=200)
+        item = _text_field(body, "item")
         items = list(session.get("cart", []))
         if len(items) >= MAX_CART_ITEMS:
             raise _invalid(f"a cart holds at most {MAX_CART_ITEMS} items")
@@ -182,11 +247,9 @@ async def password(request: Request) -> Response:
     demo = _demo(request)
     user: User = await require_user(request)
     body = await _json_body(request)
-    current = _str_field(body, "current_password", max_len=4096)
     new = _str_field(body, "new_password", max_len=4096)
-    result = await demo.hasher.check_password_async(user.password_hash, current)
-    if not result.ok:
-        raise HTTPError(401, {"error": "invalid_credentials"})
+    # The current password is guessed through a session like a login: same counts, same 429.
+    user, headers = await _authenticate(request, body, user)
     try:
         new_hash = await demo.hasher.hash_async(new)
     except PasswordError as exc:
@@ -194,9 +257,10 @@ async def password(request: Request) -> Response:
     await demo.users.set_password_hash(user.id, new_hash)
     session = get_session(request)
     if demo.admin.can_revoke:  # not with sealed cookies and no revocation record
-        await demo.admin.revoke_all(user.id, keep=session.id)
-    auth.login(session, user.id, remember=session.remember)  # rotate the current one too
-    return Response(status_code=204)
+        await demo.admin.password_changed(session)  # end the others, rotate this one
+    else:
+        auth.login(session, user.id, remember=session.remember)  # rotate this one
+    return _with_headers(Response(status_code=204), headers)
 
 
 async def sessions(request: Request) -> Response:
@@ -222,10 +286,10 @@ async def sessions(request: Request) -> Response:
     )
 
 
-async def revoke_session(request: Request) -> Response:
-    demo = _demo(request)
+async def revoke_one(request: Request) -> Response:
     user: User = await require_user(request)
-    if not await demo.admin.revoke(request.path_params["session_id"], owner=user.id):
+    # The current session's id here is a logout: its cookies are cleared too.
+    if not await revoke_session(request, request.path_params["session_id"], owner=user.id):
         raise HTTPError(404, {"error": "not_found"})
     return Response(status_code=204)
 
@@ -247,6 +311,65 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers={"cache-control": "no-store"})
 
 
+class HostAndFraming:
+    """Answers only the allowed ``Host`` names; adds :data:`SECURITY_HEADERS` to every response.
+
+    Pure ASGI and outermost, so refusals and error answers carry the headers too. A ``Host`` the
+    demo does not serve is refused before anything else runs: with any Host answered, a hostile
+    page could reach a demo on 127.0.0.1 through DNS rebinding.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.allowed = {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if not self.any_host and _host_name(scope) not in self.allowed:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            body = b'{"error":"invalid_host"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        *SECURITY_HEADERS,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _host_name(scope: Scope) -> str | None:
+    """The name in the request's ``Host`` header, without port or IPv6 brackets."""
+    hosts = [v for k, v in scope.get("headers", []) if k == b"host"]
+    if len(hosts) != 1:
+        return None
+    host: str = hosts[0].decode("latin-1").strip().lower()
+    if host.startswith("["):
+        name, bracket, _ = host[1:].partition("]")
+        return name if bracket else None
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() else host
+
+
 def create_app(
     *,
     store: AsyncStore,
@@ -254,8 +377,13 @@ def create_app(
     users_url: str,
     hasher: PasswordHasher | None = None,
     throttle: ThrottleConfig | None = None,
+    allowed_hosts: Sequence[str] = ("*",),
 ) -> Starlette:
-    """The demo as an ASGI app over ``store``; users live in the SQL database at ``users_url``."""
+    """The demo as an ASGI app over ``store``; users live in the SQL database at ``users_url``.
+
+    ``allowed_hosts`` are the ``Host`` names answered (others get 400: DNS rebinding);
+    ``coatcheck demo`` passes the address it is bound to.
+    """
     manager = AsyncSessionManager(store, config)
     users = UserRepository(users_url)
     demo = Demo(
@@ -264,6 +392,7 @@ def create_app(
         users=users,
         hasher=hasher or PasswordHasher(),
         guard=AsyncLoginGuard(manager, throttle or ThrottleConfig()),
+        register_guard=AsyncLoginGuard(manager, REGISTER_THROTTLE, purpose="register"),
     )
 
     @asynccontextmanager
@@ -285,9 +414,10 @@ def create_app(
         Route("/api/password", password, methods=["POST"]),
         Route("/api/sessions", sessions, methods=["GET"]),
         Route("/api/sessions/revoke-others", revoke_others, methods=["POST"]),
-        Route("/api/sessions/{session_id}", revoke_session, methods=["DELETE"]),
+        Route("/api/sessions/{session_id}", revoke_one, methods=["DELETE"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.demo = demo
     app.add_middleware(SessionMiddleware, manager=manager, user_loader=users.by_id)
+    app.add_middleware(HostAndFraming, allowed_hosts=list(allowed_hosts))
     return app

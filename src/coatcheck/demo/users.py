@@ -1,4 +1,11 @@
-"""The demo's user table (SQLAlchemy Core, any SQL URL). Not part of the library's API."""
+"""The demo's user table (SQLAlchemy Core, any SQL URL). Not part of the library's API.
+
+Emails are stored in their canonical form (:func:`coatcheck.throttling.canonical_login_name`:
+trimmed, NFKC, case-folded) and compared byte for byte on every database: MariaDB/MySQL's
+default collations are case- and accent-insensitive (``àlice`` = ``alice``), SQLite's and
+PostgreSQL's are not, so the column is ``utf8mb4_bin`` there. One spelling is then one account,
+and the unique index means the same thing, on all three.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -34,7 +42,14 @@ users = sa.Table(
     "coatcheck_demo_users",
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column(
+        "email",
+        sa.String(320).with_variant(
+            mysql.VARCHAR(320, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+        ),
+        nullable=False,
+        unique=True,
+    ),
     sa.Column("name", sa.String(200), nullable=False, default=""),
     sa.Column("password_hash", sa.String(512), nullable=False),
 )
@@ -82,6 +97,7 @@ class UserRepository:
         await self.engine.dispose()
 
     async def add(self, email: str, name: str, password_hash: str) -> User | None:
+        """Insert a user; ``None`` when the (canonical) email is taken."""
         user = User(str(uuid.uuid4()), email, name, password_hash)
         try:
             async with _unavailable_on_failure(), self.engine.begin() as conn:
@@ -103,6 +119,7 @@ class UserRepository:
         return await self._one(users.c.id == user_id)
 
     async def by_email(self, email: str) -> User | None:
+        """The user with this canonical email, or ``None``."""
         return await self._one(users.c.email == email)
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:

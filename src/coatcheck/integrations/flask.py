@@ -29,10 +29,19 @@ from flask import Flask, Response, g, request
 from markupsafe import Markup
 
 from .._core import signin
+from .._core.http import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    NO_STORE_KEY,
+    body_too_large,
+    json_body_headers_error,
+    parse_json_object,
+)
 from .._core.redirects import safe_next
 from .._core.responses import app_error_answer
 from .._core.session import Session
-from ..auth import is_fresh
+from ..admin import SessionAdmin
+from ..auth import is_fresh, logout
 from ..errors import (
     ConfigurationError,
     ConflictError,
@@ -54,7 +63,9 @@ __all__ = [
     "get_session",
     "issue_token",
     "login_required",
+    "read_json",
     "require_user",
+    "revoke_session",
     "safe_next",
 ]
 
@@ -245,8 +256,49 @@ def csrf_input() -> Markup:
 
 
 def issue_token(user_id: str, *, label: str = "") -> str:
-    """Create a bearer session for ``user_id`` (for API clients) and return its token."""
+    """Create a bearer session for ``user_id`` (for API clients) and return its token.
+
+    The response to this request is then sent with ``Cache-Control: no-store`` (it carries the
+    token), whatever the view set.
+    """
     session = get_session()
-    return get_manager().issue_token(
+    token = get_manager().issue_token(
         str(user_id), user_agent=session.user_agent, ip=session.ip, label=label
     )
+    request.environ[NO_STORE_KEY] = True
+    return token
+
+
+def revoke_session(session_id: str, *, owner: str) -> bool:
+    """End ``owner``'s session ``session_id``; True if it existed and was theirs.
+
+    When it is the request's own session, this is a logout: the record is deleted at commit and
+    the response clears the cookies, exactly as :func:`coatcheck.logout` does.
+    """
+    session = get_session()
+    if session.id is not None and session.id == session_id and session.user_id == str(owner):
+        logout(session)
+        return True
+    return SessionAdmin(get_manager()).revoke(session_id, owner=str(owner))
+
+
+def read_json(
+    *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> dict[str, Any]:
+    """The request's JSON object body, read with limits; never a 500 for any input.
+
+    415 unless the body is ``application/json``; 413 when ``Content-Length`` announces more than
+    ``max_bytes`` (nothing is read) or the body passes it (reading stops one byte later); 422
+    ``invalid_input`` for malformed JSON, nesting deeper than ``max_depth``, lone surrogates or
+    anything but an object. Each is an :class:`~coatcheck.errors.HTTPError` that
+    :class:`Coatcheck` answers as JSON.
+    """
+    problem = json_body_headers_error(
+        request.headers.get("content-type"), request.headers.get("content-length"), max_bytes
+    )
+    if problem is not None:
+        raise problem
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise body_too_large(max_bytes)
+    return parse_json_object(raw, max_depth)

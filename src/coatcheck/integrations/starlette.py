@@ -18,9 +18,18 @@ from typing import Any
 from starlette.requests import HTTPConnection, Request
 
 from .._core import signin
+from .._core.http import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    NO_STORE_KEY,
+    body_too_large,
+    json_body_headers_error,
+    parse_json_object,
+)
 from .._core.session import Session
+from ..admin import AsyncSessionAdmin
 from ..asgi import UserLoader
-from ..auth import is_fresh
+from ..auth import is_fresh, logout
 from ..errors import ConfigurationError
 from ..manager import AsyncSessionManager
 
@@ -121,8 +130,53 @@ def csrf_input(request: HTTPConnection) -> str:
 
 
 async def issue_token(request: HTTPConnection, user_id: str, *, label: str = "") -> str:
-    """Create a bearer session for ``user_id`` (for API clients) and return its token."""
+    """Create a bearer session for ``user_id`` (for API clients) and return its token.
+
+    The response to this request is then sent with ``Cache-Control: no-store`` (it carries the
+    token), whatever the endpoint set.
+    """
     session = get_session(request)
-    return await get_manager(request).issue_token(
+    token = await get_manager(request).issue_token(
         str(user_id), user_agent=session.user_agent, ip=session.ip, label=label
     )
+    request.scope[NO_STORE_KEY] = True
+    return token
+
+
+async def revoke_session(request: HTTPConnection, session_id: str, *, owner: str) -> bool:
+    """End ``owner``'s session ``session_id``; True if it existed and was theirs.
+
+    When it is the request's own session, this is a logout: the record is deleted at commit and
+    the response clears the cookies, exactly as :func:`coatcheck.logout` does.
+    """
+    session = get_session(request)
+    if session.id is not None and session.id == session_id and session.user_id == str(owner):
+        logout(session)
+        return True
+    return await AsyncSessionAdmin(get_manager(request)).revoke(session_id, owner=str(owner))
+
+
+async def read_json(
+    request: Request, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> dict[str, Any]:
+    """The request's JSON object body, read with limits; never a 500 for any input.
+
+    415 unless the body is ``application/json``; 413 when ``Content-Length`` announces more than
+    ``max_bytes`` (nothing is read) or the streamed body passes it (reading stops there); 422
+    ``invalid_input`` for malformed JSON, nesting deeper than ``max_depth``, lone surrogates or
+    anything but an object. Each is an :class:`~coatcheck.errors.HTTPError` the middleware
+    answers as JSON.
+    """
+    problem = json_body_headers_error(
+        request.headers.get("content-type"), request.headers.get("content-length"), max_bytes
+    )
+    if problem is not None:
+        raise problem
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise body_too_large(max_bytes)
+        chunks.append(chunk)
+    return parse_json_object(b"".join(chunks), max_depth)

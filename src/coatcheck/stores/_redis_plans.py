@@ -11,8 +11,9 @@ Rules the plans keep:
 - Indexes may hold stale entries (a session deleted, moved to another user, or expired by Redis)
   but must not miss a live one. A write that (re)indexes a session sends its index entries
   *before* its conditional write in the same pipeline (Redis runs a connection's commands in
-  order; on Cluster the per-node batches run side by side), with ``ZADD GT``. Readers drop the
-  stale entries they meet.
+  order; on Cluster the per-node batches run side by side), with ``ZADD GT``. Readers skip the
+  stale entries they meet; ``sessions_of`` drops those of sessions now owned by another user,
+  never one whose record is missing (it may be a session being written right now).
 - A write the stored record says is covered by its indexes (see :mod:`._redis_keys`) is the
   compare-and-set alone; the CAS script checks this on the stored hash and refuses when it does
   not hold, and the write is then sent again with its index entries. Which of the two to send
@@ -485,7 +486,16 @@ def _delete_plan(
 
 
 def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]:
-    """Two round trips (the index, then every record it names), plus one to drop stale entries."""
+    """Two round trips (the index, then every record it names), plus one to drop the entries of
+    sessions that now belong to another user.
+
+    An entry whose record is missing is left in place: it may be a session being created right
+    now, whose index entry is written before its record (on Cluster, on another node, in
+    parallel). Dropping it would hide that live session from this index for good (from
+    ``revoke_all`` and the session cap too). Entries of deleted records are removed by
+    ``delete`` and ``purge_expired``; those of records Redis's TTL dropped, by the horizon trim of
+    the index's next write, or with the index key's own TTL.
+    """
     index = keys.user_index(user_id)
     (members,) = yield from _batch([("ZRANGE", index, 0, -1)])
     ids = [_text(member) for member in members]
@@ -494,7 +504,9 @@ def sessions_of_plan(keys: KeyLayout, user_id: str) -> Plan[list[SessionRecord]]
     stale: list[str] = []
     for session_id, raw in zip(ids, raws, strict=True):
         record = None if raw is None else record_from_json(raw)
-        if record is not None and record.user_id == user_id:
+        if record is None:
+            continue
+        if record.user_id == user_id:
             records.append(record)
         else:
             stale.append(session_id)

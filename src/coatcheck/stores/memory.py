@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import marshal
 import threading
+from typing import Any
 
 from .._core.record import SessionRecord, record_from_json, record_to_json
+
+_IMAGE_FORMAT = 2
+_SCALARS = tuple(
+    f.name for f in dataclasses.fields(SessionRecord) if f.name not in ("data", "flash")
+)
 
 
 class MemoryStore:
@@ -17,13 +25,38 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, tuple[int, str | None, float, str]] = {}
         """id -> (version, user_id, expires_at, record JSON)"""
+        self._images: dict[str, tuple[str, dict[str, Any], bytes, bytes]] = {}
+        """id -> (record JSON, its checked scalar fields, its data and flash marshalled): a record
+        read back from these costs a fraction of decoding its JSON. Made on the first read of a
+        version; ignored (by identity of the JSON) once the record changes."""
         self._hits: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> SessionRecord | None:
         with self._lock:
             stored = self._records.get(session_id)
-        return record_from_json(stored[3]) if stored is not None else None
+            image = self._images.get(session_id)
+        if stored is None:
+            return None
+        text = stored[3]
+        if image is not None and image[0] is text:
+            _, fields, data, flash = image
+            # S302: bytes this store marshalled itself from a record it decoded and checked.
+            return SessionRecord(
+                **fields,
+                data=marshal.loads(data),  # noqa: S302
+                flash=marshal.loads(flash) if flash else [],  # noqa: S302
+            )
+        record = record_from_json(text)  # checked: a corrupt row raises as from any store
+        made = (
+            text,
+            {name: getattr(record, name) for name in _SCALARS},
+            marshal.dumps(record.data, _IMAGE_FORMAT),
+            marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b"",
+        )
+        with self._lock:
+            self._images[session_id] = made
+        return record
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         row = (record.version, record.user_id, record.expires_at, record_to_json(record))
@@ -44,6 +77,7 @@ class MemoryStore:
             if old is None or old[0] != old_version or record.id in self._records:
                 return False
             del self._records[old_id]
+            self._images.pop(old_id, None)
             self._records[record.id] = row
             return True
 
@@ -51,6 +85,7 @@ class MemoryStore:
         with self._lock:
             for session_id in session_ids:
                 self._records.pop(session_id, None)
+                self._images.pop(session_id, None)
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
         with self._lock:
@@ -68,6 +103,7 @@ class MemoryStore:
             doomed = [k for k, row in self._records.items() if row[2] <= now][:batch]
             for key in doomed:
                 del self._records[key]
+                self._images.pop(key, None)
             # Counters whose window ended are forgotten here too, so attacker-chosen keys
             # (one per guessed email) cannot pile up in a long-running process.
             for key in [k for k, (_, ends) in self._hits.items() if ends <= now]:
