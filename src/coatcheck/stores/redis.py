@@ -280,7 +280,7 @@ def _sync_retry() -> redis.retry.Retry:
     return redis.retry.Retry(NoBackoff(), 1, (RedisConnectionError,))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class _ClientSettings:
     """What ``from_url`` builds its client from: the URL's options settled against the keyword
     arguments (one that is not its default wins; two different prefixes are an error)."""
@@ -416,7 +416,51 @@ def _checked_cache(cache: ClientCache | None, keys: KeyLayout) -> ClientCache | 
 # --- the stores ----------------------------------------------------------------------------------
 
 
-class AsyncRedisStore:
+class _RedisFromURL:
+    """The ``from_url`` of both Redis twins: each builds its own client from the settings."""
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str | None = None,
+        socket_timeout: float = DEFAULT_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int | None = None,
+        client_cache: bool | ClientCacheConfig | None = None,
+        **client_options: Any,
+    ) -> Self:
+        """A store on a new client for ``url`` (see :func:`parse_redis_url`).
+
+        No connection is made until the first command. ``max_connections`` caps the pool (per
+        node on a cluster); ``client_cache`` overrides the URL's client cache settings (on by
+        default, off over TLS); other keyword arguments go to the redis-py client as they are.
+        Every option but ``client_options`` may ride in the URL instead (:data:`URL_OPTIONS`);
+        a keyword argument other than its default wins over the URL's, and two different
+        prefixes are an error. A URL parameter or client option the connections would not take
+        is a :class:`~coatcheck.errors.ConfigurationError` here, not an error on each request.
+        """
+        return cls._from_settings(
+            _client_settings(
+                url,
+                prefix=prefix,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                max_connections=max_connections,
+                client_options=client_options,
+            ),
+            client_cache,
+        )
+
+    @classmethod
+    def _from_settings(
+        cls, settings: _ClientSettings, client_cache: bool | ClientCacheConfig | None
+    ) -> Self:
+        raise NotImplementedError  # each twin builds its own client
+
+
+class AsyncRedisStore(_RedisFromURL):
     """Sessions in Redis or Redis Cluster, for asyncio (``redis.asyncio``).
 
     Pass a ready client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``; the
@@ -447,35 +491,9 @@ class AsyncRedisStore:
         self._in_order = not isinstance(client, redis.asyncio.cluster.RedisCluster)
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int | None = None,
-        client_cache: bool | ClientCacheConfig | None = None,
-        **client_options: Any,
+    def _from_settings(
+        cls, settings: _ClientSettings, client_cache: bool | ClientCacheConfig | None
     ) -> Self:
-        """A store on a new client for ``url`` (see :func:`parse_redis_url`).
-
-        No connection is made until the first command. ``max_connections`` caps the pool (per
-        node on a cluster); ``client_cache`` overrides the URL's client cache settings (on by
-        default, off over TLS); other keyword arguments go to the redis-py client as they are.
-        Every option but ``client_options`` may ride in the URL instead (:data:`URL_OPTIONS`);
-        a keyword argument other than its default wins over the URL's, and two different
-        prefixes are an error. A URL parameter or client option the connections would not take
-        is a :class:`~coatcheck.errors.ConfigurationError` here, not an error on each request.
-        """
-        settings = _client_settings(
-            url,
-            prefix=prefix,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            max_connections=max_connections,
-            client_options=client_options,
-        )
         target = settings.target
         client: AsyncClient
         if target.cluster:
@@ -593,7 +611,7 @@ class AsyncRedisStore:
         return replies
 
 
-class RedisStore:
+class RedisStore(_RedisFromURL):
     """The sync twin of :class:`AsyncRedisStore` (``redis`` and ``redis.cluster``), thread-safe.
 
     A sync ``RedisCluster`` client reads the cluster topology when it is created, so
@@ -619,26 +637,9 @@ class RedisStore:
         self._in_order = not isinstance(client, redis.cluster.RedisCluster)
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int | None = None,
-        client_cache: bool | ClientCacheConfig | None = None,
-        **client_options: Any,
+    def _from_settings(
+        cls, settings: _ClientSettings, client_cache: bool | ClientCacheConfig | None
     ) -> Self:
-        """A store on a new client for ``url``; see :meth:`AsyncRedisStore.from_url`."""
-        settings = _client_settings(
-            url,
-            prefix=prefix,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            max_connections=max_connections,
-            client_options=client_options,
-        )
         target = settings.target
         client: SyncClient
         if target.cluster:

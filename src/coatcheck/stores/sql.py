@@ -94,7 +94,57 @@ def _wants_schema(create_schema: bool | None, dialect_name: str) -> bool:
     return create_schema if create_schema is not None else dialect_name == "sqlite"
 
 
-class AsyncSQLStore:
+class _FromURL:
+    """The ``from_url`` of both SQL twins: each builds its own engine from the settled URL."""
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        statement_timeout: float | None = 5.0,
+    ) -> Self:
+        """A store on a new engine for ``url``, with the twin's driver for its database.
+
+        ``sqlite:///path.db``, ``sqlite://`` (in memory), ``postgresql://...``, ``mysql://...``
+        and ``mariadb://...`` use aiosqlite, asyncpg and asyncmy in :class:`AsyncSQLStore`, and
+        pysqlite, psycopg (3) and pymysql in :class:`SQLStore`; ``postgresql+psycopg://`` and
+        ``mysql+aiomysql://`` are kept by the async twin; a driver the twin cannot use is
+        replaced by its default. Timeouts are in seconds; ``statement_timeout=None`` leaves the
+        server's own limits.
+
+        Every keyword option may ride in the URL's query string instead
+        (``?table_prefix=app_&pool_size=20&statement_timeout=none``); a keyword argument other
+        than its default wins over the URL's, and two different table prefixes are an error.
+        The URL's other parameters go to the driver, which must take them.
+        Raises :class:`~coatcheck.errors.ConfigurationError` for an unsupported URL, a missing
+        driver, a bad setting or a parameter neither the store nor the driver takes.
+        """
+        return cls._from_store_url(
+            store_url(
+                url,
+                table_prefix=table_prefix,
+                create_schema=create_schema,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+            )
+        )
+
+    @classmethod
+    def _from_store_url(cls, target: StoreURL) -> Self:
+        raise NotImplementedError  # each twin builds its own engine
+
+
+class AsyncSQLStore(_FromURL):
     """A session store on an SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine`.
 
     Pass your own engine, or build one with :meth:`from_url`. Tables are named
@@ -124,42 +174,7 @@ class AsyncSQLStore:
         self._threaded: SQLStore | None = None
 
     @classmethod
-    def from_url(
-        cls,
-        url: str | URL,
-        *,
-        table_prefix: str = DEFAULT_TABLE_PREFIX,
-        create_schema: bool | None = None,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 5.0,
-        connect_timeout: float = 2.0,
-        statement_timeout: float | None = 5.0,
-    ) -> Self:
-        """A store on a new engine for ``url``, with the async driver for its database.
-
-        ``sqlite:///path.db``, ``sqlite://`` (in memory), ``postgresql://...``, ``mysql://...``
-        and ``mariadb://...`` use aiosqlite, asyncpg and asyncmy; ``postgresql+psycopg://`` and
-        ``mysql+aiomysql://`` are kept; a sync-only driver is replaced by the default. Timeouts
-        are in seconds; ``statement_timeout=None`` leaves the server's own limits.
-
-        Every keyword option may ride in the URL's query string instead
-        (``?table_prefix=app_&pool_size=20&statement_timeout=none``); a keyword argument other
-        than its default wins over the URL's, and two different table prefixes are an error.
-        The URL's other parameters go to the driver, which must take them.
-        Raises :class:`~coatcheck.errors.ConfigurationError` for an unsupported URL, a missing
-        driver, a bad setting or a parameter neither the store nor the driver takes.
-        """
-        target = store_url(
-            url,
-            table_prefix=table_prefix,
-            create_schema=create_schema,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-        )
+    def _from_store_url(cls, target: StoreURL) -> Self:
         engine = build_engine(create_async_engine, target.url, target.engine, asynchronous=True)
         store = cls(engine, table_prefix=target.table_prefix, create_schema=target.create_schema)
         store._owns_engine = True
@@ -233,7 +248,7 @@ class AsyncSQLStore:
             await self.engine.dispose()
 
 
-class SQLStore:
+class SQLStore(_FromURL):
     """The sync twin of :class:`AsyncSQLStore`, on an SQLAlchemy :class:`~sqlalchemy.Engine`.
 
     Thread-safe: each operation checks a connection out of the engine's pool for its own
@@ -257,37 +272,6 @@ class SQLStore:
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = threading.Lock()
         self._owns_engine = False
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str | URL,
-        *,
-        table_prefix: str = DEFAULT_TABLE_PREFIX,
-        create_schema: bool | None = None,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 5.0,
-        connect_timeout: float = 2.0,
-        statement_timeout: float | None = 5.0,
-    ) -> Self:
-        """A store on a new engine for ``url``, with the sync driver for its database.
-
-        Same URLs and settings as :meth:`AsyncSQLStore.from_url`; the drivers are pysqlite,
-        psycopg (3) and pymysql, and an async-only driver in the URL is replaced by them.
-        """
-        return cls._from_store_url(
-            store_url(
-                url,
-                table_prefix=table_prefix,
-                create_schema=create_schema,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                connect_timeout=connect_timeout,
-                statement_timeout=statement_timeout,
-            )
-        )
 
     @classmethod
     def _from_store_url(cls, target: StoreURL) -> Self:
