@@ -390,19 +390,21 @@ def seed_expired(kind: str, url: str, count: int) -> float:
     if kind == "redis":
         import redis
 
-        from coatcheck.stores import _redis_core as core
+        from coatcheck.stores._redis_keys import KeyLayout
+        from coatcheck.stores._redis_plans import put_plan
+        from coatcheck.stores._redis_scripts import SCRIPTS
 
-        keys = core.KeyLayout("soak:")
+        keys = KeyLayout("soak:")
         client = redis.Redis.from_url(url.split("?")[0])
         try:
-            for source in core._SOURCE_BY_SHA.values():
-                client.script_load(source)
+            for script in SCRIPTS:
+                client.script_load(script.source)
             for start in range(0, count, 2000):
                 pipe = client.pipeline(transaction=False)
                 for _ in range(min(2000, count - start)):
                     # The first batch of a put plan is the whole write for a new session: its
                     # index entries and the compare-and-set, sent here in bulk.
-                    for command in next(core.put_plan(keys, record(), 0)):
+                    for command in next(put_plan(keys, record(), 0)):
                         pipe.execute_command(*command)
                 pipe.execute()
         finally:

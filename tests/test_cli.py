@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -54,6 +55,47 @@ def test_migrate_prints_ddl(capsys: pytest.CaptureFixture[str], url: str, tmp_pa
     assert code == 0
     assert "CREATE TABLE" in out
     assert "CREATE INDEX" in out
+
+
+def test_migrate_and_the_admin_commands_use_the_urls_table_prefix(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`migrate --sql` prints the DDL of the URL's table_prefix, `migrate` creates those tables,
+    and the other commands find the sessions in them."""
+    url = f"sqlite:///{tmp_path / 's.db'}?table_prefix=app_"
+    data, secret = ["--data-dir", str(tmp_path)], ["--secret", SECRET]
+    code, out = run(capsys, *data, "migrate", "--store", url, "--sql", *secret)
+    assert code == 0
+    assert "CREATE TABLE app_sessions" in out
+    assert "CREATE TABLE app_hits" in out
+    assert "coatcheck_" not in out
+    assert main([*data, "migrate", "--store", url, *secret]) == 0
+    capsys.readouterr()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"app_sessions", "app_hits"}
+    make_session(url, "alice", FakeClock(start=time.time()))
+    code, out = run(capsys, *data, "users", "--store", url, *secret)
+    assert (code, out.split()) == (0, ["alice"])
+
+
+@pytest.mark.parametrize("sql", [True, False])
+def test_migrate_refuses_an_unknown_url_option(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sql: bool
+) -> None:
+    """A misspelt option in the store URL makes migrate (with or without --sql) exit 2 naming
+    it, instead of printing or creating the default tables."""
+    url = f"sqlite:///{tmp_path / 's.db'}?tabel_prefix=app_"
+    flags = ["--sql"] if sql else []
+    code = main(
+        ["--data-dir", str(tmp_path), "migrate", "--store", url, *flags, "--secret", SECRET]
+    )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert "'tabel_prefix'" in captured.err
+    assert "table_prefix" in captured.err.replace("'tabel_prefix'", "")
+    assert not (tmp_path / "s.db").exists()
 
 
 def test_sessions_users_and_revoke(

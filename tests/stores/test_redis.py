@@ -18,7 +18,20 @@ from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 from coatcheck._core.record import SessionRecord, record_to_json
 from coatcheck._core.tokens import hash_secret, new_id, new_secret
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
-from coatcheck.stores import _redis_core as core
+from coatcheck.stores._redis_keys import TTL_MARGIN, KeyLayout, index_horizon
+from coatcheck.stores._redis_plans import Hint, Hints, sessions_of_plan
+from coatcheck.stores._redis_scripts import (
+    CAS,
+    EXPIRY_ADD,
+    HIT,
+    INDEX_ADD,
+    PURGE_RECORD,
+    PUT_BACK,
+    SCRIPTS,
+    TAKE_IF_VERSION,
+    UNINDEX_DUE,
+    Command,
+)
 from coatcheck.stores.base import AsyncStore
 from coatcheck.stores.redis import AsyncRedisStore, RedisStore, RedisURL, parse_redis_url
 from tests.backends.adapt import AsyncOverSync
@@ -125,7 +138,7 @@ async def test_keys_carry_the_prefix_and_a_ttl(
     assert all(ttl > 0 for ttl in ttls.values()), ttls
     record_ttl = ttls[f"app:s:{{{record.id}}}"]
     # put has no `now`: the TTL is the record's own remaining life plus the margin.
-    assert (600 + core.TTL_MARGIN) * 1000 - 5000 < record_ttl <= (600 + core.TTL_MARGIN) * 1000
+    assert (600 + TTL_MARGIN) * 1000 - 5000 < record_ttl <= (600 + TTL_MARGIN) * 1000
     assert ttls["app:u:{u1}"] >= record_ttl - 1000
     assert 0 < ttls["app:h:{login:1.2.3.4}"] <= 60_000
     await store.close()
@@ -139,7 +152,7 @@ async def test_records_expired_at_write_time_still_get_a_ttl(
     record = make(expires_at=NOW - 3600)
     assert await store.put(record, 0)
     ttl = await inspect.pttl(store.keys.record(record.id))
-    assert 0 < ttl <= core.TTL_MARGIN * 1000
+    assert 0 < ttl <= TTL_MARGIN * 1000
     await store.close()
 
 
@@ -225,7 +238,7 @@ async def test_a_session_being_created_keeps_its_index_entry(
     store = AsyncRedisStore.from_url(url, prefix=prefix)
     record = make(user_id="u1")
     await client.zadd(store.keys.user_index("u1"), {record.id: 1})  # the put's first step
-    listing = core.sessions_of_plan(store.keys, "u1")  # a sessions_of, run one round trip at a time
+    listing = sessions_of_plan(store.keys, "u1")  # a sessions_of, run one round trip at a time
     batch: list[Any] | None = next(listing)
     listed = None
     while batch is not None:
@@ -290,11 +303,11 @@ async def test_purge_restores_an_index_entry_that_lagged(
         await client.zscore(store.keys.expiry_shard(record.id).expiry, record.id)
         == record.expires_at
     )
-    assert await client.zscore(store.keys.user_index("u1"), record.id) == core.index_horizon(record)
+    assert await client.zscore(store.keys.user_index("u1"), record.id) == index_horizon(record)
     await store.close()
 
 
-def same_shard(keys: core.KeyLayout, other: SessionRecord, record: SessionRecord) -> SessionRecord:
+def same_shard(keys: KeyLayout, other: SessionRecord, record: SessionRecord) -> SessionRecord:
     """``record`` with a new id that lands in the same expiry shard as ``other``."""
     while keys.expiry_shard(record.id) != keys.expiry_shard(other.id):
         record.id = new_id()
@@ -370,14 +383,14 @@ def test_record_and_counter_scripts_name_one_key() -> None:
     """Scripts on a record, a counter or a user index touch KEYS[1] only: atomic on Cluster
     whatever the key; the two shard scripts are checked against a real cluster below."""
     single = {
-        core.CAS,
-        core.INDEX_ADD,
-        core.PURGE_RECORD,
-        core.HIT,
-        core.TAKE_IF_VERSION,
-        core.PUT_BACK,
+        CAS,
+        INDEX_ADD,
+        PURGE_RECORD,
+        HIT,
+        TAKE_IF_VERSION,
+        PUT_BACK,
     }
-    assert single | {core.EXPIRY_ADD, core.UNINDEX_DUE} == set(core.SCRIPTS)
+    assert single | {EXPIRY_ADD, UNINDEX_DUE} == set(SCRIPTS)
     for script in single:
         assert {"KEYS[1]"} == set(re.findall(r"KEYS\[\w+\]", script.source)), script.name
 
@@ -470,7 +483,7 @@ async def test_a_write_within_the_index_horizon_is_the_cas_script_alone(
     record = make(user_id=user_id)
     assert await store.put(record, 0)
     # expires_at (NOW + 600) rounded up to a bucket of 64 s (10% of 600 s, at least 64 s)
-    assert core.index_horizon(record) == record.expires_at + 40
+    assert index_horizon(record) == record.expires_at + 40
 
     current = record
     for step in (1, 10, 20):  # expires_at moves 31 s in all: still covered
@@ -495,14 +508,14 @@ async def test_a_write_within_the_index_horizon_is_the_cas_script_alone(
     shard = store.keys.expiry_shard(record.id)
     assert await inspect.zscore(shard.expiry, record.id) == beyond.expires_at
     if user_id is not None:
-        horizon = core.index_horizon(beyond)
+        horizon = index_horizon(beyond)
         assert await inspect.zscore(store.keys.user_index(user_id), record.id) == horizon
         assert await inspect.zscore(store.keys.users, user_id) == horizon
     await store.close()
 
 
 async def index_state(
-    inspect: redis.asyncio.Redis, keys: core.KeyLayout, record: SessionRecord
+    inspect: redis.asyncio.Redis, keys: KeyLayout, record: SessionRecord
 ) -> dict[str, float]:
     """Every index score and TTL of ``record``, and its own, as the server sees them now."""
     shard = keys.expiry_shard(record.id)
@@ -602,7 +615,7 @@ async def test_records_without_index_fields_are_indexed_by_their_next_write(
     newer = later(record, 1)
     assert await store.put(newer, record.version)
     assert await inspect.hget(key, "i") == b"@u1"
-    assert await inspect.hget(key, "b") == repr(core.index_horizon(newer)).encode()
+    assert await inspect.hget(key, "b") == repr(index_horizon(newer)).encode()
 
     # An older app server moves the session to u2 (writing `u`, indexing u2, leaving `i`).
     moved = later(newer, 1)
@@ -703,25 +716,25 @@ def test_index_horizons_round_up_to_nested_buckets() -> None:
     record = make()
     for lifetime, bucket in [(600, 64), (1800, 128), (12 * 3600, 4096), (14 * 86400, 4096)]:
         record.expires_at = NOW + lifetime
-        horizon = core.index_horizon(record)
+        horizon = index_horizon(record)
         assert horizon % bucket == 0
         assert record.expires_at <= horizon < record.expires_at + bucket
     record.expires_at = NOW - 1
-    assert core.index_horizon(record) == NOW - 1
+    assert index_horizon(record) == NOW - 1
     # A horizon on a coarse grid lies on every finer one: a record whose lifetime shrank since
     # its last indexing write still guesses its coverage on the safe side.
     record.expires_at = 1_800_000_001.0
-    assert core.index_horizon(record) % 64 == 0
+    assert index_horizon(record) % 64 == 0
 
 
 def test_hints_are_bounded_and_taken_once() -> None:
     """The hint map drops its oldest entries past its size, and a hint is used once."""
-    hints = core.Hints(size=3)
+    hints = Hints(size=3)
     for n in range(5):
-        hints.remember(f"id{n}", core.Hint(n, None, float(n)))
+        hints.remember(f"id{n}", Hint(n, None, float(n)))
     assert len(hints) == 3
     assert hints.take("id0") is None
-    assert hints.take("id4") == core.Hint(4, None, 4.0)
+    assert hints.take("id4") == Hint(4, None, 4.0)
     assert hints.take("id4") is None
 
 
@@ -731,9 +744,9 @@ def test_hints_are_bounded_and_taken_once() -> None:
 class RecordingStore(AsyncRedisStore):
     """An AsyncRedisStore that keeps every batch of commands it sends."""
 
-    batches: list[list[core.Command]]
+    batches: list[list[Command]]
 
-    async def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+    async def _execute(self, commands: Sequence[Command]) -> list[Any]:
         self.batches.append(list(commands))
         return await super()._execute(commands)
 

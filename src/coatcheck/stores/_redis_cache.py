@@ -54,6 +54,7 @@ from typing import Any
 from redis.crc import key_slot
 
 from ..errors import ConfigurationError
+from ._redis_keys import FIELD_RECORD
 
 log = logging.getLogger("coatcheck")
 
@@ -499,7 +500,7 @@ class ClientCache:
             fill = Fill(key, self._generation, after_write=True)
             self._fills.setdefault(key, []).append(fill)
             try:
-                channel.send(fill, "HGET", key, "d")
+                channel.send(fill, "HGET", key, FIELD_RECORD)
             except OSError as exc:
                 self._drop_locked(repr(exc))
                 return

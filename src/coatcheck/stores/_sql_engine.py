@@ -14,15 +14,25 @@ Timeouts are set where each driver allows, so a stuck database turns into
   get a client read timeout of connect + statement timeout, since their connect timeout does
   not cover the server's greeting;
 - pool timeout: how long a request waits for a free pooled connection.
+
+A store URL may carry the store's own options (:data:`URL_OPTIONS`: ``?table_prefix=app_``,
+``?pool_size=20``...); :func:`store_url` takes them out, typed, before the URL reaches
+SQLAlchemy. Every other query parameter must be one the driver takes (``sslmode``, ``charset``,
+SQLite's ``timeout``...): :func:`build_engine` asks the driver, without connecting, and refuses
+the others at start-up, where they would otherwise fail every connection (or be ignored).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -32,7 +42,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from ._sql_statements import dialect_family
+from ._sql_statements import DEFAULT_TABLE_PREFIX, dialect_family
+from .url import (
+    Parser,
+    parse_count,
+    parse_flag,
+    parse_seconds,
+    parse_seconds_or_none,
+    parse_text,
+    pick,
+    take_options,
+    unknown_option_error,
+)
 
 E = TypeVar("E", Engine, AsyncEngine)
 
@@ -97,16 +118,77 @@ class EngineSettings:
                 raise ConfigurationError(f"{name} must be a positive number, got {value!r}")
 
 
+URL_OPTIONS: Mapping[str, Parser] = MappingProxyType(
+    {
+        "table_prefix": parse_text,
+        "create_schema": parse_flag,
+        "pool_size": parse_count,
+        "max_overflow": parse_count,
+        "pool_timeout": parse_seconds,
+        "connect_timeout": parse_seconds,
+        "statement_timeout": parse_seconds_or_none,
+    }
+)
+"""The SQL stores' own options in a store URL (``statement_timeout=none``: the server's limits)."""
+
+_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "table_prefix": DEFAULT_TABLE_PREFIX,
+        "create_schema": None,
+        **{f.name: f.default for f in dataclasses.fields(EngineSettings)},
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoreURL:
+    """A SQL store URL taken apart: the database URL without the store's options, and the
+    store's settings from the URL and the ``from_url`` keyword arguments."""
+
+    url: URL
+    table_prefix: str
+    create_schema: bool | None
+    engine: EngineSettings
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        return sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {exc}") from None
+
+
+def store_url(url: str | URL, **given: Any) -> StoreURL:
+    """Take the store's own options out of ``url`` and settle each against the keyword argument
+    ``given`` for it: one that is not its default wins, else the URL's; a ``table_prefix`` in
+    both that differs is a ConfigurationError (the wrong one addresses other tables)."""
+    parsed = _parse(url)
+    pairs = [
+        (name, value)
+        for name, values in parsed.query.items()
+        for value in ((values,) if isinstance(values, str) else values)
+    ]
+    options, _driver_pairs = take_options(pairs, URL_OPTIONS, parsed.get_backend_name())
+    chosen = {
+        name: pick(options, name, given.get(name, default), default, agree=name == "table_prefix")
+        for name, default in _DEFAULTS.items()
+    }
+    engine_fields = {f.name for f in dataclasses.fields(EngineSettings)}
+    return StoreURL(
+        url=parsed.difference_update_query(list(options)),
+        table_prefix=chosen["table_prefix"],
+        create_schema=chosen["create_schema"],
+        engine=EngineSettings(**{name: chosen[name] for name in engine_fields}),
+    )
+
+
 def resolve_url(url: str | URL, *, asynchronous: bool) -> URL:
     """``url`` with the driver the async (or sync) twin should use.
 
     A driver the twin can use is kept; a bare scheme or a driver of the other kind becomes the
     twin's default: aiosqlite/asyncpg/asyncmy for async, pysqlite/psycopg/pymysql for sync.
     """
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigurationError(f"not a database URL: {exc}") from None
+    parsed = _parse(url)
     backend, _, driver = parsed.drivername.partition("+")
     dialect = _BACKENDS.get(backend)
     if dialect is None:
@@ -198,6 +280,90 @@ def _translate_sslmode(url: URL, driver: str) -> URL:
     return url
 
 
+# What SQLAlchemy's pysqlite dialect (aiosqlite's too) takes from the query string; with
+# uri=true the rest goes to SQLite's own URI parameters (https://sqlite.org/uri.html).
+_SQLITE_PARAMETERS = frozenset(
+    {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
+)
+_SQLITE_URI_PARAMETERS = frozenset(
+    {"vfs", "mode", "cache", "psow", "nolock", "immutable", "modeof"}
+)
+# The module whose connect() each driver's dialect calls.
+_DRIVER_MODULES = {
+    "asyncpg": "asyncpg",
+    "psycopg": "psycopg",
+    "psycopg2": "psycopg2",
+    "pg8000": "pg8000",
+    "asyncmy": "asyncmy",
+    "aiomysql": "aiomysql",
+    "pymysql": "pymysql",
+    "mysqldb": "MySQLdb",
+}
+# Taken by SQLAlchemy's adapter before it calls the driver's connect().
+_ADAPTER_PARAMETERS = {
+    "asyncpg": frozenset({"prepared_statement_cache_size", "prepared_statement_name_func"})
+}
+# These pass the keyword arguments they do not name on to libpq as connection parameters.
+_LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
+
+
+def _libpq_keywords() -> frozenset[str] | None:
+    try:
+        from psycopg import pq
+    except ImportError:
+        return None
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+def _driver_parameters(driver: str) -> frozenset[str] | None:
+    """The parameters ``driver``'s connect() takes, from its signature (and libpq's list for the
+    libpq drivers); None when that cannot be told (not installed, or any keyword accepted)."""
+    try:
+        module = importlib.import_module(_DRIVER_MODULES[driver])
+        parameters = list(inspect.signature(module.connect).parameters.values())
+    except (KeyError, ImportError, TypeError, ValueError):
+        return None
+    named = {
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        libpq = _libpq_keywords() if driver in _LIBPQ_DRIVERS else None
+        if libpq is None:
+            return None
+        named |= libpq
+    return frozenset(named | _ADAPTER_PARAMETERS.get(driver, frozenset()))
+
+
+def _check_driver_parameters(url: URL) -> None:
+    """Refuse the query parameters of ``url`` that its driver does not take (a typo, or an
+    option meant for another store), at start-up: the driver would fail every connection on
+    them, or SQLAlchemy would ignore them with a warning. Nothing connects."""
+    if not url.query:
+        return
+    driver = url.get_driver_name()
+    if dialect_family(url.get_backend_name()) == "sqlite":
+        takes = _SQLITE_PARAMETERS
+        if str(url.query.get("uri", "")).lower() in ("1", "true", "yes", "on"):
+            takes |= _SQLITE_URI_PARAMETERS
+        refused = set(url.query) - takes
+    else:
+        known = _driver_parameters(driver)
+        if known is None:
+            return
+        # What the dialect will hand to connect(), after its own translations (MySQL's ssl_*).
+        _args, params = url.get_dialect()().create_connect_args(url)
+        refused = set(params) - known
+    if refused:
+        raise unknown_option_error(
+            refused,
+            url.get_backend_name(),
+            URL_OPTIONS,
+            f"; anything else in its URL must be a connection parameter of the {driver} driver",
+        )
+
+
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else max(1, math.ceil(seconds * 1000))
 
@@ -270,6 +436,17 @@ def _run_on_connect(statements: Callable[[], list[str]]) -> Callable[[Any, Any],
     return on_connect
 
 
+def driver_url(
+    url: str | URL, settings: EngineSettings, *, asynchronous: bool
+) -> tuple[URL, dict[str, Any]]:
+    """The URL with the twin's driver and the ``create_engine`` keyword arguments for ``url``;
+    a query parameter the driver would not take is a ConfigurationError (nothing connects)."""
+    resolved = resolve_url(url, asynchronous=asynchronous)
+    final_url, kwargs = engine_arguments(resolved, settings, asynchronous=asynchronous)
+    _check_driver_parameters(final_url)
+    return final_url, kwargs
+
+
 def build_engine(
     create: Callable[..., E],
     url: str | URL,
@@ -279,12 +456,11 @@ def build_engine(
 ) -> E:
     """Create the engine for ``url`` with ``create`` (``create_engine`` or ``create_async_engine``)
     and install the per-connection setup (SQLite pragmas, MySQL timeouts)."""
-    resolved = resolve_url(url, asynchronous=asynchronous)
-    final_url, kwargs = engine_arguments(resolved, settings, asynchronous=asynchronous)
+    final_url, kwargs = driver_url(url, settings, asynchronous=asynchronous)
     try:
         engine = create(final_url, **kwargs)
     except ImportError as exc:
-        backend, driver = resolved.get_backend_name(), resolved.get_driver_name()
+        backend, driver = final_url.get_backend_name(), final_url.get_driver_name()
         drivers = _DRIVERS[dialect_family(backend)]
         default = drivers.async_default if asynchronous else drivers.sync_default
         hint = f"pip install 'coatcheck[{drivers.extra}]'"

@@ -1,8 +1,9 @@
 """Redis session stores, standalone or Cluster (Valkey compatible): async and sync twins.
 
 :class:`AsyncRedisStore` runs on :mod:`redis.asyncio` and :class:`RedisStore` on :mod:`redis`.
-Both run the same plans from :mod:`coatcheck.stores._redis_core` (key layout, Lua scripts, index
-upkeep); the twins only send each batch of commands and differ by ``await``.
+Both run the same plans from :mod:`coatcheck.stores._redis_plans` (on the key layout of
+``_redis_keys`` and the Lua scripts of ``_redis_scripts``); the twins only send each batch of
+commands and differ by ``await``.
 
 Round trips per method (a round trip is one pipeline; on Cluster a pipeline is split per node and
 the nodes answer in parallel):
@@ -10,7 +11,7 @@ the nodes answer in parallel):
 =================  ====================================================================
 ``get``            0 when the client cache holds the record (on by default), else 1 (``HGET``)
 ``put``            1: the CAS script alone while the session's index entries cover the write,
-                   else its index scripts then the CAS script (rarely 2: see ``_redis_core``)
+                   else its index scripts then the CAS script (rarely 2: see ``_redis_plans``)
 ``replace``        1 (the new record's insert and the old one's conditional delete), +1 for
                    the cache's barrier; 2 when one half has to be undone
 ``delete``         1 on one server when this process read the session first; else 1, plus 1
@@ -29,8 +30,10 @@ then EVAL). Every Redis failure becomes :class:`~coatcheck.errors.StoreUnavailab
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Self, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -46,8 +49,20 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .._core.record import SessionRecord
 from ..errors import ConfigurationError, StoreUnavailableError
-from . import _redis_core as core
+from . import _redis_plans as plans
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
+from ._redis_keys import DEFAULT_PREFIX, KeyLayout
+from ._redis_scripts import Command
+from .url import (
+    Parser,
+    parse_count,
+    parse_flag,
+    parse_seconds,
+    parse_text,
+    pick,
+    take_options,
+    unknown_option_error,
+)
 
 __all__ = [
     "AsyncRedisStore",
@@ -113,34 +128,36 @@ class RedisURL:
     unix_path: str | None = None
     client_cache: ClientCacheConfig | None = None
     """The ``client_cache*`` parameters of the URL, or ``None`` when it names none."""
+    max_connections: int | None = None
+    socket_timeout: float | None = None
+    socket_connect_timeout: float | None = None
 
 
-_CACHE_OPTIONS = ("client_cache", "client_cache_size", "client_cache_ttl")
-_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
+URL_OPTIONS: Mapping[str, Parser] = MappingProxyType(
+    {
+        "prefix": parse_text,
+        "client_cache": parse_flag,
+        "client_cache_size": parse_count,
+        "client_cache_ttl": parse_seconds,
+        "max_connections": parse_count,
+        "socket_timeout": parse_seconds,
+        "socket_connect_timeout": parse_seconds,
+    }
+)
+"""The Redis stores' own options in a store URL (every form); a standalone URL's other
+parameters go to redis-py as connection options, when redis-py takes them."""
+
+# The client cache options in a URL, and the ClientCacheConfig field each sets.
+_CACHE_FIELDS = {
+    "client_cache": "enabled",
+    "client_cache_size": "size",
+    "client_cache_ttl": "max_age",
+}
 
 
-def _cache_config(options: list[tuple[str, str]]) -> ClientCacheConfig | None:
-    given: dict[str, str] = {}
-    for name, value in options:
-        if name in given:
-            raise ConfigurationError(f"a Redis URL may name {name} once")
-        given[name] = value
-    if not given:
-        return None
-    settings: dict[str, Any] = {}
-    try:
-        if "client_cache" in given:
-            flag = given["client_cache"].lower()
-            if flag not in _TRUE | _FALSE:
-                raise ValueError(flag)
-            settings["enabled"] = flag in _TRUE
-        if "client_cache_size" in given:
-            settings["size"] = int(given["client_cache_size"])
-        if "client_cache_ttl" in given:
-            settings["max_age"] = float(given["client_cache_ttl"])
-    except ValueError:
-        raise ConfigurationError(f"bad client cache option in a Redis URL: {given}") from None
-    return ClientCacheConfig(**settings)
+def _cache_config(options: Mapping[str, Any]) -> ClientCacheConfig | None:
+    settings = {field: options[name] for name, field in _CACHE_FIELDS.items() if name in options}
+    return ClientCacheConfig(**settings) if settings else None
 
 
 def parse_redis_url(url: str) -> RedisURL:
@@ -150,9 +167,11 @@ def parse_redis_url(url: str) -> RedisURL:
     ``redis+cluster://[user:password@]host:port[,host2:port2...][?prefix=app:]`` for a cluster
     (also spelled ``redis-cluster://``; ``rediss+cluster://`` for TLS). Every form also takes
     ``client_cache=0|1``, ``client_cache_size=<records>`` and ``client_cache_ttl=<seconds>``
-    (:class:`ClientCacheConfig`). A cluster URL takes no other query parameters (pass client
-    options to ``from_url`` instead). Raises
-    :class:`~coatcheck.errors.ConfigurationError` for anything else.
+    (:class:`ClientCacheConfig`), ``max_connections``, ``socket_timeout`` and
+    ``socket_connect_timeout`` (:data:`URL_OPTIONS`). A standalone URL's other parameters stay
+    in ``client_url`` for redis-py; a cluster URL takes no other query parameters (pass client
+    options to ``from_url`` instead). Raises :class:`~coatcheck.errors.ConfigurationError` for
+    anything else.
     """
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower()
@@ -162,22 +181,26 @@ def parse_redis_url(url: str) -> RedisURL:
             "or redis+cluster://"
         )
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [value for name, value in query if name == "prefix"]
-    if len(prefixes) > 1:
-        raise ConfigurationError("a Redis URL may name one prefix")
-    prefix = prefixes[0] if prefixes else None
-    client_cache = _cache_config([(n, v) for n, v in query if n in _CACHE_OPTIONS])
-    others = [(name, value) for name, value in query if name not in ("prefix", *_CACHE_OPTIONS)]
+    options, others = take_options(
+        parse_qsl(parts.query, keep_blank_values=True), URL_OPTIONS, "Redis"
+    )
+    ours: dict[str, Any] = {
+        "prefix": options.get("prefix"),
+        "client_cache": _cache_config(options),
+        "max_connections": options.get("max_connections"),
+        "socket_timeout": options.get("socket_timeout"),
+        "socket_connect_timeout": options.get("socket_connect_timeout"),
+    }
     userinfo, _, hosts = parts.netloc.rpartition("@")
     username, password = _credentials(userinfo)
 
     if scheme in _CLUSTER_SCHEMES:
         if others:
-            names = ", ".join(sorted({name for name, _ in others}))
-            raise ConfigurationError(
-                f"a cluster URL takes only prefix and client cache parameters, not {names}; "
-                "pass client options to from_url"
+            raise unknown_option_error(
+                {name for name, _ in others},
+                "Redis Cluster",
+                URL_OPTIONS,
+                "; a cluster URL takes no other: pass redis-py client options to from_url",
             )
         if parts.path not in ("", "/", "/0"):
             raise ConfigurationError("Redis Cluster has only database 0")
@@ -189,9 +212,8 @@ def parse_redis_url(url: str) -> RedisURL:
             db=0,
             username=username,
             password=password,
-            prefix=prefix,
             client_url="",
-            client_cache=client_cache,
+            **ours,
         )
 
     # Keep the URL's own text (urlunsplit would turn unix:///path into unix:/path).
@@ -211,10 +233,9 @@ def parse_redis_url(url: str) -> RedisURL:
         db=int(raw_db),
         username=username,
         password=password,
-        prefix=prefix,
         client_url=client_url,
         unix_path=parts.path if scheme == "unix" else None,
-        client_cache=client_cache,
+        **ours,
     )
 
 
@@ -248,15 +269,6 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
-def _pick_prefix(from_url: str | None, option: str | None) -> str:
-    if from_url is not None and option is not None and from_url != option:
-        raise ConfigurationError(
-            f"two different Redis key prefixes: {from_url!r} in the URL, {option!r} as an option"
-        )
-    chosen = option if option is not None else from_url
-    return core.DEFAULT_PREFIX if chosen is None else chosen
-
-
 # Retry once, at once, on a broken connection only (a pooled socket the server closed). redis-py's
 # default (10 retries with backoff, timeouts included) turns an outage into seconds of hanging and
 # can run a non-idempotent command twice after a timeout.
@@ -268,13 +280,45 @@ def _sync_retry() -> redis.retry.Retry:
     return redis.retry.Retry(NoBackoff(), 1, (RedisConnectionError,))
 
 
-def _connection_options(
-    target: RedisURL,
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _ClientSettings:
+    """What ``from_url`` builds its client from: the URL's options settled against the keyword
+    arguments (one that is not its default wins; two different prefixes are an error)."""
+
+    target: RedisURL
+    prefix: str
+    max_connections: int | None
+    socket_connect_timeout: float
+    options: dict[str, Any]
+    """Keyword arguments for the cluster client, or for the standalone connection pool."""
+
+
+def _client_settings(
+    url: str,
+    *,
+    prefix: str | None,
     socket_timeout: float,
     socket_connect_timeout: float,
     max_connections: int | None,
     client_options: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> _ClientSettings:
+    target = parse_redis_url(url)
+    from_url = {
+        name: value
+        for name, value in (
+            ("prefix", target.prefix),
+            ("max_connections", target.max_connections),
+            ("socket_timeout", target.socket_timeout),
+            ("socket_connect_timeout", target.socket_connect_timeout),
+        )
+        if value is not None
+    }
+    store_prefix = pick(from_url, "prefix", prefix, None, agree=True)
+    max_connections = pick(from_url, "max_connections", max_connections, None)
+    socket_timeout = pick(from_url, "socket_timeout", socket_timeout, DEFAULT_TIMEOUT)
+    socket_connect_timeout = pick(
+        from_url, "socket_connect_timeout", socket_connect_timeout, DEFAULT_TIMEOUT
+    )
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
@@ -288,7 +332,40 @@ def _connection_options(
         # than fail at once.
         options.update(max_connections=max_connections, timeout=socket_timeout)
     options.update(client_options)
-    return options
+    return _ClientSettings(
+        target=target,
+        prefix=DEFAULT_PREFIX if store_prefix is None else store_prefix,
+        max_connections=max_connections,
+        socket_connect_timeout=socket_connect_timeout,
+        options=options,
+    )
+
+
+def _connection_parameters(connection_class: type) -> frozenset[str]:
+    """The keyword arguments a redis-py connection class takes: the parameters named along its
+    ``__init__`` chain (each passes what it does not name on to the next)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(
+        parameter.name
+        for cls in connection_class.__mro__
+        if cls is not object and "__init__" in cls.__dict__
+        for parameter in inspect.signature(cls.__dict__["__init__"]).parameters.values()
+        if parameter.kind in kinds
+    )
+
+
+def _check_connection_options(connection_class: type, connection_kwargs: Mapping[str, Any]) -> None:
+    """Refuse, at start-up, a URL parameter or client option that redis-py would pass to every
+    new connection and that the connection does not take (it would fail each request)."""
+    refused = set(connection_kwargs) - _connection_parameters(connection_class)
+    if refused:
+        raise unknown_option_error(
+            refused,
+            "Redis",
+            URL_OPTIONS,
+            "; anything else must be a redis-py connection option: ssl_cert_reqs, client_name, "
+            "health_check_interval, ...",
+        )
 
 
 def _client_cache(
@@ -323,10 +400,10 @@ def _client_cache(
         connect_timeout=socket_connect_timeout,
     )
     # BCAST tracks every key under this prefix: exactly the session records.
-    return ClientCache(config, channel_target, core.KeyLayout(prefix).record_prefix)
+    return ClientCache(config, channel_target, KeyLayout(prefix).record_prefix)
 
 
-def _checked_cache(cache: ClientCache | None, keys: core.KeyLayout) -> ClientCache | None:
+def _checked_cache(cache: ClientCache | None, keys: KeyLayout) -> ClientCache | None:
     # A cache tracking another prefix would never hear of this store's writes: refuse it.
     if cache is not None and cache.prefix != keys.record_prefix:
         raise ConfigurationError(
@@ -339,35 +416,8 @@ def _checked_cache(cache: ClientCache | None, keys: core.KeyLayout) -> ClientCac
 # --- the stores ----------------------------------------------------------------------------------
 
 
-class AsyncRedisStore:
-    """Sessions in Redis or Redis Cluster, for asyncio (``redis.asyncio``).
-
-    Pass a ready client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``; the
-    caller keeps owning it and closes it) or use :meth:`from_url` (the store owns that client and
-    :meth:`close` closes it). ``prefix`` namespaces every key, so several apps can share a server.
-    ``client_cache`` serves records this process has seen from memory (see
-    :mod:`coatcheck.stores._redis_cache`); :meth:`from_url` builds one by default, and a store
-    built on your own client gets one only if you pass
-    ``ClientCache(ClientCacheConfig(), ClientCacheTarget(nodes=...), f"{prefix}s:")``.
-    """
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        *,
-        prefix: str = core.DEFAULT_PREFIX,
-        owns_client: bool = False,
-        client_cache: ClientCache | None = None,
-    ) -> None:
-        self.client = client
-        self.keys = core.KeyLayout(prefix)
-        self._owns_client = owns_client
-        self._hints = core.Hints()
-        self.cache = _checked_cache(client_cache, self.keys)
-        # A process caching records relies on every deleter's barrier (see _redis_cache).
-        self._barrier = client_cache is not None
-        # One server runs a pipeline in order; a cluster runs its per-node parts side by side.
-        self._in_order = not isinstance(client, redis.asyncio.cluster.RedisCluster)
+class _RedisFromURL:
+    """The ``from_url`` of both Redis twins: each builds its own client from the settings."""
 
     @classmethod
     def from_url(
@@ -386,42 +436,105 @@ class AsyncRedisStore:
         No connection is made until the first command. ``max_connections`` caps the pool (per
         node on a cluster); ``client_cache`` overrides the URL's client cache settings (on by
         default, off over TLS); other keyword arguments go to the redis-py client as they are.
+        Every option but ``client_options`` may ride in the URL instead (:data:`URL_OPTIONS`);
+        a keyword argument other than its default wins over the URL's, and two different
+        prefixes are an error. A URL parameter or client option the connections would not take
+        is a :class:`~coatcheck.errors.ConfigurationError` here, not an error on each request.
         """
-        target = parse_redis_url(url)
-        store_prefix = _pick_prefix(target.prefix, prefix)
-        options = _connection_options(
-            target, socket_timeout, socket_connect_timeout, max_connections, client_options
+        return cls._from_settings(
+            _client_settings(
+                url,
+                prefix=prefix,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_connect_timeout,
+                max_connections=max_connections,
+                client_options=client_options,
+            ),
+            client_cache,
         )
+
+    @classmethod
+    def _from_settings(
+        cls, settings: _ClientSettings, client_cache: bool | ClientCacheConfig | None
+    ) -> Self:
+        raise NotImplementedError  # each twin builds its own client
+
+
+class AsyncRedisStore(_RedisFromURL):
+    """Sessions in Redis or Redis Cluster, for asyncio (``redis.asyncio``).
+
+    Pass a ready client (``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``; the
+    caller keeps owning it and closes it) or use :meth:`from_url` (the store owns that client and
+    :meth:`close` closes it). ``prefix`` namespaces every key, so several apps can share a server.
+    ``client_cache`` serves records this process has seen from memory (see
+    :mod:`coatcheck.stores._redis_cache`); :meth:`from_url` builds one by default, and a store
+    built on your own client gets one only if you pass
+    ``ClientCache(ClientCacheConfig(), ClientCacheTarget(nodes=...), f"{prefix}s:")``.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        owns_client: bool = False,
+        client_cache: ClientCache | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = KeyLayout(prefix)
+        self._owns_client = owns_client
+        self._hints = plans.Hints()
+        self.cache = _checked_cache(client_cache, self.keys)
+        # A process caching records relies on every deleter's barrier (see _redis_cache).
+        self._barrier = client_cache is not None
+        # One server runs a pipeline in order; a cluster runs its per-node parts side by side.
+        self._in_order = not isinstance(client, redis.asyncio.cluster.RedisCluster)
+
+    @classmethod
+    def _from_settings(
+        cls, settings: _ClientSettings, client_cache: bool | ClientCacheConfig | None
+    ) -> Self:
+        target = settings.target
         client: AsyncClient
         if target.cluster:
-            client = redis.asyncio.cluster.RedisCluster(
-                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes],
-                retry=_async_retry(),
-                **options,
-            )
+            try:
+                client = redis.asyncio.cluster.RedisCluster(
+                    startup_nodes=[
+                        redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes
+                    ],
+                    retry=_async_retry(),
+                    **settings.options,
+                )
+            except TypeError as exc:  # an option the cluster client does not take
+                raise ConfigurationError(f"bad Redis Cluster client option: {exc}") from None
         else:
             pool_class = (
                 redis.asyncio.ConnectionPool
-                if max_connections is None
+                if settings.max_connections is None
                 else redis.asyncio.BlockingConnectionPool
             )
-            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **options)
+            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **settings.options)
+            _check_connection_options(pool.connection_class, pool.connection_kwargs)
             client = redis.asyncio.Redis.from_pool(pool)
-        cache = _client_cache(target, client_cache, store_prefix, socket_connect_timeout)
-        return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
+        cache = _client_cache(
+            target, client_cache, settings.prefix, settings.socket_connect_timeout
+        )
+        return cls(client, prefix=settings.prefix, owns_client=True, client_cache=cache)
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._run("get", core.get_plan(self.keys, session_id, self._hints, self.cache))
+        return await self._run(
+            "get", plans.get_plan(self.keys, session_id, self._hints, self.cache)
+        )
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(
-            "put", core.put_plan(self.keys, record, expected_version, self._hints, self.cache)
+            "put", plans.put_plan(self.keys, record, expected_version, self._hints, self.cache)
         )
 
     async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
         return await self._run(
             "replace",
-            core.replace_plan(
+            plans.replace_plan(
                 self.keys,
                 record,
                 old_id,
@@ -435,7 +548,7 @@ class AsyncRedisStore:
     async def delete(self, *session_ids: str) -> None:
         await self._run(
             "delete",
-            core.delete_plan(
+            plans.delete_plan(
                 self.keys,
                 session_ids,
                 self._hints,
@@ -446,19 +559,19 @@ class AsyncRedisStore:
         )
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return await self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
+        return await self._run("sessions_of", plans.sessions_of_plan(self.keys, user_id))
 
     async def user_ids(self, now: float) -> list[str]:
-        return await self._run("user_ids", core.user_ids_plan(self.keys, now))
+        return await self._run("user_ids", plans.user_ids_plan(self.keys, now))
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
-        return await self._run("purge_expired", core.purge_plan(self.keys, now, batch, self.cache))
+        return await self._run("purge_expired", plans.purge_plan(self.keys, now, batch, self.cache))
 
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
-        return await self._run("hit", core.hit_plan(self.keys, key, now, window))
+        return await self._run("hit", plans.hit_plan(self.keys, key, now, window))
 
     async def clear_hits(self, key: str) -> None:
-        await self._run("clear_hits", core.clear_hits_plan(self.keys, key))
+        await self._run("clear_hits", plans.clear_hits_plan(self.keys, key))
 
     async def close(self) -> None:
         """Close the client if the store created it (:meth:`from_url`), and the cache."""
@@ -467,7 +580,7 @@ class AsyncRedisStore:
         if self._owns_client:
             await self.client.aclose()
 
-    async def _run(self, method: str, plan: core.Plan[T]) -> T:
+    async def _run(self, method: str, plan: plans.Plan[T]) -> T:
         try:
             commands = next(plan)
             while True:
@@ -478,7 +591,7 @@ class AsyncRedisStore:
         except _UNAVAILABLE as exc:
             raise _unavailable(method, exc) from exc
 
-    async def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+    async def _execute(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; error replies come back as values (connection errors raise)."""
         if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
             # redis-py 8.1 races when commands start concurrently on a cluster client that is not
@@ -498,7 +611,7 @@ class AsyncRedisStore:
         return replies
 
 
-class RedisStore:
+class RedisStore(_RedisFromURL):
     """The sync twin of :class:`AsyncRedisStore` (``redis`` and ``redis.cluster``), thread-safe.
 
     A sync ``RedisCluster`` client reads the cluster topology when it is created, so
@@ -510,37 +623,24 @@ class RedisStore:
         self,
         client: SyncClient,
         *,
-        prefix: str = core.DEFAULT_PREFIX,
+        prefix: str = DEFAULT_PREFIX,
         owns_client: bool = False,
         client_cache: ClientCache | None = None,
     ) -> None:
         self.client = client
-        self.keys = core.KeyLayout(prefix)
+        self.keys = KeyLayout(prefix)
         self._owns_client = owns_client
-        self._hints = core.Hints()
+        self._hints = plans.Hints()
         self.cache = _checked_cache(client_cache, self.keys)
         # A process caching records relies on every deleter's barrier (see _redis_cache).
         self._barrier = client_cache is not None
         self._in_order = not isinstance(client, redis.cluster.RedisCluster)
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        prefix: str | None = None,
-        socket_timeout: float = DEFAULT_TIMEOUT,
-        socket_connect_timeout: float = DEFAULT_TIMEOUT,
-        max_connections: int | None = None,
-        client_cache: bool | ClientCacheConfig | None = None,
-        **client_options: Any,
+    def _from_settings(
+        cls, settings: _ClientSettings, client_cache: bool | ClientCacheConfig | None
     ) -> Self:
-        """A store on a new client for ``url``; see :meth:`AsyncRedisStore.from_url`."""
-        target = parse_redis_url(url)
-        store_prefix = _pick_prefix(target.prefix, prefix)
-        options = _connection_options(
-            target, socket_timeout, socket_connect_timeout, max_connections, client_options
-        )
+        target = settings.target
         client: SyncClient
         if target.cluster:
             try:
@@ -552,31 +652,36 @@ class RedisStore:
                 client = redis.cluster.RedisCluster(
                     startup_nodes=nodes,
                     retry=_sync_retry(),
-                    **options,
+                    **settings.options,
                 )
             except _UNAVAILABLE as exc:
                 raise _unavailable("connect", exc) from exc
         else:
             pool_class = (
-                redis.ConnectionPool if max_connections is None else redis.BlockingConnectionPool
+                redis.ConnectionPool
+                if settings.max_connections is None
+                else redis.BlockingConnectionPool
             )
-            pool = pool_class.from_url(target.client_url, retry=_sync_retry(), **options)
+            pool = pool_class.from_url(target.client_url, retry=_sync_retry(), **settings.options)
+            _check_connection_options(pool.connection_class, pool.connection_kwargs)
             client = redis.Redis.from_pool(pool)
-        cache = _client_cache(target, client_cache, store_prefix, socket_connect_timeout)
-        return cls(client, prefix=store_prefix, owns_client=True, client_cache=cache)
+        cache = _client_cache(
+            target, client_cache, settings.prefix, settings.socket_connect_timeout
+        )
+        return cls(client, prefix=settings.prefix, owns_client=True, client_cache=cache)
 
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run("get", core.get_plan(self.keys, session_id, self._hints, self.cache))
+        return self._run("get", plans.get_plan(self.keys, session_id, self._hints, self.cache))
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(
-            "put", core.put_plan(self.keys, record, expected_version, self._hints, self.cache)
+            "put", plans.put_plan(self.keys, record, expected_version, self._hints, self.cache)
         )
 
     def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
         return self._run(
             "replace",
-            core.replace_plan(
+            plans.replace_plan(
                 self.keys,
                 record,
                 old_id,
@@ -590,7 +695,7 @@ class RedisStore:
     def delete(self, *session_ids: str) -> None:
         self._run(
             "delete",
-            core.delete_plan(
+            plans.delete_plan(
                 self.keys,
                 session_ids,
                 self._hints,
@@ -601,19 +706,19 @@ class RedisStore:
         )
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return self._run("sessions_of", core.sessions_of_plan(self.keys, user_id))
+        return self._run("sessions_of", plans.sessions_of_plan(self.keys, user_id))
 
     def user_ids(self, now: float) -> list[str]:
-        return self._run("user_ids", core.user_ids_plan(self.keys, now))
+        return self._run("user_ids", plans.user_ids_plan(self.keys, now))
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
-        return self._run("purge_expired", core.purge_plan(self.keys, now, batch, self.cache))
+        return self._run("purge_expired", plans.purge_plan(self.keys, now, batch, self.cache))
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
-        return self._run("hit", core.hit_plan(self.keys, key, now, window))
+        return self._run("hit", plans.hit_plan(self.keys, key, now, window))
 
     def clear_hits(self, key: str) -> None:
-        self._run("clear_hits", core.clear_hits_plan(self.keys, key))
+        self._run("clear_hits", plans.clear_hits_plan(self.keys, key))
 
     def close(self) -> None:
         """Close the client if the store created it (:meth:`from_url`), and the cache."""
@@ -622,7 +727,7 @@ class RedisStore:
         if self._owns_client:
             self.client.close()
 
-    def _run(self, method: str, plan: core.Plan[T]) -> T:
+    def _run(self, method: str, plan: plans.Plan[T]) -> T:
         try:
             commands = next(plan)
             while True:
@@ -633,7 +738,7 @@ class RedisStore:
         except _UNAVAILABLE as exc:
             raise _unavailable(method, exc) from exc
 
-    def _execute(self, commands: Sequence[core.Command]) -> list[Any]:
+    def _execute(self, commands: Sequence[Command]) -> list[Any]:
         """One round trip; error replies come back as values (connection errors raise)."""
         if len(commands) == 1:
             try:

@@ -29,7 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._core.record import SessionRecord
 from ..errors import ConfigurationError
-from ._sql_engine import EngineSettings, build_engine, unavailable_on_failure
+from . import _sql_statements
+from ._sql_engine import (
+    StoreURL,
+    build_engine,
+    driver_url,
+    store_url,
+    unavailable_on_failure,
+)
 from ._sql_statements import (
     DEFAULT_TABLE_PREFIX,
     Done,
@@ -39,7 +46,6 @@ from ._sql_statements import (
     SQLTables,
     advance,
     build_tables,
-    schema_ddl,
     schema_metadata,
 )
 
@@ -66,13 +72,79 @@ def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
                 raise
 
 
+def schema_ddl(dialect_name: str, table_prefix: str = DEFAULT_TABLE_PREFIX) -> str:
+    """The ``CREATE TABLE`` and ``CREATE INDEX`` statements of the store for one dialect.
+
+    ``dialect_name`` is ``"sqlite"``, ``"postgresql"``, ``"mysql"`` or ``"mariadb"``, or a store
+    URL of one of them: then its ``table_prefix`` option names the tables (as in ``from_url``),
+    and an option neither the store nor the driver takes is a ConfigurationError. The text is
+    what :meth:`AsyncSQLStore.create_schema` runs, as semicolon-terminated statements, for teams
+    that apply schema changes through their own migrations.
+    """
+    if "://" in dialect_name:
+        target = store_url(dialect_name, table_prefix=table_prefix)
+        driver_url(target.url, target.engine, asynchronous=False)
+        table_prefix = target.table_prefix
+    return _sql_statements.schema_ddl(dialect_name, table_prefix)
+
+
 def _wants_schema(create_schema: bool | None, dialect_name: str) -> bool:
     # SQLite is the zero-setup default: its file is created on first use, so are its tables.
     # On a server, DDL is an operator's decision (permissions, migrations), so never implicit.
     return create_schema if create_schema is not None else dialect_name == "sqlite"
 
 
-class AsyncSQLStore:
+class _FromURL:
+    """The ``from_url`` of both SQL twins: each builds its own engine from the settled URL."""
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        create_schema: bool | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
+        pool_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        statement_timeout: float | None = 5.0,
+    ) -> Self:
+        """A store on a new engine for ``url``, with the twin's driver for its database.
+
+        ``sqlite:///path.db``, ``sqlite://`` (in memory), ``postgresql://...``, ``mysql://...``
+        and ``mariadb://...`` use aiosqlite, asyncpg and asyncmy in :class:`AsyncSQLStore`, and
+        pysqlite, psycopg (3) and pymysql in :class:`SQLStore`; ``postgresql+psycopg://`` and
+        ``mysql+aiomysql://`` are kept by the async twin; a driver the twin cannot use is
+        replaced by its default. Timeouts are in seconds; ``statement_timeout=None`` leaves the
+        server's own limits.
+
+        Every keyword option may ride in the URL's query string instead
+        (``?table_prefix=app_&pool_size=20&statement_timeout=none``); a keyword argument other
+        than its default wins over the URL's, and two different table prefixes are an error.
+        The URL's other parameters go to the driver, which must take them.
+        Raises :class:`~coatcheck.errors.ConfigurationError` for an unsupported URL, a missing
+        driver, a bad setting or a parameter neither the store nor the driver takes.
+        """
+        return cls._from_store_url(
+            store_url(
+                url,
+                table_prefix=table_prefix,
+                create_schema=create_schema,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                connect_timeout=connect_timeout,
+                statement_timeout=statement_timeout,
+            )
+        )
+
+    @classmethod
+    def _from_store_url(cls, target: StoreURL) -> Self:
+        raise NotImplementedError  # each twin builds its own engine
+
+
+class AsyncSQLStore(_FromURL):
     """A session store on an SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine`.
 
     Pass your own engine, or build one with :meth:`from_url`. Tables are named
@@ -102,51 +174,15 @@ class AsyncSQLStore:
         self._threaded: SQLStore | None = None
 
     @classmethod
-    def from_url(
-        cls,
-        url: str | URL,
-        *,
-        table_prefix: str = DEFAULT_TABLE_PREFIX,
-        create_schema: bool | None = None,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 5.0,
-        connect_timeout: float = 2.0,
-        statement_timeout: float | None = 5.0,
-    ) -> Self:
-        """A store on a new engine for ``url``, with the async driver for its database.
-
-        ``sqlite:///path.db``, ``sqlite://`` (in memory), ``postgresql://...``, ``mysql://...``
-        and ``mariadb://...`` use aiosqlite, asyncpg and asyncmy; ``postgresql+psycopg://`` and
-        ``mysql+aiomysql://`` are kept; a sync-only driver is replaced by the default. Timeouts
-        are in seconds; ``statement_timeout=None`` leaves the server's own limits.
-        Raises :class:`~coatcheck.errors.ConfigurationError` for an unsupported URL, a missing
-        driver or a bad setting.
-        """
-        settings = EngineSettings(
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-        )
-        engine = build_engine(create_async_engine, url, settings, asynchronous=True)
-        store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
+    def _from_store_url(cls, target: StoreURL) -> Self:
+        engine = build_engine(create_async_engine, target.url, target.engine, asynchronous=True)
+        store = cls(engine, table_prefix=target.table_prefix, create_schema=target.create_schema)
         store._owns_engine = True
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             # SQLite runs in-process: aiosqlite hops to its worker thread for every cursor call
             # (about ten hops per read), while the sync twin in a worker thread costs one hop per
             # operation -- measured 4-5x faster per read. Same plans, same transactions.
-            store._threaded = SQLStore.from_url(
-                url,
-                table_prefix=table_prefix,
-                create_schema=create_schema,
-                pool_size=pool_size,
-                max_overflow=max_overflow,
-                pool_timeout=pool_timeout,
-                connect_timeout=connect_timeout,
-                statement_timeout=statement_timeout,
-            )
+            store._threaded = SQLStore._from_store_url(target)
         return store
 
     async def create_schema(self) -> None:
@@ -212,7 +248,7 @@ class AsyncSQLStore:
             await self.engine.dispose()
 
 
-class SQLStore:
+class SQLStore(_FromURL):
     """The sync twin of :class:`AsyncSQLStore`, on an SQLAlchemy :class:`~sqlalchemy.Engine`.
 
     Thread-safe: each operation checks a connection out of the engine's pool for its own
@@ -238,32 +274,9 @@ class SQLStore:
         self._owns_engine = False
 
     @classmethod
-    def from_url(
-        cls,
-        url: str | URL,
-        *,
-        table_prefix: str = DEFAULT_TABLE_PREFIX,
-        create_schema: bool | None = None,
-        pool_size: int = 5,
-        max_overflow: int = 10,
-        pool_timeout: float = 5.0,
-        connect_timeout: float = 2.0,
-        statement_timeout: float | None = 5.0,
-    ) -> Self:
-        """A store on a new engine for ``url``, with the sync driver for its database.
-
-        Same URLs and settings as :meth:`AsyncSQLStore.from_url`; the drivers are pysqlite,
-        psycopg (3) and pymysql, and an async-only driver in the URL is replaced by them.
-        """
-        settings = EngineSettings(
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-        )
-        engine = build_engine(create_engine, url, settings, asynchronous=False)
-        store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
+    def _from_store_url(cls, target: StoreURL) -> Self:
+        engine = build_engine(create_engine, target.url, target.engine, asynchronous=False)
+        store = cls(engine, table_prefix=target.table_prefix, create_schema=target.create_schema)
         store._owns_engine = True
         return store
 

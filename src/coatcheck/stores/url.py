@@ -12,15 +12,26 @@ URL                                              store
 ``sealed://[?revocations=<URL-encoded URL>]``    no server store: sessions sealed into cookies
                                                  (see :mod:`coatcheck.stores.sealed`)
 ===============================================  ==========================================
+
+Each store's own options ride in the query string, typed and checked at start-up
+(``?table_prefix=app_``, ``?prefix=app:&client_cache=0``; the tables are in
+``docs/stores/*.md``). The query parameters a store does not know go to its driver, which must
+take them: a parameter neither takes (a typo, an option meant for another store) is a
+:class:`~coatcheck.errors.ConfigurationError` that names it, raised when the store is built,
+never a failure on each request.
 """
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias, TypeVar
+from urllib.parse import parse_qsl
 
 from ..errors import ConfigurationError
 from .base import AsyncStore, SyncStore
+
+T = TypeVar("T")
 
 _SQL = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 _REDIS = ("redis", "rediss", "unix", "redis+cluster", "redis-cluster", "rediss+cluster")
@@ -46,61 +57,124 @@ def _family(url: str) -> str:
     raise ConfigurationError(f"unknown store URL scheme {scheme!r}")
 
 
-# Pool and timeout settings that may ride in the URL's query string (so a CLI flag or an
-# environment variable can carry them), with their types; they are taken out before the URL
-# reaches the driver. Keyword arguments given in code win over the URL.
-_URL_OPTIONS: dict[str, dict[str, type]] = {
-    "sql": {
-        "pool_size": int,
-        "max_overflow": int,
-        "pool_timeout": float,
-        "connect_timeout": float,
-        "statement_timeout": float,
-    },
-    "redis": {"max_connections": int, "socket_timeout": float, "socket_connect_timeout": float},
-    "memory": {},
-}
+# --- the stores' own options in a URL ----------------------------------------------------------
+# Each store module lists its options ({name: parser}) and parses them out of its URL with
+# take_options; what is left of the query string belongs to the driver, which the store asks
+# whether it takes it (unknown_option_error when neither does).
+
+Parser: TypeAlias = Callable[[str], Any]
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
 
-def _split_options(url: str, family: str) -> tuple[str, dict[str, Any]]:
-    base, sep, query = url.partition("?")
-    if not sep:
-        return url, {}
-    known = _URL_OPTIONS[family]
-    kept: list[tuple[str, str]] = []
+def parse_flag(text: str) -> bool:
+    """``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (any case)."""
+    lowered = text.lower()
+    if lowered not in _TRUE | _FALSE:
+        raise ValueError("not 0 or 1 (true/false, yes/no, on/off)")
+    return lowered in _TRUE
+
+
+def parse_count(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
+    if not math.isfinite(value):
+        raise ValueError("not a finite number of seconds")
+    return value
+
+
+def parse_seconds_or_none(text: str) -> float | None:
+    """Seconds, or ``none``: no limit of ours (the server's own applies)."""
+    return None if text.lower() == "none" else parse_seconds(text)
+
+
+def parse_text(value: str) -> str:
+    return value
+
+
+def take_options(
+    query: Iterable[tuple[str, str]], known: Mapping[str, Parser], store: str
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Split a URL's query pairs into the store's own options (typed by their parsers) and the
+    rest, in order (the driver's). An option given twice, or with a value its parser refuses,
+    is a :class:`~coatcheck.errors.ConfigurationError` naming it."""
     options: dict[str, Any] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if name in known:
-            try:
-                options[name] = known[name](value)
-            except ValueError:
-                raise ConfigurationError(
-                    f"store URL option {name}={value!r} is not a number"
-                ) from None
-        else:
-            kept.append((name, value))
-    return (f"{base}?{urlencode(kept)}" if kept else base), options
+    rest: list[tuple[str, str]] = []
+    for name, value in query:
+        if name not in known:
+            rest.append((name, value))
+            continue
+        if name in options:
+            raise ConfigurationError(f"a {store} store URL may give {name} once")
+        try:
+            options[name] = known[name](value)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"bad {store} store URL option {name}={value!r}: {exc}"
+            ) from None
+    return options, rest
+
+
+def unknown_option_error(
+    names: Iterable[str], store: str, known: Iterable[str], rest: str = ""
+) -> ConfigurationError:
+    """The start-up error for options that neither the store nor its driver takes: it names
+    them and lists the store's own; ``rest`` says where anything else may go."""
+    unknown = ", ".join(repr(name) for name in sorted(names))
+    listed = ", ".join(sorted(known))
+    own = f"the store's own options are {listed}" if listed else f"the {store} store takes none"
+    return ConfigurationError(f"unknown {store} store option {unknown} ({own}{rest})")
+
+
+def pick(options: Mapping[str, Any], name: str, given: T, default: T, *, agree: bool = False) -> T:
+    """One store option's value: the keyword argument ``given`` when it is not ``default``
+    (code wins), else the URL's (``options``), else ``default``.
+
+    With ``agree`` a keyword argument and a URL option that differ are a ConfigurationError
+    instead: for the key and table prefixes, where the wrong one silently addresses another
+    app's sessions.
+    """
+    if name not in options:
+        return given
+    from_url: T = options[name]
+    if given in (default, from_url):
+        return from_url
+    if agree:
+        raise ConfigurationError(
+            f"two different values for {name}: {from_url!r} in the store URL, {given!r} as an "
+            "argument"
+        )
+    return given
 
 
 def async_store_from_url(url: str, **options: Any) -> AsyncStore:
     """An :class:`AsyncStore` for ``url``; the driver's extra must be installed.
 
-    Pool and timeout settings may be given in the query string, e.g.
-    ``postgresql://db/app?pool_size=20&statement_timeout=2`` or
-    ``redis://cache:6379/0?prefix=app:&max_connections=50``; Redis URLs also take the client
-    cache options ``client_cache=0|1``, ``client_cache_size`` and ``client_cache_ttl`` (see
-    :func:`coatcheck.stores.redis.parse_redis_url`).
+    The store's own options may ride in the query string, typed and checked at start-up:
+    ``sqlite:///s.db?table_prefix=app_``, ``postgresql://db/app?pool_size=20&statement_timeout=2``,
+    ``redis://cache:6379/0?prefix=app:&max_connections=50&client_cache=0``. Other parameters go
+    to the database driver when it takes them (``sslmode``, ``charset``, ``ssl_cert_reqs``...);
+    a parameter neither takes is a :class:`~coatcheck.errors.ConfigurationError` naming it.
+    ``options`` are the store's ``from_url`` keyword arguments; one that is not its default wins
+    over the URL's (two different key or table prefixes are a ConfigurationError).
     """
     family = _family(url)
     if family == "sealed":
         from .sealed import AsyncSealedStore
 
         return AsyncSealedStore.from_url(url, **options)
-    url, from_url = _split_options(url, family)
-    options = {**from_url, **options}
     if family == "memory":
         from .memory import AsyncMemoryStore
 
+        _check_memory_url(url, options)
         return AsyncMemoryStore()
     if family == "redis":
         from .redis import AsyncRedisStore
@@ -118,11 +192,10 @@ def sync_store_from_url(url: str, **options: Any) -> SyncStore:
         from .sealed import SealedStore
 
         return SealedStore.from_url(url, **options)
-    url, from_url = _split_options(url, family)
-    options = {**from_url, **options}
     if family == "memory":
         from .memory import MemoryStore
 
+        _check_memory_url(url, options)
         return MemoryStore()
     if family == "redis":
         from .redis import RedisStore
@@ -131,6 +204,13 @@ def sync_store_from_url(url: str, **options: Any) -> SyncStore:
     from .sql import SQLStore
 
     return SQLStore.from_url(url, **options)
+
+
+def _check_memory_url(url: str, options: Mapping[str, Any]) -> None:
+    # The memory store has no option: anything given is a mistake (or meant for another store).
+    names = [name for name, _value in parse_qsl(url.partition("?")[2], keep_blank_values=True)]
+    if names or options:
+        raise unknown_option_error({*names, *options}, "memory", ())
 
 
 def redact(url: str) -> str:
