@@ -105,7 +105,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "mysql",
         "mariadb",
     ):
-        users_url = args.users or url
+        from .stores._sql_engine import store_url  # needs SQLAlchemy, as this store does
+
+        # The users table shares the database, not the session store's options (table_prefix...).
+        users_url = args.users or store_url(url).url.render_as_string(hide_password=False)
         _migrate(url)
     else:
         users_url = args.users or f"sqlite:///{(_data_dir(args) / 'demo-users.db').resolve()}"

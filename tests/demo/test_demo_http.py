@@ -227,3 +227,12 @@ def test_idle_and_absolute_timeouts(tmp_path: Path) -> None:
                 time.sleep(0.4)
             time.sleep(max(0.0, 4.2 - (time.monotonic() - started)))
             assert active.get("/api/me").status_code == 401
+
+
+def test_demo_on_a_store_url_with_store_options(tmp_path: Path) -> None:
+    """`coatcheck demo --store "sqlite:///...?table_prefix=app_"` serves: the store's own options
+    stay with the session store and never reach the users table's driver."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}?table_prefix=app_&statement_timeout=3"
+    with demo_server(tmp_path, store=url) as base, client(base) as c:
+        user = register(c)
+        assert c.get("/api/me").json() == user
