@@ -552,3 +552,25 @@ def test_the_readme_shows_what_stats_prints() -> None:
     """The README's `coatcheck stats` example is the output this test suite checks."""
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert STATS_TEXT in readme
+
+
+@pytest.mark.parametrize(
+    ("expected", "done", "drawn"),
+    [
+        (200, 199, "purging [" + "#" * 29 + "-] 199/200 99%"),
+        (200, 250, "purging [" + "#" * 30 + "] 250/250 100%"),
+        (0, 0, "purging [" + "#" * 30 + "] 0/0 100%"),
+        (None, 42, "purging: 42 deleted"),
+    ],
+)
+def test_the_bar_is_full_only_when_done(expected: int | None, done: int, drawn: str) -> None:
+    """The bar and the percentage round down (99.5% is not 100%); more purged than counted
+    stretches the bar; nothing to purge is a full bar; an unknown total draws a counter."""
+    from coatcheck.cli import Progress
+
+    terminal = Terminal()
+    bar = Progress.on(terminal)
+    assert bar is not None
+    bar.expected = expected
+    bar.show(done)
+    assert terminal.getvalue().startswith("\r" + drawn + "  ")

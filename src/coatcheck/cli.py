@@ -285,10 +285,11 @@ class Progress:
         if self.expected is not None:
             # Sessions keep expiring while purge runs: the bar's end moves with what was found.
             total = max(self.expected, done)
-            share = done / total if total else 1.0
-            filled = round(self.WIDTH * share)
+            part, whole = (done, total) if total else (1, 1)  # nothing to purge: done
+            # Rounded down, so that a full bar and 100% mean done.
+            filled = self.WIDTH * part // whole
             bar = "#" * filled + "-" * (self.WIDTH - filled)
-            line = f"purging [{bar}] {done}/{total} {share:.0%}  {rate:.0f}/s"
+            line = f"purging [{bar}] {done}/{total} {100 * part // whole}%  {rate:.0f}/s"
         else:
             line = f"purging: {done} deleted  {rate:.0f}/s"
         # \r returns to the line's start; padding blanks what a longer previous line left.

@@ -154,3 +154,17 @@ async def test_counts_agree_with_the_reference_rule_on_hostile_records(store: As
     by_transport = sum(1 for r in live if r.transport == "bearer")
     assert (reference.bearer, reference.cookie) == (by_transport, len(live) - by_transport)
     assert reference == await store.stats(NOW)
+
+
+async def test_the_counting_stores_pass_stats_through() -> None:
+    """coatcheck.testing's CountingStore and SyncCountingStore answer stats from the store they
+    wrap and count the call."""
+    from coatcheck.stores.memory import AsyncMemoryStore, MemoryStore
+    from coatcheck.testing import CountingStore, SyncCountingStore
+
+    inner = MemoryStore()
+    inner.put(make(user_id="u", transport="bearer"), 0)
+    counting, sync_counting = CountingStore(AsyncMemoryStore(inner)), SyncCountingStore(inner)
+    expected = SessionStats(live=1, signed_in=1, users=1, cookie=0, bearer=1, expired=0)
+    assert (expected, expected) == (await counting.stats(NOW), sync_counting.stats(NOW))
+    assert (counting.calls["stats"], sync_counting.calls["stats"]) == (1, 1)
