@@ -302,23 +302,16 @@ class SQLPlans:
         def count(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
             return sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*conditions), 1), else_=0)), 0)
 
+        # Each column is labelled with the SessionStats field it answers.
         result = yield sa.select(
-            count(live),
-            count(live, s.c.user_id.is_not(None)),
-            sa.func.count(sa.distinct(sa.case((live, s.c.user_id)))),
-            count(live, s.c.record.regexp_match(transport_pattern("cookie"))),
-            count(live, s.c.record.regexp_match(transport_pattern("bearer"))),
-            count(s.c.expires_at <= now),
+            count(live).label("live"),
+            count(live, s.c.user_id.is_not(None)).label("signed_in"),
+            sa.func.count(sa.distinct(sa.case((live, s.c.user_id)))).label("users"),
+            count(live, s.c.record.regexp_match(transport_pattern("cookie"))).label("cookie"),
+            count(live, s.c.record.regexp_match(transport_pattern("bearer"))).label("bearer"),
+            count(s.c.expires_at <= now).label("expired"),
         )
-        live_n, signed_in, users, cookie, bearer, expired = (int(n) for n in result.one())
-        return SessionStats(
-            live=live_n,
-            signed_in=signed_in,
-            users=users,
-            cookie=cookie,
-            bearer=bearer,
-            expired=expired,
-        )
+        return SessionStats(**{name: int(n) for name, n in result.one()._mapping.items()})
 
     def purge_expired(self, now: float, batch: int) -> Plan[int]:
         """Delete up to ``batch`` expired sessions and return how many went.
