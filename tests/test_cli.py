@@ -1,22 +1,28 @@
-"""The coatcheck command on a real SQLite store: migrate, sessions, users, revoke, purge."""
+"""The coatcheck command on real stores: migrate, stats, sessions, users, revoke, purge."""
 
 from __future__ import annotations
 
+import calendar
+import io
 import json
 import os
 import sqlite3
 import stat
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
-from coatcheck import SessionConfig, SessionManager, login, sync_store_from_url
+from coatcheck import SessionAdmin, SessionConfig, SessionManager, login, sync_store_from_url
 from coatcheck._core.http import RequestView
 from coatcheck.cli import build_parser, main
 from coatcheck.testing import FakeClock, test_config
 from tests.demo.server import demo_server
+from tests.services import require_service
 
 SECRET = "cli-test-secret-0123456789abcdefghij"
 
@@ -111,7 +117,7 @@ def test_sessions_users_and_revoke(
     code, out = run(
         capsys, *common, "sessions", "--store", url, "--user", "alice", "--json", "--secret", SECRET
     )
-    rows = json.loads(out)
+    rows = json.loads(out)["sessions"]
     assert code == 0
     assert sorted(r["id"] for r in rows) == sorted([a, b])
     assert {r["user_agent"] for r in rows} == {"Firefox", "Safari"}
@@ -143,7 +149,7 @@ def test_sessions_users_and_revoke(
     code, out = run(
         capsys, *common, "sessions", "--store", url, "--user", "alice", "--json", "--secret", SECRET
     )
-    assert [r["id"] for r in json.loads(out)] == [b]
+    assert [r["id"] for r in json.loads(out)["sessions"]] == [b]
 
 
 def test_purge_deletes_only_expired(
@@ -332,3 +338,281 @@ def test_the_insecure_cookie_warning_says_coatcheck_once(tmp_path: Path) -> None
     warnings = [line for line in log.splitlines() if "Secure cookie over plain HTTP" in line]
     assert len(warnings) == 1
     assert warnings[0].startswith("WARNING coatcheck: setting a Secure cookie")
+
+
+# -- stats, --json everywhere, purge's progress bar (issue 13 item 4) --------------------------
+
+
+def populate(url: str) -> None:
+    """Two users' cookie sessions, a bearer token, an anonymous cart and two expired sessions:
+    live 5 (signed in 4, anonymous 1; cookie 4, bearer 1), users 2, expired 2."""
+    now = FakeClock(start=time.time())
+    make_session(url, "alice", now)
+    make_session(url, "alice", now)
+    make_session(url, "bob", now)
+    old = FakeClock(start=time.time() - 24 * 3600)
+    make_session(url, "carol", old)
+    make_session(url, "alice", old)
+    manager = SessionManager(sync_store_from_url(url), test_config(), clock=now)
+    try:
+        manager.issue_token("bob")
+        session = manager.open(RequestView("POST", "http", [], "192.0.2.7")).session
+        session["cart"] = ["book"]
+        assert manager.commit(session).token is not None
+    finally:
+        manager.close()
+
+
+STATS_TEXT = """\
+live sessions            5
+  signed in              4
+  anonymous              1
+  cookie                 4
+  bearer                 1
+signed-in users          2
+expired, awaiting purge  2
+"""
+
+
+def test_stats_counts_sessions_users_transports_and_expired(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    """`stats` prints live sessions (signed in, anonymous, by transport), signed-in users and
+    expired sessions awaiting purge; `--json` prints the same as one object."""
+    populate(url)
+    common = ["--data-dir", str(tmp_path), "stats", "--store", url, "--secret", SECRET]
+    assert run(capsys, *common) == (0, STATS_TEXT)
+    code, out = run(capsys, *common, "--json")
+    stats = json.loads(out)
+    at = stats.pop("at")
+    expected = {
+        "live": 5,
+        "signed_in": 4,
+        "anonymous": 1,
+        "users": 2,
+        "by_transport": {"cookie": 4, "bearer": 1},
+        "expired": 2,
+    }
+    assert (0, expected) == (code, stats)
+    counted_at = calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(time.time() - counted_at) < 120  # "at" is the UTC time the count was taken
+
+
+@pytest.fixture(params=["postgres", "mysql", "redis"])
+def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty store on a shared server, in a database (SQL) or key prefix (Redis) of its own,
+    removed afterwards."""
+    from tests.backends.redis import delete_prefix_sync, new_prefix, shared_url
+    from tests.backends.sql import _SERVERS, _unique_name
+
+    if request.param == "redis":
+        prefix = new_prefix()
+        url = f"{shared_url()}?prefix={prefix}"
+        yield url
+        client = redis.Redis.from_url(shared_url())
+        try:
+            delete_prefix_sync(client, prefix)
+        finally:
+            client.close()
+        return
+    server = _SERVERS[request.param]
+    require_service(server.label, server.host, server.port)
+    name = _unique_name()
+    q = server.quote
+    server.admin(f"CREATE DATABASE {q}{name}{q}", None)
+    try:
+        yield f"{server.backend}://{server.username}@{server.host}:{server.port}/{name}"
+    finally:
+        server.admin(server.drop_database.format(name=name), None)
+
+
+def test_stats_on_server_stores(
+    capsys: pytest.CaptureFixture[str], server_url: str, tmp_path: Path
+) -> None:
+    """`stats` gives the same counts on PostgreSQL, MariaDB and Redis as on SQLite."""
+    common = ["--data-dir", str(tmp_path), "--store", server_url, "--secret", SECRET]
+    assert main(["migrate", *common]) == 0
+    populate(server_url)
+    capsys.readouterr()
+    assert run(capsys, "stats", *common) == (0, STATS_TEXT)
+
+
+def test_stats_on_sealed_and_memory_stores_says_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """sealed:// has no sessions to count: exit 2 with the reason and nothing on stdout.
+    memory:// lives in one process: the command says it sees only its own empty store."""
+    common = ["--data-dir", str(tmp_path), "--secret", SECRET]
+    assert main(["stats", "--store", "sealed://", *common]) == 2
+    out, err = capsys.readouterr()
+    assert (out, "cannot be counted" in err) == ("", True)
+    assert main(["stats", "--store", "memory://", "--json", *common]) == 0
+    out, err = capsys.readouterr()
+    assert (json.loads(out)["live"], "lives in one process" in err) == (0, True)
+
+
+def test_json_output_of_every_listing_command(
+    capsys: pytest.CaptureFixture[str], url: str, tmp_path: Path
+) -> None:
+    """`users`, `sessions`, `revoke` and `purge` print one JSON object each, with the fields
+    the README documents."""
+    populate(url)
+    common = ["--data-dir", str(tmp_path), "--store", url, "--secret", SECRET]
+
+    code, out = run(capsys, "users", *common, "--json")
+    assert (code, json.loads(out)) == (0, {"users": ["alice", "bob"]})
+
+    code, out = run(capsys, "sessions", *common, "--user", "bob", "--json")
+    listed = json.loads(out)
+    rows = listed.pop("sessions")
+    assert (code, listed) == (0, {"user_id": "bob"})
+    expected_keys = {
+        "id", "user_id", "created_at", "last_seen_at", "expires_at", "auth_time", "transport",
+        "remember", "user_agent", "ip", "label",
+    }  # fmt: skip
+    assert [expected_keys, expected_keys] == [set(r) for r in rows]
+    assert sorted(r["transport"] for r in rows) == ["bearer", "cookie"]
+    cookie = next(r for r in rows if r["transport"] == "cookie")
+
+    code, out = run(capsys, "revoke", *common, "--session", cookie["id"], "--json")
+    assert (0, {"session_id": cookie["id"], "revoked": 1}) == (code, json.loads(out))
+    code, out = run(capsys, "revoke", *common, "--session", cookie["id"], "--json")
+    assert (1, {"session_id": cookie["id"], "revoked": 0}) == (code, json.loads(out))
+    code, out = run(capsys, "revoke", *common, "--user", "alice", "--json")
+    assert (code, json.loads(out)) == (0, {"user_id": "alice", "kept": None, "revoked": 2})
+
+    code, out = run(capsys, "purge", *common, "--json")
+    purged = json.loads(out)
+    # revoke --user alice deleted her expired session too: only carol's is left to purge.
+    assert (0, 1, float) == (code, purged["purged"], type(purged["seconds"]))
+    assert sorted(purged) == ["purged", "seconds"]
+
+
+def test_revoke_json_on_sealed_sessions_counts_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Sealed sessions cannot be counted: `revoke --json` answers "revoked": null."""
+    from urllib.parse import quote
+
+    revoking = "sealed://?revocations=" + quote(f"sqlite:///{tmp_path / 'rv.db'}", safe="")
+    common = ["--data-dir", str(tmp_path), "--store", revoking, "--secret", SECRET, "--json"]
+    code, out = run(capsys, "revoke", *common, "--user", "u", "--keep", "K" * 24)
+    assert (code, json.loads(out)) == (0, {"user_id": "u", "kept": "K" * 24, "revoked": None})
+    code, out = run(capsys, "revoke", *common, "--session", "A" * 24, "--owner", "u")
+    assert (code, json.loads(out)) == (0, {"session_id": "A" * 24, "revoked": None})
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_purge_draws_a_progress_bar_on_a_terminal_only(
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal, purge redraws one line on stderr (carriage returns, no dependency) up to
+    the full count of expired sessions, then ends the line; piped, stderr stays empty."""
+    old = FakeClock(start=time.time() - 24 * 3600)
+    for n in range(7):
+        make_session(url, f"old-{n}", old)
+    common = ["--data-dir", str(tmp_path), "--store", url, "--secret", SECRET]
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["purge", *common, "--batch", "2"]) == 0
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\rpurging [")
+    assert drawn.endswith("\n")
+    final = drawn.rstrip().rsplit("\r", 1)[-1]
+    assert final.startswith("purging [" + "#" * 30 + "] 7/7 100%")
+    assert "purged 7 expired sessions" in capsys.readouterr().out
+
+    monkeypatch.undo()
+    make_session(url, "old-again", old)
+    assert main(["purge", *common]) == 0
+    out, err = capsys.readouterr()
+    assert (err, out.startswith("purged 1 expired sessions")) == ("", True)
+
+
+def test_purge_bar_counts_without_a_total_on_sealed_stores(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sealed:// store cannot count what it will purge: the terminal shows a running count."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert (
+        main(["--data-dir", str(tmp_path), "purge", "--store", "sealed://", "--secret", SECRET])
+        == 0
+    )
+    assert terminal.getvalue().startswith("\rpurging: 0 deleted")
+
+
+def test_purge_interrupted_reports_what_it_purged(
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C during purge exits 130 and says how many sessions were purged before it."""
+    old = FakeClock(start=time.time() - 24 * 3600)
+    for n in range(3):
+        make_session(url, f"old-{n}", old)
+    real = SessionAdmin.purge_expired
+    calls = []
+
+    def interrupted(self: SessionAdmin, **kwargs: int | None) -> int:
+        calls.append(kwargs)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SessionAdmin, "purge_expired", interrupted)
+    code = main(
+        ["--data-dir", str(tmp_path), "purge", "--store", url, "--batch", "2", "--secret", SECRET]
+    )
+    assert (
+        code,
+        capsys.readouterr().err,
+    ) == (130, "interrupted after purging 2 expired sessions\n")
+
+
+@pytest.mark.parametrize("batch", ["0", "-1", "many"])
+def test_purge_batch_must_be_a_positive_whole_number(
+    batch: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`purge --batch` refuses zero, negative and non-numbers as a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["purge", "--batch", batch])
+    assert (exited.value.code, "positive whole number" in capsys.readouterr().err) == (2, True)
+
+
+def test_the_readme_shows_what_stats_prints() -> None:
+    """The README's `coatcheck stats` example is the output this test suite checks."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert STATS_TEXT in readme
+
+
+@pytest.mark.parametrize(
+    ("expected", "done", "drawn"),
+    [
+        (200, 199, "purging [" + "#" * 29 + "-] 199/200 99%"),
+        (200, 250, "purging [" + "#" * 30 + "] 250/250 100%"),
+        (0, 0, "purging [" + "#" * 30 + "] 0/0 100%"),
+        (None, 42, "purging: 42 deleted"),
+    ],
+)
+def test_the_bar_is_full_only_when_done(expected: int | None, done: int, drawn: str) -> None:
+    """The bar and the percentage round down (99.5% is not 100%); more purged than counted
+    stretches the bar; nothing to purge is a full bar; an unknown total draws a counter."""
+    from coatcheck.cli import Progress
+
+    terminal = Terminal()
+    bar = Progress.on(terminal)
+    assert bar is not None
+    bar.expected = expected
+    bar.show(done)
+    assert terminal.getvalue().startswith("\r" + drawn + "  ")

@@ -1,6 +1,9 @@
 """coatcheck: sessions and login for Python web apps, secure by default.
 
-The public API is what this module re-exports (pinned by ``tests/test_public_api.py``).
+The public API is what this module re-exports (pinned by ``tests/test_public_api.py``), plus
+the public modules: ``coatcheck.admin``, ``auth``, ``asgi``, ``wsgi``, ``errors``, ``hooks``,
+``passwords``, ``redirects``, ``throttling``, ``testing``, ``stores.*`` (not those whose name starts
+with ``_``) and ``integrations.*``. ``coatcheck._core`` and every ``_``-module are internal.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from ._core.config import CookieConfig, CSRFConfig, SessionConfig
 from ._core.events import SessionEvent, ThrottledEvent
 from ._core.record import SessionRecord
 from ._core.session import Session
+from ._core.stats import SessionStats
 from .admin import AsyncSessionAdmin, SessionAdmin
 from .auth import is_fresh, login, logout
 from .errors import (
@@ -26,6 +30,7 @@ from .errors import (
 )
 from .hooks import Hooks
 from .manager import AsyncSessionManager, SessionManager
+from .passwords import PasswordConfig, PasswordHasher
 from .stores.base import AsyncStore, SyncStore
 from .stores.url import async_store_from_url, sync_store_from_url
 from .throttling import AsyncLoginGuard, LoginGuard, ThrottleConfig
@@ -46,7 +51,9 @@ __all__ = [
     "Hooks",
     "LoginGuard",
     "NotSupportedError",
+    "PasswordConfig",
     "PasswordError",
+    "PasswordHasher",
     "Session",
     "SessionAdmin",
     "SessionConfig",
@@ -55,6 +62,7 @@ __all__ = [
     "SessionInfo",
     "SessionManager",
     "SessionRecord",
+    "SessionStats",
     "SessionTooLargeError",
     "StoreError",
     "StoreUnavailableError",

@@ -3,8 +3,8 @@
 ``AsyncSessionAdmin`` and ``SessionAdmin`` run the flows of :mod:`coatcheck._core.admin` through a
 manager, so they share its store, configuration, clock and error handling. On a ``sealed://``
 store they run the sealed flows instead: revoking works through the revocation record (when one is
-configured), and listing raises :class:`~coatcheck.errors.NotSupportedError` (501), because no
-list of the sessions sealed into browsers' cookies exists.
+configured), and listing and counting raise :class:`~coatcheck.errors.NotSupportedError` (501),
+because no list of the sessions sealed into browsers' cookies exists.
 
 Every session ended here is reported to the manager's ``on_revoke`` hook (see
 :mod:`coatcheck.hooks`), after the store change.
@@ -19,9 +19,10 @@ from ._core.admin import SessionInfo
 from ._core.events import RevokeReason, SessionEvent, with_events
 from ._core.ops import Flow
 from ._core.session import Session
+from ._core.stats import SessionStats
 from .manager import AsyncSessionManager, SessionManager
 
-__all__ = ["AsyncSessionAdmin", "SessionAdmin", "SessionInfo"]
+__all__ = ["AsyncSessionAdmin", "SessionAdmin", "SessionInfo", "SessionStats"]
 
 log = logging.getLogger("coatcheck")
 
@@ -124,6 +125,12 @@ class AsyncSessionAdmin:
         sessions."""
         return await self.manager.run(flows.user_ids(self.manager.clock()))
 
+    async def stats(self) -> SessionStats:
+        """How many sessions the store holds now: live, signed in, distinct users, by transport,
+        and expired ones awaiting :meth:`purge_expired`. A memory store counts only this
+        process's sessions; sealed sessions cannot be counted (``NotSupportedError``)."""
+        return await self.manager.run(flows.stats(self.manager.clock()))
+
     async def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
         """End one session (only ``owner``'s, when given). True if it existed; ``on_revoke``
         is called with reason ``"revoke"``.
@@ -174,6 +181,9 @@ class SessionAdmin:
 
     def user_ids(self) -> list[str]:
         return self.manager.run(flows.user_ids(self.manager.clock()))
+
+    def stats(self) -> SessionStats:
+        return self.manager.run(flows.stats(self.manager.clock()))
 
     def revoke(self, session_id: str, *, owner: str | None = None) -> bool:
         return self.manager.perform(self._flows.revoke(session_id, owner))

@@ -1,5 +1,5 @@
-"""The ``coatcheck`` command: serve the demo, create schemas, list, revoke and purge sessions,
-and print a new secret.
+"""The ``coatcheck`` command: serve the demo, create schemas, count, list, revoke and purge
+sessions, and print a new secret.
 
 Every subcommand that touches sessions takes ``--store URL`` (or ``COATCHECK_STORE``), the same URL
 the middleware and the demo use (``sealed://`` too), and ``--secret`` with ``--previous-secret``
@@ -18,11 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ._core.config import CookieConfig, SessionConfig
-from .admin import SessionAdmin
-from .errors import CoatcheckError
+from .admin import SessionAdmin, SessionInfo
+from .errors import CoatcheckError, NotSupportedError
 from .manager import SessionManager
 from .stores.url import redact, sync_store_from_url
 
@@ -87,7 +87,14 @@ def _config(args: argparse.Namespace, **overrides: Any) -> SessionConfig:
 
 
 def _sync_admin(args: argparse.Namespace) -> SessionAdmin:
-    store = sync_store_from_url(_store_url(args))
+    url = _store_url(args)
+    if url.lower().startswith("memory:"):
+        print(
+            "note: memory:// lives in one process; this command sees its own new, empty store, "
+            "not your app's (use a server store, or admin.stats() inside the app)",
+            file=sys.stderr,
+        )
+    store = sync_store_from_url(url)
     return SessionAdmin(SessionManager(store, _config(args)))
 
 
@@ -199,73 +206,214 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     admin = _sync_admin(args)
+    progress = None if args.json else Progress.on(sys.stderr)
+    started = time.perf_counter()
+    purged = 0
     try:
-        started = time.perf_counter()
-        deleted = admin.purge_expired(batch=args.batch)
-        print(f"purged {deleted} expired sessions in {time.perf_counter() - started:.2f}s")
+        if progress is not None:
+            progress.expected = _expired_count(admin)
+        while True:
+            # One batch per call, so that the bar moves between batches (admin.purge_expired()
+            # runs this same loop inside one call).
+            deleted = admin.purge_expired(batch=args.batch, max_batches=1)
+            purged += deleted
+            if progress is not None:
+                progress.show(purged)
+            if deleted < args.batch:
+                break
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.finish()
+            progress = None
+        print(f"interrupted after purging {purged} expired sessions", file=sys.stderr)
+        return 130
+    finally:
+        if progress is not None:
+            progress.finish()  # also before an error message, which then gets its own line
+        admin.manager.close()
+    seconds = time.perf_counter() - started
+    if args.json:
+        _print_json({"purged": purged, "seconds": round(seconds, 3)})
+    else:
+        print(f"purged {purged} expired sessions in {seconds:.2f}s")
+    return 0
+
+
+def _expired_count(admin: SessionAdmin) -> int | None:
+    """How many sessions purge has ahead of it (the bar's length), or None when the store cannot
+    count them (sealed://, which purges revocation records only)."""
+    try:
+        return admin.stats().expired
+    except NotSupportedError:
+        return None
+
+
+class Progress:
+    """A one-line progress bar on a terminal, redrawn in place at most 10 times a second."""
+
+    WIDTH = 30
+    INTERVAL = 0.1
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.expected: int | None = None
+        """The bar's length; None draws a counter instead."""
+        self._started = time.monotonic()
+        self._drawn_at: float | None = None
+        self._done = 0
+        self._width = 0
+
+    @classmethod
+    def on(cls, stream: TextIO) -> Progress | None:
+        """A bar on ``stream`` if it is a terminal; None otherwise (logs and pipes get nothing)."""
+        isatty = getattr(stream, "isatty", None)
+        return cls(stream) if isatty is not None and isatty() else None
+
+    def show(self, done: int) -> None:
+        self._done = done
+        now = time.monotonic()
+        if self._drawn_at is None or now - self._drawn_at >= self.INTERVAL:
+            self._draw(now)
+
+    def finish(self) -> None:
+        """Draw the final figures and end the line."""
+        self._draw(time.monotonic())
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self, now: float) -> None:
+        self._drawn_at = now
+        done = self._done
+        rate = done / max(now - self._started, 1e-6)
+        if self.expected is not None:
+            # Sessions keep expiring while purge runs: the bar's end moves with what was found.
+            total = max(self.expected, done)
+            part, whole = (done, total) if total else (1, 1)  # nothing to purge: done
+            # Rounded down, so that a full bar and 100% mean done.
+            filled = self.WIDTH * part // whole
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            line = f"purging [{bar}] {done}/{total} {100 * part // whole}%  {rate:.0f}/s"
+        else:
+            line = f"purging: {done} deleted  {rate:.0f}/s"
+        # \r returns to the line's start; padding blanks what a longer previous line left.
+        self.stream.write("\r" + line.ljust(self._width))
+        self.stream.flush()
+        self._width = len(line)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    admin = _sync_admin(args)
+    try:
+        now = admin.manager.clock()
+        stats = admin.stats()
     finally:
         admin.manager.close()
+    if args.json:
+        _print_json(
+            {
+                "at": _iso(now),
+                "live": stats.live,
+                "signed_in": stats.signed_in,
+                "anonymous": stats.anonymous,
+                "users": stats.users,
+                "by_transport": {"cookie": stats.cookie, "bearer": stats.bearer},
+                "expired": stats.expired,
+            }
+        )
+        return 0
+    rows = [
+        ("live sessions", stats.live),
+        ("  signed in", stats.signed_in),
+        ("  anonymous", stats.anonymous),
+        ("  cookie", stats.cookie),
+        ("  bearer", stats.bearer),
+        ("signed-in users", stats.users),
+        ("expired, awaiting purge", stats.expired),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
     return 0
+
+
+def _session_row(info: SessionInfo) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "user_id": info.user_id,
+        "created_at": _iso(info.created_at),
+        "last_seen_at": _iso(info.last_seen_at),
+        "expires_at": _iso(info.expires_at),
+        "auth_time": _iso(info.auth_time) if info.auth_time is not None else None,
+        "transport": info.transport,
+        "remember": info.remember,
+        "user_agent": info.user_agent,
+        "ip": info.ip,
+        "label": info.label,
+    }
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
     admin = _sync_admin(args)
     try:
         infos = admin.sessions_of(args.user)
-        rows = [
-            {
-                "id": i.id,
-                "created_at": _iso(i.created_at),
-                "last_seen_at": _iso(i.last_seen_at),
-                "expires_at": _iso(i.expires_at),
-                "auth_time": _iso(i.auth_time) if i.auth_time else None,
-                "user_agent": i.user_agent,
-                "ip": i.ip,
-                "transport": i.transport,
-                "label": i.label,
-            }
-            for i in infos
-        ]
-        if args.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            for info in infos:
-                print(
-                    f"{info.id}  {info.transport:6}  last seen {_iso(info.last_seen_at)}  "
-                    f"{info.ip or '-'}  {info.user_agent[:60]}"
-                )
-            print(f"{len(rows)} live session(s) for user {args.user}")
     finally:
         admin.manager.close()
+    if args.json:
+        _print_json({"user_id": args.user, "sessions": [_session_row(i) for i in infos]})
+        return 0
+    for info in infos:
+        print(
+            f"{info.id}  {info.transport:6}  last seen {_iso(info.last_seen_at)}  "
+            f"{info.ip or '-'}  {info.user_agent[:60]}"
+        )
+    print(f"{len(infos)} live session(s) for user {args.user}")
     return 0
 
 
 def cmd_users(args: argparse.Namespace) -> int:
     admin = _sync_admin(args)
     try:
-        for user_id in admin.user_ids():
-            print(user_id)
+        user_ids = admin.user_ids()
     finally:
         admin.manager.close()
+    if args.json:
+        _print_json({"users": user_ids})
+        return 0
+    for user_id in user_ids:
+        print(user_id)
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     admin = _sync_admin(args)
+    sealed = admin.manager.sealed is not None
     try:
         if args.session:
             ok = admin.revoke(args.session, owner=args.owner)
-            print("revoked" if ok else "no such session")
-            return 0 if ok else 1
-        count = admin.revoke_all(args.user, keep=args.keep)
-        if admin.manager.sealed is not None:
-            kept = f" except {args.keep}" if args.keep else ""
-            print(f"revoked every sealed session of user {args.user} issued until now{kept}")
         else:
-            print(f"revoked {count} session(s) of user {args.user}")
+            count = admin.revoke_all(args.user, keep=args.keep)
     finally:
         admin.manager.close()
+    if args.session:
+        if args.json:
+            # A sealed session cannot be known to exist: its revocation is not a count.
+            revoked = None if sealed else int(ok)
+            _print_json({"session_id": args.session, "revoked": revoked})
+        else:
+            print("revoked" if ok else "no such session")
+        return 0 if ok else 1
+    if args.json:
+        _print_json({"user_id": args.user, "kept": args.keep, "revoked": None if sealed else count})
+    elif sealed:
+        kept = f" except {args.keep}" if args.keep else ""
+        print(f"revoked every sealed session of user {args.user} issued until now{kept}")
+    else:
+        print(f"revoked {count} session(s) of user {args.user}")
     return 0
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
@@ -279,6 +427,16 @@ def _seconds(value: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"{value} is not a positive number of seconds")
     return seconds
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
+    return number
 
 
 def _iso(ts: float) -> str:
@@ -350,19 +508,31 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--sql", action="store_true", help="print the DDL instead of running it")
     migrate.set_defaults(func=cmd_migrate)
 
-    purge = sub.add_parser("purge", help="delete expired sessions in bounded batches")
+    json_help = "print one JSON object (the schema is in the README)"
+    purge = sub.add_parser(
+        "purge", help="delete expired sessions in bounded batches (a progress bar on a terminal)"
+    )
     common(purge)
-    purge.add_argument("--batch", type=int, default=500)
+    purge.add_argument("--batch", type=_positive_int, default=500)
+    purge.add_argument("--json", action="store_true", help=json_help)
     purge.set_defaults(func=cmd_purge)
+
+    stats = sub.add_parser(
+        "stats", help="count live sessions, signed-in users, transports, expired sessions"
+    )
+    common(stats)
+    stats.add_argument("--json", action="store_true", help=json_help)
+    stats.set_defaults(func=cmd_stats)
 
     sessions = sub.add_parser("sessions", help="list a user's live sessions")
     common(sessions)
     sessions.add_argument("--user", required=True)
-    sessions.add_argument("--json", action="store_true")
+    sessions.add_argument("--json", action="store_true", help=json_help)
     sessions.set_defaults(func=cmd_sessions)
 
     users = sub.add_parser("users", help="list signed-in users")
     common(users)
+    users.add_argument("--json", action="store_true", help=json_help)
     users.set_defaults(func=cmd_users)
 
     revoke = sub.add_parser("revoke", help="revoke one session or all of a user's sessions")
@@ -374,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument(
         "--owner", help="with --session: the session's user (needed for sealed:// sessions)"
     )
+    revoke.add_argument("--json", action="store_true", help=json_help)
     revoke.set_defaults(func=cmd_revoke)
 
     secret = sub.add_parser("secret", help="print a new random secret (for COATCHECK_SECRET)")

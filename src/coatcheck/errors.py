@@ -4,14 +4,18 @@
 
     CoatcheckError                 root of everything coatcheck raises on purpose
     ├── ConfigurationError         a setting that cannot be secure or work; raised at start-up
-    ├── StoreError                 a store failed
-    │   └── StoreUnavailableError  unreachable or slower than the configured timeout (HTTP 503)
-    ├── ConflictError              a conditional write kept losing after bounded retries (503)
-    ├── PasswordError              a password was refused before hashing (too long, empty)
+    ├── StoreError                 the store could not do it now: answered 503 + Retry-After
+    │   ├── StoreUnavailableError  unreachable, failing, or slower than store_timeout
+    │   └── ConflictError          a conditional write kept losing after bounded retries
+    ├── PasswordError              a password was refused before hashing (too long, empty) (422)
     ├── SessionDataError           session data does not match SessionConfig.data_schema
     └── HTTPError                  an error with an HTTP status for the middleware to answer with
         ├── SessionTooLargeError   a sealed session would not fit in one cookie (413)
         └── NotSupportedError      the store cannot do this (listing sealed sessions...) (501)
+
+Catch :class:`StoreError` to handle every "try again later" (both kinds carry ``retry_after``);
+``tests/test_public_api.py`` checks that this drawing is the class tree and that every error
+here is raised somewhere in coatcheck.
 
 A forged, expired or malformed token is *not* an exception: it yields an anonymous session (cookie)
 or a 401 (bearer), plus a log line.
@@ -31,24 +35,27 @@ class ConfigurationError(CoatcheckError, ValueError):
 
 
 class StoreError(CoatcheckError):
-    """A session store failed."""
+    """The session store could not do what was asked, for now: the middleware answers 503 with
+    ``Retry-After: retry_after`` (the managers set ``SessionConfig.retry_after``)."""
 
     status_code = 503
+    retry_after: int = 5
 
 
 class StoreUnavailableError(StoreError):
-    """The store is unreachable or slower than the configured timeout."""
+    """The store is unreachable, failed, or was slower than ``store_timeout``."""
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class ConflictError(CoatcheckError):
-    """A conditional write lost to concurrent requests more times than the retry bound allows."""
+class ConflictError(StoreError):
+    """A conditional write lost to concurrent requests more times than the retry bound allows
+    (``max_write_retries``), or a freshly generated id was already taken: trying again later
+    most likely succeeds."""
 
-    status_code = 503
-    retry_after = 1  # the managers set the configured value
+    retry_after = 1
 
 
 class PasswordError(CoatcheckError, ValueError):

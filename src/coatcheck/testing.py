@@ -24,6 +24,7 @@ from ._core import lifecycle, tokens
 from ._core.config import CookieConfig, SessionConfig
 from ._core.ops import Flow, Get, Put
 from ._core.record import SessionRecord
+from ._core.stats import SessionStats
 from .errors import ConflictError
 from .manager import AsyncSessionManager, SessionManager
 from .stores.base import AsyncStore, SyncStore
@@ -264,6 +265,10 @@ class CountingStore:
         self.calls["purge_expired"] += 1
         return await self.inner.purge_expired(now, batch)
 
+    async def stats(self, now: float) -> SessionStats:
+        self.calls["stats"] += 1
+        return await self.inner.stats(now)
+
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         self.calls["hit"] += 1
         return await self.inner.hit(key, now, window)
@@ -318,6 +323,10 @@ class SyncCountingStore:
     def purge_expired(self, now: float, batch: int = 500) -> int:
         self.calls["purge_expired"] += 1
         return self.inner.purge_expired(now, batch)
+
+    def stats(self, now: float) -> SessionStats:
+        self.calls["stats"] += 1
+        return self.inner.stats(now)
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         self.calls["hit"] += 1

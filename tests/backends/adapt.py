@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from coatcheck._core.record import SessionRecord
+from coatcheck._core.stats import SessionStats
 from coatcheck.stores.base import SyncStore
 
 
@@ -39,6 +40,10 @@ class AsyncOverSync:
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return int(await self._call("purge_expired", now, batch))
+
+    async def stats(self, now: float) -> SessionStats:
+        result: SessionStats = await self._call("stats", now)
+        return result
 
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         result: tuple[int, float] = await self._call("hit", key, now, window)

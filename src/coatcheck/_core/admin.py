@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from .config import SessionConfig
 from .events import RevokeReason, SessionEvent
 from .lifecycle import is_expired
-from .ops import Delete, Flow, Get, PurgeExpired, SessionsOf, UserIds
+from .ops import Delete, Flow, Get, PurgeExpired, SessionsOf, Stats, UserIds
 from .record import SessionRecord, Transport
+from .stats import SessionStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,13 @@ def user_ids(now: float) -> Flow[list[str]]:
     """Users with at least one stored session that has not expired by ``now``."""
     found: list[str] = yield UserIds(now)
     return sorted(found)
+
+
+def stats(now: float) -> Flow[SessionStats]:
+    """How many sessions the store holds at ``now``: live, signed in, users, by transport, and
+    expired ones awaiting purge (the rules are in :mod:`coatcheck._core.stats`)."""
+    counted: SessionStats = yield Stats(now)
+    return counted
 
 
 def revoke(

@@ -83,6 +83,15 @@ class PurgeExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class Stats:
+    now: float
+    method: ClassVar[str] = "stats"
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.now,)
+
+
+@dataclass(frozen=True, slots=True)
 class Hit:
     key: str
     now: float
@@ -114,6 +123,6 @@ def corrupt_means_missing(op: StoreOp) -> bool:
 
 
 StoreOp: TypeAlias = (
-    Get | Put | Replace | Delete | SessionsOf | UserIds | PurgeExpired | Hit | ClearHits
+    Get | Put | Replace | Delete | SessionsOf | UserIds | PurgeExpired | Stats | Hit | ClearHits
 )
 Flow: TypeAlias = Generator[StoreOp, Any, T]

@@ -29,9 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import auth
-from .._core.config import SessionConfig
-from .._core.throttle import ThrottleConfig
+from .. import SessionConfig, auth
 from ..admin import AsyncSessionAdmin
 from ..asgi import SessionMiddleware
 from ..errors import HTTPError, PasswordError
@@ -46,7 +44,7 @@ from ..integrations.starlette import (
 from ..manager import AsyncSessionManager
 from ..passwords import PasswordHasher
 from ..stores.base import AsyncStore
-from ..throttling import AsyncLoginGuard, canonical_login_name
+from ..throttling import AsyncLoginGuard, ThrottleConfig, canonical_login_name
 from .users import User, UserRepository
 
 STATIC = Path(__file__).parent / "static"

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.base import Executable
 
 from .._core.record import SessionRecord, record_from_json, record_to_json
+from .._core.stats import SessionStats, transport_pattern
 from ..errors import ConfigurationError
 
 T = TypeVar("T")
@@ -291,6 +292,26 @@ class SQLPlans:
             .order_by(self._s.c.user_id)
         )
         return [str(user_id) for user_id in result.scalars()]
+
+    def stats(self, now: float) -> Plan[SessionStats]:
+        """One aggregate query over the sessions table (no JSON parsed: the transport is matched
+        by the database's own regular expressions, see :mod:`coatcheck._core.stats`)."""
+        s = self._s
+        live = s.c.expires_at > now
+
+        def count(*conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+            return sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*conditions), 1), else_=0)), 0)
+
+        # Each column is labelled with the SessionStats field it answers.
+        result = yield sa.select(
+            count(live).label("live"),
+            count(live, s.c.user_id.is_not(None)).label("signed_in"),
+            sa.func.count(sa.distinct(sa.case((live, s.c.user_id)))).label("users"),
+            count(live, s.c.record.regexp_match(transport_pattern("cookie"))).label("cookie"),
+            count(live, s.c.record.regexp_match(transport_pattern("bearer"))).label("bearer"),
+            count(s.c.expires_at <= now).label("expired"),
+        )
+        return SessionStats(**{name: int(n) for name, n in result.one()._mapping.items()})
 
     def purge_expired(self, now: float, batch: int) -> Plan[int]:
         """Delete up to ``batch`` expired sessions and return how many went.

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from .._core.record import SessionRecord, record_from_json, record_to_json
+from .._core.stats import SessionStats, Tally
 
 _IMAGE_FORMAT = 2
 _SCALARS = tuple(
@@ -110,6 +111,12 @@ class MemoryStore:
                 del self._hits[key]
             return len(doomed)
 
+    def stats(self, now: float) -> SessionStats:
+        """Counts this process's records only: every process has its own memory store."""
+        with self._lock:
+            rows = [(row[1], row[2], row[3]) for row in self._records.values()]
+        return Tally(now).add_all(rows).result()
+
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         with self._lock:
             count, ends = self._hits.get(key, (0, 0.0))
@@ -154,6 +161,9 @@ class AsyncMemoryStore:
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return self.sync.purge_expired(now, batch)
+
+    async def stats(self, now: float) -> SessionStats:
+        return self.sync.stats(now)
 
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return self.sync.hit(key, now, window)

@@ -20,6 +20,7 @@ the nodes answer in parallel):
 ``sessions_of``    2, plus 1 when stale index entries were met
 ``user_ids``       1 per 1000 users (``ZSCAN``), plus 2
 ``purge_expired``  2 or 3 per pass; passes repeat until ``batch`` deleted or nothing is due
+``stats``          1 per 1000 entries of the largest expiry shard, plus 1 per 500 records
 ``hit``            1; ``clear_hits`` 1
 =================  ====================================================================
 
@@ -48,11 +49,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .._core.record import SessionRecord
+from .._core.stats import SessionStats
 from ..errors import ConfigurationError, StoreUnavailableError
 from . import _redis_plans as plans
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
 from ._redis_keys import DEFAULT_PREFIX, KeyLayout
 from ._redis_scripts import Command
+from ._redis_stats import stats_plan
 from .url import (
     Parser,
     parse_count,
@@ -567,6 +570,9 @@ class AsyncRedisStore(_RedisFromURL):
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return await self._run("purge_expired", plans.purge_plan(self.keys, now, batch, self.cache))
 
+    async def stats(self, now: float) -> SessionStats:
+        return await self._run("stats", stats_plan(self.keys, now))
+
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return await self._run("hit", plans.hit_plan(self.keys, key, now, window))
 
@@ -713,6 +719,9 @@ class RedisStore(_RedisFromURL):
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         return self._run("purge_expired", plans.purge_plan(self.keys, now, batch, self.cache))
+
+    def stats(self, now: float) -> SessionStats:
+        return self._run("stats", stats_plan(self.keys, now))
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return self._run("hit", plans.hit_plan(self.keys, key, now, window))

@@ -9,8 +9,8 @@ A manager given one of these stores runs the sealed flows (:mod:`coatcheck._core
 instead of the server-store ones. The object itself keeps no session: ``get``/``put``/``delete``
 reach the revocation store (the only records it holds are revocation records), login throttling
 counts (``hit``/``clear_hits``) live there too or, without one, in this process's memory, and the
-user index (``sessions_of``, ``user_ids``) raises :class:`~coatcheck.errors.NotSupportedError`:
-no list of sealed sessions exists anywhere.
+user index (``sessions_of``, ``user_ids``) and ``stats`` raise
+:class:`~coatcheck.errors.NotSupportedError`: no list of sealed sessions exists anywhere.
 
 This module does not import ``cryptography``; the manager imports the codec when it meets a
 sealed store (the ``sealed`` extra).
@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._core.record import SessionRecord
+from .._core.stats import SessionStats
 from ..errors import ConfigurationError, NotSupportedError
 from .base import AsyncStore, SyncStore
 from .memory import AsyncMemoryStore, MemoryStore
@@ -30,6 +31,10 @@ SCHEME = "sealed"
 _NO_LIST = (
     "sealed sessions live in browsers' cookies, so no list of them exists; use a server store "
     "(sqlite://, postgresql://, redis://...) to list a user's sessions"
+)
+_NO_COUNT = (
+    "sealed sessions live in browsers' cookies, so they cannot be counted; use a server store "
+    "(sqlite://, postgresql://, redis://...) for session statistics"
 )
 _NO_RECORD = "this sealed:// store has no revocation store (sealed://?revocations=<store URL>)"
 
@@ -112,6 +117,9 @@ class AsyncSealedStore:
     async def user_ids(self, now: float) -> list[str]:
         raise NotSupportedError(_NO_LIST)
 
+    async def stats(self, now: float) -> SessionStats:
+        raise NotSupportedError(_NO_COUNT)
+
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         """Purge expired revocation records (and throttling counts); 0 without a store."""
         if self.revocations is None:
@@ -176,6 +184,9 @@ class SealedStore:
 
     def user_ids(self, now: float) -> list[str]:
         raise NotSupportedError(_NO_LIST)
+
+    def stats(self, now: float) -> SessionStats:
+        raise NotSupportedError(_NO_COUNT)
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         if self.revocations is None:

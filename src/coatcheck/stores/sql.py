@@ -9,6 +9,7 @@ transaction, run each statement the plan yields and translate failures.
   database; an insert never overwrites an existing id.
 - ``hit`` is one atomic upsert per call (``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``).
 - ``purge_expired`` deletes a bounded batch per call, so it never holds long locks.
+- ``stats`` is one aggregate query (the transport matched by the database's regular expressions).
 - Any database or network failure raises :class:`~coatcheck.errors.StoreUnavailableError`.
 
 Schema: SQLite databases get their tables on first use by default; on PostgreSQL and MySQL the
@@ -28,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._core.record import SessionRecord
+from .._core.stats import SessionStats
 from ..errors import ConfigurationError
 from . import _sql_statements
 from ._sql_engine import (
@@ -234,6 +236,9 @@ class AsyncSQLStore(_FromURL):
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return await self._run(self._plans.purge_expired(now, batch))
 
+    async def stats(self, now: float) -> SessionStats:
+        return await self._run(self._plans.stats(now))
+
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return await self._run(self._plans.hit(key, now, window))
 
@@ -320,6 +325,9 @@ class SQLStore(_FromURL):
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         return self._run(self._plans.purge_expired(now, batch))
+
+    def stats(self, now: float) -> SessionStats:
+        return self._run(self._plans.stats(now))
 
     def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
         return self._run(self._plans.hit(key, now, window))
