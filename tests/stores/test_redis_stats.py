@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from coatcheck.stores._redis_keys import KeyLayout
-
 from coatcheck._core.record import SessionRecord, record_to_json
 from coatcheck._core.stats import SessionStats
+from coatcheck.stores._redis_keys import KeyLayout
 from coatcheck.stores._redis_stats import READ_BATCH, stats_plan
 
 NOW = 1_000.0
