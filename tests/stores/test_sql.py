@@ -524,13 +524,15 @@ async def test_a_duplicate_insert_is_false_and_leaves_the_connection_usable(
 
 
 def _drop_server_connections(kind: Kind, database: str) -> int:
-    """Kill every server connection to ``database`` (ours alone), as a server restart would."""
+    """Kill every server connection to ``database`` (ours alone), as a server restart would,
+    and return once they are gone."""
     if kind == "postgres":
         with psycopg.connect(
             host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
+            # With a timeout, pg_terminate_backend waits until the backend has exited.
             rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
                 (database,),
             ).fetchall()
             return len(rows)

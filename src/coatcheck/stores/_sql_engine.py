@@ -18,7 +18,9 @@ Timeouts are set where each driver allows, so a stuck database turns into
 
 from __future__ import annotations
 
+import inspect
 import math
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -133,9 +135,15 @@ def engine_arguments(
     driver = url.get_driver_name()
     connect_args: dict[str, Any] = {}
     kwargs: dict[str, Any] = {
+        # Every statement commits by itself: a read is one statement with no BEGIN/COMMIT
+        # round trips around it (plans that need a transaction say BEGIN and COMMIT), and
+        # closing a connection sends no ROLLBACK.
+        "isolation_level": "AUTOCOMMIT",
+        "skip_autocommit_rollback": True,
         # A connection the server dropped (restart, idle timeout) is replaced before use, so
-        # the store recovers from a database restart by itself.
-        "pool_pre_ping": True,
+        # the store recovers from a database restart by itself: by a look at its socket where
+        # the driver allows (see install_connection_checks), by a ping round trip otherwise.
+        "pool_pre_ping": driver not in _SOCKET_CHECKED,
         "pool_size": settings.pool_size,
         "max_overflow": settings.max_overflow,
         "pool_timeout": settings.pool_timeout,
@@ -297,31 +305,97 @@ def build_engine(
     setup = _session_setup(final_url, settings, sync_engine.dialect)
     if setup is not None:
         event.listen(sync_engine, "connect", setup)
-    if dialect_family(final_url.get_backend_name()) == "sqlite":
-        _begin_immediate(sync_engine)
+    if dialect_family(final_url.get_backend_name()) != "sqlite":
+        install_connection_checks(sync_engine, pre_ping=bool(kwargs["pool_pre_ping"]))
     return engine
 
 
-def _begin_immediate(engine: sa.Engine) -> None:
-    """Start every SQLite transaction with ``BEGIN IMMEDIATE``.
+# --- dead and hung connections ----------------------------------------------------------------
 
-    The driver's own implicit ``BEGIN`` is deferred: the transaction reads from a WAL snapshot
-    and upgrades to a writer at its first write. If another connection committed in between, that
-    upgrade fails at once with SQLITE_BUSY_SNAPSHOT ("database is locked"), without waiting on
-    busy_timeout -- under concurrent writes from threads or processes. Taking the write lock up
-    front makes writers queue on busy_timeout instead. Session operations are short, so the
-    cost (transactions on one file run one at a time) is small; readers outside a transaction
-    are unaffected by WAL.
+# Drivers whose idle connections can be checked for a closed peer without a round trip.
+_SOCKET_CHECKED = frozenset({"asyncpg", "psycopg", "pymysql", "asyncmy"})
+
+
+def install_connection_checks(engine: sa.Engine, *, pre_ping: bool) -> None:
+    """Make ``engine``'s pool replace dead connections for free and drop failed ones at once.
+
+    - On checkout (unless the pool pings), a connection whose server closed it (a restart, an
+      idle timeout, ``pg_terminate_backend``) is swapped for a new one: an idle connection has
+      nothing to read, so a readable (or closed) socket means the peer is gone. This costs no
+      round trip, unlike a ping, and catches what a ping catches except a silent network
+      partition, which the statement timeout turns into a 503 like any hang.
+    - A connection invalidated after an error or a cancellation (the store timeout) is closed
+      at once, without the goodbye SQLAlchemy would otherwise await: asyncpg waits up to 2 s
+      for a hung server to acknowledge it, shielded from cancellation.
+
+    Idempotent per engine. The stores install it on engines they build; call it on your own
+    engine to get the same behaviour.
     """
+    if getattr(engine, _INSTALLED, False):
+        return
+    setattr(engine, _INSTALLED, True)
+    event.listen(engine, "invalidate", _close_now)
+    if pre_ping:
+        return
+    dialect = engine.dialect
 
-    def autocommit_driver(dbapi_connection: Any, _connection_record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN
+    def refuse_if_peer_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        closed = peer_closed(getattr(dbapi_connection, "driver_connection", dbapi_connection))
+        if closed is None:  # a driver version whose insides we do not know: ping instead
+            closed = not dialect.do_ping(dbapi_connection)
+        if closed:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa.exc.DisconnectionError("the database closed this pooled connection")
 
-    def begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    event.listen(engine, "checkout", refuse_if_peer_closed)
 
-    event.listen(engine, "connect", autocommit_driver)
-    event.listen(engine, "begin", begin)
+
+_INSTALLED = "_coatcheck_connection_checks"
+
+
+def _close_now(dbapi_connection: Any, _record: Any, _exception: BaseException | None) -> None:
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    if driver is None:
+        return
+    terminate = getattr(driver, "terminate", None)  # asyncpg: abort the transport
+    if callable(terminate):
+        terminate()
+        return
+    close = getattr(driver, "close", None)
+    if callable(close) and not inspect.iscoroutinefunction(close):
+        # asyncmy/aiomysql: a plain close() drops the transport without waiting; sync drivers
+        # close without waiting for the server anyway.
+        close()
+
+
+def peer_closed(driver: Any) -> bool | None:
+    """Whether an idle driver connection's server has gone (closed, reset, or sent something
+    unasked), found without a round trip; None for a driver this does not know."""
+    transport = getattr(driver, "_transport", None)
+    if transport is not None:  # asyncpg, asyncmy: an event loop reads their sockets
+        is_closed = getattr(driver, "is_closed", None)
+        if (callable(is_closed) and is_closed()) or getattr(driver, "_stream_broken", False):
+            return True
+        if transport.is_closing():
+            return True
+        # What the server sent may not have been read by the loop yet: look at the socket.
+        sock = transport.get_extra_info("socket")
+        return sock is None or _readable(sock.fileno())
+    pgconn = getattr(driver, "pgconn", None)  # psycopg
+    if pgconn is not None:
+        return bool(driver.closed) or _readable(pgconn.socket)
+    sock = getattr(driver, "_sock", None)  # pymysql
+    if sock is not None:
+        return _readable(sock.fileno())
+    return None
+
+
+def _readable(fd: int) -> bool:
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))  # POLLHUP and POLLERR are reported whatever was asked
 
 
 @contextmanager

@@ -12,6 +12,13 @@ Rules of the schema:
   can be indexed and compared. The JSON is what is read back.
 - Compare-and-set is ``UPDATE ... WHERE id = :id AND version = :expected``: exactly one row changed
   means this request won. An insert (expected version 0) never overwrites.
+- ``replace`` (a login's new session id) is one ``UPDATE`` that rewrites the old row under the new
+  id, primary key included, on the same version condition: atomic by itself on every database.
+  A taken new id is a unique violation, which undoes the whole statement.
+- Every plan but MySQL's ``hit`` is a single statement, or statements that are each complete on
+  their own (purge batches, delete chunks), so the twins run them in autocommit mode: one round
+  trip each, no ``BEGIN``/``COMMIT`` around them. A plan that needs a transaction spells it out
+  (:data:`BEGIN`, :data:`COMMIT`).
 - On MySQL/MariaDB the tables use ``utf8mb4_bin`` so that ids and user ids compare exactly (the
   server default collations are case-insensitive, which would let ``abc`` find ``ABC``).
 """
@@ -47,6 +54,10 @@ DEFAULT_TABLE_PREFIX = "coatcheck_"
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 # Long id lists are deleted in chunks so no statement exceeds a driver's parameter limit.
 _DELETE_CHUNK = 500
+#: The statements a plan yields around work that must be one transaction (the twins run every
+#: statement in autocommit mode, so these are what opens and ends one).
+BEGIN = sa.text("BEGIN")
+COMMIT = sa.text("COMMIT")
 
 _FAMILIES: dict[str, Family] = {
     "sqlite": "sqlite",
@@ -242,6 +253,26 @@ class SQLPlans:
         # A missing row (deleted by logout) matches nothing, so an update never resurrects it.
         return result.rowcount == 1
 
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> Plan[bool]:
+        """Store ``record`` (a new id) in place of ``old_id`` at ``old_version``, both or neither.
+
+        One ``UPDATE`` moves the old row to the new id and every new value: it matches only while
+        the old record still has ``old_version`` (so a request that changed or deleted it
+        meanwhile wins), and a new id that is already taken violates the primary key, which
+        undoes the statement. No transaction is needed around it, and it takes one round trip.
+        """
+        if record.id == old_id:
+            return False  # not a new id: it is taken (by the old record itself)
+        try:
+            result = yield (
+                sa.update(self._s)
+                .where(self._s.c.id == old_id, self._s.c.version == old_version)
+                .values(row_values(record))
+            )
+        except IntegrityError:
+            return False  # record.id exists: the statement changed nothing
+        return result.rowcount == 1
+
     def _insert_if_absent(self, values: dict[str, Any]) -> Executable:
         # PostgreSQL aborts the whole transaction on a failed INSERT, so a duplicate id must not
         # raise there: ON CONFLICT DO NOTHING reports it as "0 rows". SQLite gets the same.
@@ -268,14 +299,15 @@ class SQLPlans:
         result = yield sa.select(self._s.c.record).where(self._s.c.user_id == user_id)
         return [record_from_json(raw) for raw in result.scalars()]
 
-    def user_ids(self) -> Plan[list[str]]:
-        result = yield (
-            sa.select(self._s.c.user_id)
-            .where(self._s.c.user_id.is_not(None))
-            .distinct()
-            .order_by(self._s.c.user_id)
-        )
-        return [str(user_id) for user_id in result.scalars()]
+    def user_ids(self, now: float | None) -> Plan[list[str]]:
+        """The users with a record that expires after ``now`` (with any record when None)."""
+        signed_in: sa.ColumnElement[bool] = self._s.c.user_id.is_not(None)
+        if now is not None:
+            signed_in = sa.and_(signed_in, self._s.c.expires_at > now)
+        result = yield sa.select(self._s.c.user_id).where(signed_in).distinct()
+        # Sorted here: a database sorts by its collation (PostgreSQL's may put "alice" before
+        # "Bob"), and the contract promises one order everywhere.
+        return sorted(str(user_id) for user_id in result.scalars())
 
     def purge_expired(self, now: float, batch: int) -> Plan[int]:
         """Delete up to ``batch`` expired sessions and return how many went.
@@ -283,8 +315,11 @@ class SQLPlans:
         Finished hit windows are dropped too, up to ``batch`` of them and not counted: a finished
         window means the same as no window, so they are dead weight.
         """
-        if batch < 1:
+        if batch < 1:  # checked now, not when the plan first runs
             raise ValueError(f"batch must be at least 1, got {batch}")
+        return self._purge(now, batch)
+
+    def _purge(self, now: float, batch: int) -> Plan[int]:
         deleted = yield from self._delete_expired(
             self._s, self._s.c.id, self._s.c.expires_at, now, batch
         )
@@ -330,6 +365,8 @@ class SQLPlans:
         window_ends_at = sa.case((finished, ends), else_=h.c.window_ends_at)
         fresh = {"key": key, "count": 1, "window_ends_at": ends}
         if self.family == "mysql":
+            # MySQL has no RETURNING: the upsert and a read of what it wrote share a transaction.
+            yield BEGIN
             yield (
                 mysql_dialect.insert(h)
                 .values(fresh)
@@ -338,6 +375,7 @@ class SQLPlans:
             # The upsert left this transaction holding the row's lock, so this read sees
             # exactly what the upsert wrote, whatever other requests are doing.
             result = yield sa.select(h.c.count, h.c.window_ends_at).where(h.c.key == key)
+            yield COMMIT
         else:
             upsert = (
                 postgresql_dialect.insert(h)

@@ -4,9 +4,16 @@
 Both execute the same plans from :mod:`coatcheck.stores._sql_statements`; they only open a
 transaction, run each statement the plan yields and translate failures.
 
+- Every operation is one statement in autocommit mode (MySQL's ``hit`` excepted): a read is one
+  round trip, with no ``BEGIN``/``COMMIT`` around it.
 - ``put`` is a versioned compare-and-set (``UPDATE ... WHERE id = :id AND version = :expected``),
   so of two requests writing the same session from the same version exactly one wins, on every
-  database; an insert never overwrites an existing id.
+  database; an insert never overwrites an existing id. ``replace`` (login) is one ``UPDATE``
+  that moves the old row to the new id on the same condition.
+- A connection that fails or is cancelled (the store timeout) mid-operation is closed at once,
+  never rolled back or reused: a hung server costs a request the store timeout, no more.
+- SQLite: reads take no lock (WAL), and the writes of one process queue on a lock of their own
+  instead of SQLite's busy handler, which sleeps in steps of up to 100 ms.
 - ``hit`` is one atomic upsert per call (``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``).
 - ``purge_expired`` deletes a bounded batch per call, so it never holds long locks.
 - Any database or network failure raises :class:`~coatcheck.errors.StoreUnavailableError`.
@@ -28,8 +35,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._core.record import SessionRecord
-from ..errors import ConfigurationError
-from ._sql_engine import EngineSettings, build_engine, unavailable_on_failure
+from ..errors import ConfigurationError, StoreUnavailableError
+from ._sql_engine import (
+    EngineSettings,
+    build_engine,
+    install_connection_checks,
+    unavailable_on_failure,
+)
 from ._sql_statements import (
     DEFAULT_TABLE_PREFIX,
     Done,
@@ -46,6 +58,7 @@ from ._sql_statements import (
 __all__ = ["AsyncSQLStore", "SQLStore", "SQLTables", "schema_ddl", "schema_metadata"]
 
 T = TypeVar("T")
+E = TypeVar("E", Engine, AsyncEngine)
 
 
 def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
@@ -66,6 +79,12 @@ def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
                 raise
 
 
+def _autocommit(engine: E) -> E:
+    """``engine`` with every statement in autocommit mode (the stores' own engines are built
+    that way, so from_url swaps this for the engine itself and pays nothing per checkout)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _wants_schema(create_schema: bool | None, dialect_name: str) -> bool:
     # SQLite is the zero-setup default: its file is created on first use, so are its tables.
     # On a server, DDL is an operator's decision (permissions, migrations), so never implicit.
@@ -75,7 +94,9 @@ def _wants_schema(create_schema: bool | None, dialect_name: str) -> bool:
 class AsyncSQLStore:
     """A session store on an SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine`.
 
-    Pass your own engine, or build one with :meth:`from_url`. Tables are named
+    Pass your own engine, or build one with :meth:`from_url`. The store runs its statements on
+    your engine in autocommit mode, and makes its pool close a connection that failed or timed
+    out at once instead of waiting for a hung server to say goodbye. Tables are named
     ``<table_prefix>sessions`` and ``<table_prefix>hits``. With ``create_schema=True`` the tables
     are created (if missing) before the first operation; the default (``None``) does that for
     SQLite only. :meth:`close` disposes the engine only when :meth:`from_url` built it.
@@ -94,8 +115,11 @@ class AsyncSQLStore:
                 "sync Engine"
             )
         self.engine = engine
+        self._autocommit = _autocommit(engine)
         self.tables = build_tables(table_prefix)
         self._plans = SQLPlans(self.tables, engine.dialect.name)
+        if engine.dialect.name != "sqlite":
+            install_connection_checks(engine.sync_engine, pre_ping=True)
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = asyncio.Lock()
         self._owns_engine = False
@@ -133,6 +157,7 @@ class AsyncSQLStore:
         engine = build_engine(create_async_engine, url, settings, asynchronous=True)
         store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
         store._owns_engine = True
+        store._autocommit = engine  # built in autocommit mode
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             # SQLite runs in-process: aiosqlite hops to its worker thread for every cursor call
             # (about ten hops per read), while the sync twin in a worker thread costs one hop per
@@ -160,37 +185,49 @@ class AsyncSQLStore:
                 await conn.run_sync(_create_schema_on, self.tables)
         self._schema_pending = False
 
-    async def _run(self, plan: Plan[T]) -> T:
+    async def _run(self, plan: Plan[T], *, write: bool = True) -> T:
         if self._threaded is not None:
-            return await asyncio.to_thread(self._threaded._run, plan)
+            return await asyncio.to_thread(self._threaded._run, plan, write=write)
         if self._schema_pending:
             async with self._schema_lock:
                 if self._schema_pending:
                     await self.create_schema()
         with unavailable_on_failure(self.engine.url):
-            async with self.engine.begin() as conn:
+            async with self._autocommit.connect() as conn:
                 outcome: Outcome = None
-                while not isinstance(step := advance(plan, outcome), Done):
-                    try:
-                        outcome = await conn.execute(step)
-                    except IntegrityError as exc:
-                        outcome = exc  # the plan decides what a constraint violation means
+                try:
+                    while not isinstance(step := advance(plan, outcome), Done):
+                        try:
+                            outcome = await conn.execute(step)
+                        except IntegrityError as exc:
+                            outcome = exc  # the plan decides what a constraint violation means
+                except BaseException:
+                    # Failed or cancelled mid-plan: a statement may still be running and a
+                    # transaction may be open. Close the connection (the server rolls back)
+                    # rather than send a ROLLBACK that would wait on a hung server.
+                    await conn.invalidate()
+                    raise
         return step.value
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._run(self._plans.get(session_id))
+        return await self._run(self._plans.get(session_id), write=False)
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(self._plans.put(record, expected_version))
+
+    async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return await self._run(self._plans.replace(record, old_id, old_version))
 
     async def delete(self, *session_ids: str) -> None:
         await self._run(self._plans.delete(session_ids))
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return await self._run(self._plans.sessions_of(user_id))
+        return await self._run(self._plans.sessions_of(user_id), write=False)
 
-    async def user_ids(self) -> list[str]:
-        return await self._run(self._plans.user_ids())
+    async def user_ids(self, now: float | None = None) -> list[str]:
+        """The sorted ids of users with a session that expires after ``now`` (``None``: with
+        any stored session)."""
+        return await self._run(self._plans.user_ids(now), write=False)
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return await self._run(self._plans.purge_expired(now, batch))
@@ -228,11 +265,20 @@ class SQLStore:
                 "SQLStore needs a sync Engine (create_engine); use AsyncSQLStore for an AsyncEngine"
             )
         self.engine = engine
+        self._autocommit = _autocommit(engine)
         self.tables = build_tables(table_prefix)
         self._plans = SQLPlans(self.tables, engine.dialect.name)
+        if engine.dialect.name != "sqlite":
+            install_connection_checks(engine, pre_ping=True)
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = threading.Lock()
         self._owns_engine = False
+        # SQLite takes one writer at a time per file. A writer that finds the file locked
+        # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms steps) and tries again, so
+        # writers of this process queue here instead and each starts the moment the last
+        # ends. (Writers in other processes still meet on busy_timeout.) Readers never wait.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._write_wait = 5.0  # seconds; from_url makes it the statement timeout
 
     @classmethod
     def from_url(
@@ -262,6 +308,8 @@ class SQLStore:
         engine = build_engine(create_engine, url, settings, asynchronous=False)
         store = cls(engine, table_prefix=table_prefix, create_schema=create_schema)
         store._owns_engine = True
+        store._autocommit = engine  # built in autocommit mode
+        store._write_wait = statement_timeout or store._write_wait
         return store
 
     def create_schema(self) -> None:
@@ -270,34 +318,55 @@ class SQLStore:
             _create_schema_on(conn, self.tables)
         self._schema_pending = False
 
-    def _run(self, plan: Plan[T]) -> T:
+    def _run(self, plan: Plan[T], *, write: bool = True) -> T:
         if self._schema_pending:
             with self._schema_lock:
                 if self._schema_pending:
                     self.create_schema()
-        with unavailable_on_failure(self.engine.url), self.engine.begin() as conn:
+        if write and self._write_lock is not None:
+            if not self._write_lock.acquire(timeout=self._write_wait):
+                raise StoreUnavailableError(
+                    f"SQL session store {self.engine.url}: no write turn in {self._write_wait} s"
+                )
+            try:
+                return self._run_now(plan)
+            finally:
+                self._write_lock.release()
+        return self._run_now(plan)
+
+    def _run_now(self, plan: Plan[T]) -> T:
+        with unavailable_on_failure(self.engine.url), self._autocommit.connect() as conn:
             outcome: Outcome = None
-            while not isinstance(step := advance(plan, outcome), Done):
-                try:
-                    outcome = conn.execute(step)
-                except IntegrityError as exc:
-                    outcome = exc  # the plan decides what a constraint violation means
+            try:
+                while not isinstance(step := advance(plan, outcome), Done):
+                    try:
+                        outcome = conn.execute(step)
+                    except IntegrityError as exc:
+                        outcome = exc  # the plan decides what a constraint violation means
+            except BaseException:
+                conn.invalidate()  # unknown state: close it, never roll back and reuse it
+                raise
         return step.value
 
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run(self._plans.get(session_id))
+        return self._run(self._plans.get(session_id), write=False)
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(self._plans.put(record, expected_version))
+
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
+        return self._run(self._plans.replace(record, old_id, old_version))
 
     def delete(self, *session_ids: str) -> None:
         self._run(self._plans.delete(session_ids))
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return self._run(self._plans.sessions_of(user_id))
+        return self._run(self._plans.sessions_of(user_id), write=False)
 
-    def user_ids(self) -> list[str]:
-        return self._run(self._plans.user_ids())
+    def user_ids(self, now: float | None = None) -> list[str]:
+        """The sorted ids of users with a session that expires after ``now`` (``None``: with
+        any stored session)."""
+        return self._run(self._plans.user_ids(now), write=False)
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         return self._run(self._plans.purge_expired(now, batch))
