@@ -20,23 +20,30 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import select
+import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event, pool
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, CursorResult, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from ._sql_statements import dialect_family
+from ._sql_statements import Bound, Done, Plan, advance, dialect_family
 
 E = TypeVar("E", Engine, AsyncEngine)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,3 +419,105 @@ def unavailable_on_failure(url: URL) -> Iterator[None]:
         raise StoreUnavailableError(
             f"SQL session store {where} failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+# --- SQLite reads that never wait -------------------------------------------------------------
+
+
+class WouldWait(Exception):
+    """The read cannot be served at once; run it the ordinary way (it may wait there)."""
+
+
+class SQLiteReader:
+    """Runs read plans on a SQLite file without SQLAlchemy, a pool, or ever waiting.
+
+    A WAL read never waits for writers, and a primary-key read takes microseconds: less than
+    handing it to a worker thread, and far less than SQLAlchemy's per-call machinery. So the
+    async store runs its reads right on the event loop through this reader, and the sync store
+    in the calling thread. Each thread gets a connection of its own (opened on first use,
+    ``query_only``) whose busy timeout is zero: in the rare case that a read would have to wait
+    (recovery after a crash, a schema change) or cannot run (no table yet), :class:`WouldWait`
+    sends it down the ordinary path, which waits for its turn or reports the failure.
+
+    Plans run here may only yield :class:`~coatcheck.stores._sql_statements.Bound` statements
+    that return rows, and read only ``scalar_one_or_none`` from the result.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        # mode=rw: a reader never creates the file (the ordinary path does, with its schema).
+        self._uri = f"{Path(database).absolute().as_uri()}?mode=rw"
+        self._local = threading.local()
+        # Weak: a connection lives as long as its thread (a server may start a thread per
+        # request); close() reaches those still alive.
+        self._opened: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._dialect = sqlite_dialect.dialect()
+        self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
+        self._closed = False
+
+    def run(self, plan: Plan[T]) -> T:
+        """The plan's answer, or :class:`WouldWait`."""
+        outcome: Any = None
+        while not isinstance(step := advance(plan, outcome), Done):
+            if not isinstance(step, Bound):
+                raise WouldWait("not a prebuilt statement")
+            sql, names = self._sql(step.statement)
+            try:
+                rows = self._connection().execute(sql, [step.params[n] for n in names]).fetchall()
+            except sqlite3.Error as exc:  # busy, no such table, cannot open...
+                raise WouldWait(str(exc)) from exc
+            outcome = cast("CursorResult[Any]", _Rows(rows))
+        return step.value
+
+    def _sql(self, statement: Any) -> tuple[str, tuple[str, ...]]:
+        found = self._compiled.get(id(statement))
+        if found is None:
+            compiled = statement.compile(dialect=self._dialect)
+            # The statement is kept alongside, so its id cannot be reused by another object.
+            found = (statement, compiled.string, tuple(compiled.positiontup or ()))
+            self._compiled[id(statement)] = found
+        return found[1], found[2]
+
+    def _connection(self) -> sqlite3.Connection:
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid == os.getpid():  # never one from before a fork
+            return held.conn
+        with self._lock:
+            if self._closed:
+                raise WouldWait("the store is closed")
+            conn = sqlite3.connect(
+                self._uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            held = self._local.held = _Held(conn)
+            self._opened.add(held)
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def close(self) -> None:
+        """Close every connection the reader opened (in threads still alive)."""
+        with self._lock:
+            self._closed = True
+            opened = list(self._opened)
+        for held in opened:
+            held.conn.close()
+
+
+class _Held:
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+
+class _Rows:
+    """The part of a CursorResult that read plans use, over rows sqlite3 fetched."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def scalar_one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise sa.exc.MultipleResultsFound("more than one row where at most one was expected")
+        return self._rows[0][0] if self._rows else None

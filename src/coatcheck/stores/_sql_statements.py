@@ -44,8 +44,24 @@ from ..errors import ConfigurationError
 T = TypeVar("T")
 
 Family = Literal["sqlite", "postgresql", "mysql"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A statement built once per store, with one call's parameters.
+
+    Building a SQLAlchemy statement and computing its cache key costs more than running it on
+    SQLite, so the hot operations reuse one statement object with bind parameters: SQLAlchemy
+    finds it compiled in its cache at once, and the SQLite read path runs its compiled SQL
+    directly.
+    """
+
+    statement: Executable
+    params: dict[str, Any]
+
+
 #: What a plan receives back for each statement it yielded (a constraint violation is thrown in).
-Plan: TypeAlias = Generator[Executable, CursorResult[Any], T]
+Plan: TypeAlias = Generator[Executable | Bound, CursorResult[Any], T]
 #: What a twin passes to :func:`advance`: nothing yet, a result, or a constraint violation.
 Outcome: TypeAlias = CursorResult[Any] | IntegrityError | None
 
@@ -199,6 +215,13 @@ def row_values(record: SessionRecord) -> dict[str, Any]:
     }
 
 
+_ROW_COLUMNS = ("id", "secret_hash", "user_id", "expires_at", "version", "record")
+
+
+def _bind_values(record: SessionRecord) -> dict[str, Any]:
+    return {f"v_{column}": value for column, value in row_values(record).items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Done(Generic[T]):
     """A finished plan's answer."""
@@ -206,7 +229,7 @@ class Done(Generic[T]):
     value: T
 
 
-def advance(plan: Plan[T], outcome: Outcome) -> Executable | Done[T]:
+def advance(plan: Plan[T], outcome: Outcome) -> Executable | Bound | Done[T]:
     """Run ``plan`` up to its next statement, or to its answer.
 
     ``outcome`` is what the previous statement gave: ``None`` before the first statement, its
@@ -223,32 +246,46 @@ def advance(plan: Plan[T], outcome: Outcome) -> Executable | Done[T]:
         return Done(stop.value)
 
 
+def execute_args(step: Executable | Bound) -> tuple[Executable, dict[str, Any] | None]:
+    """The arguments of ``Connection.execute`` for a statement a plan yielded."""
+    if isinstance(step, Bound):
+        return step.statement, step.params
+    return step, None
+
+
 class SQLPlans:
     """The plans for every store operation, for one table prefix and one SQL dialect."""
 
     def __init__(self, tables: SQLTables, dialect_name: str) -> None:
         self.tables = tables
         self.family = dialect_family(dialect_name)
-        self._s = tables.sessions
+        self._s = s = tables.sessions
         self._h = tables.hits
+        # The hot statements, built once (see Bound). Row values bind as "v_<column>".
+        values: dict[str, Any] = {c: sa.bindparam(f"v_{c}") for c in _ROW_COLUMNS}
+        self._get = sa.select(s.c.record).where(s.c.id == sa.bindparam("id"))
+        self._update = (
+            sa.update(s)
+            .where(s.c.id == sa.bindparam("old_id"), s.c.version == sa.bindparam("old_version"))
+            .values(values)
+        )
+        self._insert = self._insert_if_absent(values)
 
     def get(self, session_id: str) -> Plan[SessionRecord | None]:
-        result = yield sa.select(self._s.c.record).where(self._s.c.id == session_id)
+        result = yield Bound(self._get, {"id": session_id})
         raw: str | None = result.scalar_one_or_none()
         return None if raw is None else record_from_json(raw)
 
     def put(self, record: SessionRecord, expected_version: int) -> Plan[bool]:
-        values = row_values(record)
+        values = _bind_values(record)
         if expected_version == 0:
             try:
-                result = yield self._insert_if_absent(values)
+                result = yield Bound(self._insert, values)
             except IntegrityError:
                 return False  # MySQL: another request created this id first
             return result.rowcount == 1
-        result = yield (
-            sa.update(self._s)
-            .where(self._s.c.id == record.id, self._s.c.version == expected_version)
-            .values(values)
+        result = yield Bound(
+            self._update, {**values, "old_id": record.id, "old_version": expected_version}
         )
         # A missing row (deleted by logout) matches nothing, so an update never resurrects it.
         return result.rowcount == 1
@@ -263,12 +300,9 @@ class SQLPlans:
         """
         if record.id == old_id:
             return False  # not a new id: it is taken (by the old record itself)
+        params = {**_bind_values(record), "old_id": old_id, "old_version": old_version}
         try:
-            result = yield (
-                sa.update(self._s)
-                .where(self._s.c.id == old_id, self._s.c.version == old_version)
-                .values(row_values(record))
-            )
+            result = yield Bound(self._update, params)
         except IntegrityError:
             return False  # record.id exists: the statement changed nothing
         return result.rowcount == 1

@@ -38,6 +38,8 @@ from .._core.record import SessionRecord
 from ..errors import ConfigurationError, StoreUnavailableError
 from ._sql_engine import (
     EngineSettings,
+    SQLiteReader,
+    WouldWait,
     build_engine,
     install_connection_checks,
     unavailable_on_failure,
@@ -51,6 +53,7 @@ from ._sql_statements import (
     SQLTables,
     advance,
     build_tables,
+    execute_args,
     schema_ddl,
     schema_metadata,
 )
@@ -62,21 +65,26 @@ E = TypeVar("E", Engine, AsyncEngine)
 
 
 def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
-    """Create the missing tables and indexes, tolerating another process doing the same.
+    """Create the missing tables and indexes, tolerating other processes doing the same.
 
-    Two app instances starting together both see no table, both create it, and one fails
-    (PostgreSQL: a duplicate type; elsewhere: table exists). The loser rolls back and looks
-    again, and now finds the tables. A real problem (no permission) fails the second time too.
+    App instances starting together all see no table and all create it: each object goes to
+    whoever creates it first, and the others fail on it (PostgreSQL: a duplicate type;
+    elsewhere: it exists). A loser looks again and creates only what is still missing, so each
+    attempt gets further. A real problem (no permission) fails every attempt.
     """
-    for attempt in (1, 2):
+    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
             tables.metadata.create_all(conn)
             conn.commit()
             return
         except DBAPIError:
             conn.rollback()
-            if attempt == 2:
+            if attempt == _SCHEMA_ATTEMPTS:
                 raise
+
+
+# Two tables and three indexes: more attempts than objects, so racing creators always finish.
+_SCHEMA_ATTEMPTS = 8
 
 
 def _autocommit(engine: E) -> E:
@@ -198,7 +206,7 @@ class AsyncSQLStore:
                 try:
                     while not isinstance(step := advance(plan, outcome), Done):
                         try:
-                            outcome = await conn.execute(step)
+                            outcome = await conn.execute(*execute_args(step))
                         except IntegrityError as exc:
                             outcome = exc  # the plan decides what a constraint violation means
                 except BaseException:
@@ -210,6 +218,12 @@ class AsyncSQLStore:
         return step.value
 
     async def get(self, session_id: str) -> SessionRecord | None:
+        if self._threaded is not None:
+            try:
+                # On the event loop itself: a SQLite read never waits (see SQLiteReader).
+                return self._threaded.read_at_once(self._plans.get(session_id))
+            except WouldWait:
+                pass
         return await self._run(self._plans.get(session_id), write=False)
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
@@ -279,6 +293,11 @@ class SQLStore:
         # ends. (Writers in other processes still meet on busy_timeout.) Readers never wait.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._write_wait = 5.0  # seconds; from_url makes it the statement timeout
+        self._reader: SQLiteReader | None = None
+        database = engine.url.database
+        # A file named plainly (URL options such as uri=true or mode=...: the ordinary path only).
+        if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+            self._reader = None if engine.url.query else SQLiteReader(str(database))
 
     @classmethod
     def from_url(
@@ -340,7 +359,7 @@ class SQLStore:
             try:
                 while not isinstance(step := advance(plan, outcome), Done):
                     try:
-                        outcome = conn.execute(step)
+                        outcome = conn.execute(*execute_args(step))
                     except IntegrityError as exc:
                         outcome = exc  # the plan decides what a constraint violation means
             except BaseException:
@@ -348,8 +367,17 @@ class SQLStore:
                 raise
         return step.value
 
+    def read_at_once(self, plan: Plan[T]) -> T:
+        """Run a read plan on SQLite's no-wait reader, or raise WouldWait (see SQLiteReader)."""
+        if self._reader is None or self._schema_pending:
+            raise WouldWait("no reader")
+        return self._reader.run(plan)
+
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run(self._plans.get(session_id), write=False)
+        try:
+            return self.read_at_once(self._plans.get(session_id))
+        except WouldWait:
+            return self._run(self._plans.get(session_id), write=False)
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(self._plans.put(record, expected_version))
@@ -379,5 +407,7 @@ class SQLStore:
 
     def close(self) -> None:
         """Close the engine's connections, if this store built the engine."""
+        if self._reader is not None:
+            self._reader.close()
         if self._owns_engine:
             self.engine.dispose()
