@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -899,3 +901,63 @@ async def test_sqlite_reads_bypass_the_engine(twin: Twin) -> None:
             assert statements == ["UPDATE"]
         finally:
             await store.close()
+
+
+# --- SQLite: reads that would wait, several processes on one file ------------------------------
+
+
+async def test_sqlite_read_that_would_wait_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    """When another connection locks the file, an async read does not wait on the event loop:
+    it waits in a worker thread, so the loop runs on (here: the coroutine that releases the
+    lock) and the read then succeeds."""
+    path = tmp_path / "locked.db"
+    store = AsyncSQLStore.from_url(f"sqlite:///{path}", statement_timeout=5)
+    record = make()
+    assert await store.put(record, 0) is True
+    await store.close()
+
+    store = AsyncSQLStore.from_url(f"sqlite:///{path}", statement_timeout=5, create_schema=False)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+        blocker.execute("BEGIN EXCLUSIVE")  # held until the connection closes
+        blocker.execute("DELETE FROM coatcheck_hits")
+        blocker.execute("COMMIT")
+        reading = asyncio.ensure_future(store.get(record.id))
+        for _ in range(3):
+            await asyncio.sleep(0)  # only runs if the read left the loop free
+        assert not reading.done()
+        blocker.close()
+        assert await reading == record
+    finally:
+        blocker.close()
+        await store.close()
+
+
+def test_sqlite_writers_in_several_processes_lose_nothing(tmp_path: Path) -> None:
+    """Three processes writing one SQLite file at once (compare-and-set increments and hit
+    counts) all succeed: no "database is locked", no lost update."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    store = SQLStore.from_url(url)
+    record = make(data={"n": 0})
+    assert store.put(record, 0) is True
+    times, workers = 30, 3
+    try:
+        argv = [sys.executable, "-m", "tests.stores.sqlite_writer", url, record.id, str(times)]
+        root = Path(__file__).resolve().parents[2]
+        writers = [
+            subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(workers)
+        ]
+        outputs = [w.communicate(timeout=120) for w in writers]
+        assert [(w.returncode, err) for w, (_, err) in zip(writers, outputs, strict=True)] == [
+            (0, b"")
+        ] * workers
+        last_hits = [int(out.split()[1]) for out, _ in outputs]
+        final = store.get(record.id)
+        assert final is not None
+        assert final.data == {"n": times * workers}
+        assert max(last_hits) == times * workers
+        assert store.hit("shared", NOW, 3600)[0] == times * workers + 1
+    finally:
+        store.close()
