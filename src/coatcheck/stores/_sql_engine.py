@@ -312,8 +312,7 @@ def build_engine(
     setup = _session_setup(final_url, settings, sync_engine.dialect)
     if setup is not None:
         event.listen(sync_engine, "connect", setup)
-    if dialect_family(final_url.get_backend_name()) != "sqlite":
-        install_connection_checks(sync_engine, pre_ping=bool(kwargs["pool_pre_ping"]))
+    install_connection_checks(sync_engine, pre_ping=bool(kwargs["pool_pre_ping"]))
     return engine
 
 
@@ -333,18 +332,46 @@ def install_connection_checks(engine: sa.Engine, *, pre_ping: bool) -> None:
       partition, which the statement timeout turns into a 503 like any hang.
     - A connection invalidated after an error or a cancellation (the store timeout) is closed
       at once, without the goodbye SQLAlchemy would otherwise await: asyncpg waits up to 2 s
-      for a hung server to acknowledge it, shielded from cancellation.
+      for a hung server to acknowledge it, shielded from cancellation. No other close waits on
+      the server either (see below), so a hung server costs an operation its timeout, no more.
 
     Idempotent per engine. The stores install it on engines they build; call it on your own
     engine to get the same behaviour.
     """
-    if getattr(engine, _INSTALLED, False):
-        return
+    if getattr(engine, _INSTALLED, False) or engine.dialect.name == "sqlite":
+        return  # (a SQLite file has no server to hang or go away)
     setattr(engine, _INSTALLED, True)
-    event.listen(engine, "invalidate", _close_now)
+    dialect = engine.dialect
+    # Closing a connection in autocommit mode sends a ROLLBACK that can change nothing, and
+    # SQLAlchemy runs that close shielded from cancellation: after a statement that ended just
+    # as the server hung, it would wait for the server to come back. (Connections in a
+    # transaction are still rolled back.)
+    dialect.skip_autocommit_rollback = True
+    # The pool terminates a connection after an error, a cancellation, or a connect whose setup
+    # was interrupted, each by dialect.do_terminate: abort the transport first, so that the
+    # dialect's own goodbye finds it closed and returns at once.
+    graceful_terminate = dialect.do_terminate
+
+    def terminate_at_once(dbapi_connection: Any) -> None:
+        _close_now(dbapi_connection)
+        graceful_terminate(dbapi_connection)
+
+    dialect.do_terminate = terminate_at_once  # type: ignore[method-assign]
+    if dialect.driver == "asyncpg":
+        # asyncpg's graceful close (a pool closing an overflow connection on its return, or
+        # dispose) waits, with no timeout, for the server to hang up, and SQLAlchemy shields
+        # it from cancellation: a request returning its connection to a hung server would hang
+        # with it. PostgreSQL takes a client that just goes away from an idle connection
+        # silently (it logs that at DEBUG level only).
+        graceful_close = dialect.do_close
+
+        def close_at_once(dbapi_connection: Any) -> None:
+            _close_now(dbapi_connection)
+            graceful_close(dbapi_connection)
+
+        dialect.do_close = close_at_once  # type: ignore[method-assign]
     if pre_ping:
         return
-    dialect = engine.dialect
 
     def refuse_if_peer_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         closed = peer_closed(getattr(dbapi_connection, "driver_connection", dbapi_connection))
@@ -360,7 +387,7 @@ def install_connection_checks(engine: sa.Engine, *, pre_ping: bool) -> None:
 _INSTALLED = "_coatcheck_connection_checks"
 
 
-def _close_now(dbapi_connection: Any, _record: Any, _exception: BaseException | None) -> None:
+def _close_now(dbapi_connection: Any) -> None:
     driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
     if driver is None:
         return

@@ -126,8 +126,7 @@ class AsyncSQLStore:
         self._autocommit = _autocommit(engine)
         self.tables = build_tables(table_prefix)
         self._plans = SQLPlans(self.tables, engine.dialect.name)
-        if engine.dialect.name != "sqlite":
-            install_connection_checks(engine.sync_engine, pre_ping=True)
+        install_connection_checks(engine.sync_engine, pre_ping=True)
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = asyncio.Lock()
         self._owns_engine = False
@@ -282,8 +281,7 @@ class SQLStore:
         self._autocommit = _autocommit(engine)
         self.tables = build_tables(table_prefix)
         self._plans = SQLPlans(self.tables, engine.dialect.name)
-        if engine.dialect.name != "sqlite":
-            install_connection_checks(engine, pre_ping=True)
+        install_connection_checks(engine, pre_ping=True)
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = threading.Lock()
         self._owns_engine = False
