@@ -388,18 +388,13 @@ _INSTALLED = "_coatcheck_connection_checks"
 
 
 def _close_now(dbapi_connection: Any) -> None:
+    """Drop an asyncio driver's connection on the spot (sync drivers close without waiting)."""
     driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
-    if driver is None:
-        return
-    terminate = getattr(driver, "terminate", None)  # asyncpg: abort the transport
-    if callable(terminate):
+    terminate = getattr(driver, "terminate", None)
+    if callable(terminate):  # asyncpg: abort the transport
         terminate()
-        return
-    close = getattr(driver, "close", None)
-    if callable(close) and not inspect.iscoroutinefunction(close):
-        # asyncmy/aiomysql: a plain close() drops the transport without waiting; sync drivers
-        # close without waiting for the server anyway.
-        close()
+    elif getattr(driver, "_transport", None) is not None:  # asyncmy: close() is the abort
+        driver.close()
 
 
 def peer_closed(driver: Any) -> bool | None:
