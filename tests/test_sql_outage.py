@@ -21,9 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from coatcheck.errors import StoreUnavailableError
+from coatcheck.stores.sql import SQLStore
 from tests.demo.server import demo_server
 from tests.demo.test_demo_http import COOKIE, client, register
 from tests.sql_servers import Kind, SQLServer, sql_server
+from tests.stores.test_contract import make
 
 STORE_TIMEOUT = 2.0  # SessionConfig.store_timeout, which the demo keeps (its user table too)
 # The promise: a request that meets a hung database answers 503 within store_timeout + 0.5 s,
@@ -188,3 +191,40 @@ def test_sql_restart_between_requests_loses_no_request(kind: Kind, tmp_path: Pat
             # without it, each request that picks one up answers 503 (measured: 1 of 4).
             assert _concurrently(base, cookie, 4) == [200] * 4
             assert [_me(base, cookie)[0].status_code for _ in range(3)] == [200] * 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sync_store_on_a_hung_database_fails_within_its_timeouts(kind: Kind) -> None:
+    """The sync store (WSGI, no store timeout of its own) gives up on a hung database after
+    connect_timeout + statement_timeout (psycopg by a client-side deadline, the MySQL driver by
+    its read timeout) instead of holding the worker, and works again once the database is back.
+    The bound is asserted with the same slack as HANG_BOUND, for the same reason."""
+    with sql_server(kind) as server:
+        store = SQLStore.from_url(
+            server.url, create_schema=True, connect_timeout=1, statement_timeout=1
+        )
+        try:
+            record = make()
+            assert store.put(record, 0) is True
+            assert store.get(record.id) == record
+            outcome: list[object] = []
+
+            def read() -> None:
+                started = time.monotonic()
+                try:
+                    outcome.append(store.get(record.id))
+                except StoreUnavailableError as exc:
+                    outcome.append(exc)
+                outcome.append(time.monotonic() - started)
+
+            server.pause()
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join(timeout=2 + 1.5)
+            server.resume()  # a read still blocked (the bug) ends here, and fails below
+            reader.join()
+            assert isinstance(outcome[0], StoreUnavailableError), outcome
+            assert outcome[1] < 2 + 1.5, outcome
+            assert store.get(record.id) == record
+        finally:
+            store.close()

@@ -18,10 +18,11 @@ Timeouts are set where each driver allows, so a stuck database turns into
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import math
 import os
 import select
+import socket
 import sqlite3
 import threading
 import time
@@ -313,6 +314,10 @@ def build_engine(
     if setup is not None:
         event.listen(sync_engine, "connect", setup)
     install_connection_checks(sync_engine, pre_ping=bool(kwargs["pool_pre_ping"]))
+    timeout = settings.statement_timeout
+    if final_url.get_driver_name() == "psycopg" and not asynchronous and timeout is not None:
+        # libpq has no read timeout: a hung server would hold a sync caller forever.
+        _StatementDeadlines(settings.connect_timeout + timeout).install(sync_engine)
     return engine
 
 
@@ -441,6 +446,84 @@ def unavailable_on_failure(url: URL) -> Iterator[None]:
         raise StoreUnavailableError(
             f"SQL session store {where} failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+class _StatementDeadlines:
+    """A client-side deadline on every statement of a sync engine whose driver reads without one.
+
+    psycopg waits for an answer as long as it takes: the server's statement_timeout stops a
+    slow statement, but a server that hangs (stopped, or its machine frozen) answers never, and
+    its kernel keeps acknowledging packets, so TCP timeouts do not fire either. So each
+    statement is armed with a deadline when it starts and disarmed when it ends; a thread shuts
+    the socket of one that overruns down, its read ends at once, and the connection is
+    discarded as broken (the MySQL drivers get the same bound from their read_timeout).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        # id(cursor) -> (deadline, socket descriptor, socket inode)
+        self._armed: dict[int, tuple[float, int, int]] = {}
+        self._changed = threading.Condition()
+        self._watching = False
+
+    def install(self, engine: sa.Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._arm)
+        event.listen(engine, "after_cursor_execute", self._disarm)
+        event.listen(engine, "handle_error", self._disarm_failed)
+
+    def _arm(self, _conn: sa.Connection, cursor: Any, *_args: Any) -> None:
+        fd = cursor.connection.pgconn.socket
+        # The socket's inode tells it from a later socket that reuses the descriptor number.
+        deadline = (time.monotonic() + self.seconds, fd, os.fstat(fd).st_ino)
+        with self._changed:
+            self._armed[id(cursor)] = deadline
+            if not self._watching:
+                self._watching = True
+                watcher = threading.Thread(target=self._watch, name="coatcheck-sql", daemon=True)
+                watcher.start()
+            elif len(self._armed) == 1:
+                self._changed.notify()  # the watcher sleeps with nothing armed
+
+    def _disarm(self, _conn: sa.Connection, cursor: Any, *_args: Any) -> None:
+        with self._changed:
+            self._armed.pop(id(cursor), None)
+
+    def _disarm_failed(self, context: sa.engine.ExceptionContext) -> None:
+        # (ExceptionContext.cursor is declared but left unset by SQLAlchemy 2.1.)
+        execution = context.execution_context
+        cursor = getattr(execution, "cursor", None) or getattr(context, "cursor", None)
+        if cursor is not None:
+            with self._changed:
+                self._armed.pop(id(cursor), None)
+
+    def _watch(self) -> None:
+        with self._changed:
+            while True:
+                if not self._armed:
+                    self._changed.wait()
+                    continue
+                # Deadlines are armed in increasing order, so the first one is the earliest.
+                key, (deadline, fd, inode) = next(iter(self._armed.items()))
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                del self._armed[key]
+                _shut_down(fd, inode)
+
+
+def _shut_down(fd: int, inode: int) -> None:
+    """End every read and write on socket ``fd`` (if it is still the socket ``inode``) without
+    closing the descriptor, which stays its owner's: a duplicate is shut down, which acts on
+    the socket itself."""
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return  # closed meanwhile, and the number reused
+        duplicate = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # closed meanwhile
+    with duplicate, contextlib.suppress(OSError):
+        duplicate.shutdown(socket.SHUT_RDWR)
 
 
 # --- SQLite reads that never wait -------------------------------------------------------------
