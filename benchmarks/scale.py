@@ -5,8 +5,8 @@ while a hundred thousand expired sessions are purged (issue 9 item 7).
                                          [--sessions 1000000] [--expired 100000] [--reads 3000]
 
 For each store it starts a throwaway server (the test suite's helpers: PostgreSQL, MariaDB with a
-512 MB buffer pool, Redis; SQLite is a file in a temporary folder), so the shared servers carry
-none of the load. Then:
+512 MB buffer pool (``--buffer-pool``), Redis; SQLite is a file in a temporary folder), so the
+shared servers carry none of the load. Then:
 
 1. stores 1000 sessions through the store API and times ``--reads`` reads of random ones
    (the async store, as an app uses it, one read at a time): the near-empty cost;
@@ -94,7 +94,7 @@ def rows(count: int, now: float, expires_at: float) -> Iterator[list[tuple[Any, 
 
 
 @contextlib.contextmanager
-def place(kind: str, folder: Path) -> Iterator[str]:
+def place(kind: str, folder: Path, buffer_pool: str = "512M") -> Iterator[str]:
     """A store URL of ``kind`` on a throwaway server (or file), gone afterwards."""
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'sessions.db'}"
@@ -108,7 +108,10 @@ def place(kind: str, folder: Path) -> Iterator[str]:
     import tests.sql_servers as servers
 
     # A production-like buffer pool: the helper's 32 MB default is sized for tests.
-    servers._MARIADB_SIZES = ["--innodb-log-file-size=256M", "--innodb-buffer-pool-size=512M"]
+    servers._MARIADB_SIZES = [
+        "--innodb-log-file-size=256M",
+        f"--innodb-buffer-pool-size={buffer_pool}",
+    ]
     with servers.sql_server("postgres" if kind == "postgres" else "mariadb") as server:
         yield server.url
 
@@ -284,6 +287,7 @@ def main() -> int:
     parser.add_argument("--expired", type=int, default=100_000)
     parser.add_argument("--reads", type=int, default=3000)
     parser.add_argument("--window", type=float, default=5.0, help="quiet reading, seconds")
+    parser.add_argument("--buffer-pool", default="512M", help="MariaDB's innodb_buffer_pool_size")
     parser.add_argument("--purge", nargs=2, metavar=("URL", "NOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.purge:
@@ -294,7 +298,7 @@ def main() -> int:
     for kind in args.stores.split(","):
         with (
             tempfile.TemporaryDirectory(prefix="coatcheck-scale-") as tmp,
-            place(kind, Path(tmp)) as url,
+            place(kind, Path(tmp), args.buffer_pool) as url,
         ):
             print(
                 f"{kind}: loading {args.sessions:,} live + {args.expired:,} expired ...", flush=True

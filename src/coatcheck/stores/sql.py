@@ -1,8 +1,8 @@
 """SQL session stores through SQLAlchemy Core: SQLite, PostgreSQL, MySQL and MariaDB.
 
 :class:`AsyncSQLStore` runs on an async engine, :class:`SQLStore` (its sync twin) on a sync one.
-Both execute the same plans from :mod:`coatcheck.stores._sql_statements`; they only open a
-transaction, run each statement the plan yields and translate failures.
+Both execute the same plans from :mod:`coatcheck.stores._sql_statements`; they only check a
+connection out, run each statement the plan yields and translate failures.
 
 - Every operation is one statement in autocommit mode (MySQL's ``hit`` excepted): a read is one
   round trip, with no ``BEGIN``/``COMMIT`` around it.
@@ -220,7 +220,7 @@ class AsyncSQLStore:
         if self._threaded is not None:
             try:
                 # On the event loop itself: a SQLite read never waits (see SQLiteReader).
-                return self._threaded.read_at_once(self._plans.get(session_id))
+                return self._threaded._read_at_once(self._plans.get(session_id))
             except WouldWait:
                 pass
         return await self._run(self._plans.get(session_id), write=False)
@@ -262,8 +262,8 @@ class AsyncSQLStore:
 class SQLStore:
     """The sync twin of :class:`AsyncSQLStore`, on an SQLAlchemy :class:`~sqlalchemy.Engine`.
 
-    Thread-safe: each operation checks a connection out of the engine's pool for its own
-    transaction.
+    Thread-safe: each operation checks a connection out of the engine's pool for its one
+    statement (on SQLite, a session read uses the calling thread's own reader connection).
     """
 
     def __init__(
@@ -365,7 +365,7 @@ class SQLStore:
                 raise
         return step.value
 
-    def read_at_once(self, plan: Plan[T]) -> T:
+    def _read_at_once(self, plan: Plan[T]) -> T:
         """Run a read plan on SQLite's no-wait reader, or raise WouldWait (see SQLiteReader)."""
         if self._reader is None or self._schema_pending:
             raise WouldWait("no reader")
@@ -373,7 +373,7 @@ class SQLStore:
 
     def get(self, session_id: str) -> SessionRecord | None:
         try:
-            return self.read_at_once(self._plans.get(session_id))
+            return self._read_at_once(self._plans.get(session_id))
         except WouldWait:
             return self._run(self._plans.get(session_id), write=False)
 
