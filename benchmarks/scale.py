@@ -4,9 +4,10 @@ while a hundred thousand expired sessions are purged (issue 9 item 7).
     .venv/bin/python benchmarks/scale.py [--stores sqlite,postgres,mariadb,redis]
                                          [--sessions 1000000] [--expired 100000] [--reads 3000]
 
-For each store it starts a throwaway server (the test suite's helpers: PostgreSQL, MariaDB with a
-512 MB buffer pool (``--buffer-pool``), Redis; SQLite is a file in a temporary folder), so the
-shared servers carry none of the load. Then:
+For each store it starts a throwaway server (the test suite's helpers: PostgreSQL with
+``shared_buffers`` of 128 MB (``--shared-buffers``), MariaDB with a 512 MB buffer pool
+(``--buffer-pool``), Redis; SQLite is a file in a temporary folder), so the shared servers carry
+none of the load. Then:
 
 1. stores 1000 sessions through the store API and times ``--reads`` reads of random ones
    (the async store, as an app uses it, one read at a time): the near-empty cost;
@@ -94,7 +95,9 @@ def rows(count: int, now: float, expires_at: float) -> Iterator[list[tuple[Any, 
 
 
 @contextlib.contextmanager
-def place(kind: str, folder: Path, buffer_pool: str = "512M") -> Iterator[str]:
+def place(
+    kind: str, folder: Path, buffer_pool: str = "512M", shared_buffers: str = "128MB"
+) -> Iterator[str]:
     """A store URL of ``kind`` on a throwaway server (or file), gone afterwards."""
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'sessions.db'}"
@@ -112,6 +115,12 @@ def place(kind: str, folder: Path, buffer_pool: str = "512M") -> Iterator[str]:
         "--innodb-log-file-size=256M",
         f"--innodb-buffer-pool-size={buffer_pool}",
     ]
+    postgres_argv = servers.PostgresServer._argv
+
+    def with_shared_buffers(self: servers.PostgresServer) -> list[str]:
+        return [*postgres_argv(self), "-c", f"shared_buffers={shared_buffers}"]
+
+    servers.PostgresServer._argv = with_shared_buffers  # type: ignore[method-assign]
     with servers.sql_server("postgres" if kind == "postgres" else "mariadb") as server:
         yield server.url
 
@@ -288,6 +297,7 @@ def main() -> int:
     parser.add_argument("--reads", type=int, default=3000)
     parser.add_argument("--window", type=float, default=5.0, help="quiet reading, seconds")
     parser.add_argument("--buffer-pool", default="512M", help="MariaDB's innodb_buffer_pool_size")
+    parser.add_argument("--shared-buffers", default="128MB", help="PostgreSQL's shared_buffers")
     parser.add_argument("--purge", nargs=2, metavar=("URL", "NOW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.purge:
@@ -298,7 +308,7 @@ def main() -> int:
     for kind in args.stores.split(","):
         with (
             tempfile.TemporaryDirectory(prefix="coatcheck-scale-") as tmp,
-            place(kind, Path(tmp), args.buffer_pool) as url,
+            place(kind, Path(tmp), args.buffer_pool, args.shared_buffers) as url,
         ):
             print(
                 f"{kind}: loading {args.sessions:,} live + {args.expired:,} expired ...", flush=True

@@ -28,6 +28,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from coatcheck._core.record import SessionRecord
 from coatcheck._core.tokens import new_id
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
+from coatcheck.stores import _sql_engine
+from coatcheck.stores._sql_engine import peer_closed
 from coatcheck.stores._sql_statements import row_values
 from coatcheck.stores.base import AsyncStore
 from coatcheck.stores.sql import AsyncSQLStore, SQLStore, schema_ddl
@@ -961,3 +963,85 @@ def test_sqlite_writers_in_several_processes_lose_nothing(tmp_path: Path) -> Non
         assert store.hit("shared", NOW, 3600)[0] == times * workers + 1
     finally:
         store.close()
+
+
+# --- dead pooled connections, found without a round trip ----------------------------------------
+
+
+def _kill_server_connection(kind: Kind, connection_id: int) -> None:
+    """End one server connection, as a restart or an idle timeout would, once it is gone."""
+    if kind == "postgres":
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s, 5000)", (connection_id,))
+        return
+    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"KILL {int(connection_id)}")
+    finally:
+        conn.close()
+
+
+async def _eventually(check: Callable[[], bool | None]) -> bool | None:
+    """``check()`` once it is true, or its last answer after 5 s (a server needs a moment to
+    hang up after it was told to)."""
+    for _ in range(500):
+        if answer := check():
+            return answer
+        await asyncio.sleep(0.01)
+    return check()
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_a_connection_the_server_closed_is_seen_without_a_round_trip(
+    kind: Kind, twin: Twin
+) -> None:
+    """peer_closed tells an idle driver connection whose server hung up (True) from a healthy
+    one (False) by looking at its socket, and knows nothing of an unknown driver (None)."""
+    async with PLACES[kind]() as place:
+        store, raw = store_for(place, twin)
+        whoami = "SELECT pg_backend_pid()" if kind == "postgres" else "SELECT CONNECTION_ID()"
+        try:
+            if isinstance(raw, AsyncSQLStore):
+                conn = await raw.engine.connect()
+                server_id = (await conn.exec_driver_sql(whoami)).scalar_one()
+                driver = (await conn.get_raw_connection()).driver_connection
+            else:
+                sync_conn = await asyncio.to_thread(raw.engine.connect)
+                server_id = sync_conn.exec_driver_sql(whoami).scalar_one()
+                driver = sync_conn.connection.driver_connection
+            assert peer_closed(driver) is False
+            await asyncio.to_thread(_kill_server_connection, kind, server_id)
+            assert await _eventually(lambda: peer_closed(driver)) is True
+            if isinstance(raw, AsyncSQLStore):
+                await conn.invalidate()
+                await conn.close()
+            else:
+                sync_conn.invalidate()
+                sync_conn.close()
+        finally:
+            await store.close()
+    assert peer_closed(object()) is None
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+async def test_a_driver_without_a_socket_check_is_pinged_instead(
+    kind: Kind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the socket cannot be looked at (a driver whose insides changed), the pool pings a
+    connection before use, and replaces it when the ping fails."""
+    monkeypatch.setattr(_sql_engine, "peer_closed", lambda driver: None)
+    async with PLACES[kind]() as place:
+        store, _ = store_for(place, "sync", create_schema=True)
+        try:
+            record = make()
+            assert await store.put(record, 0) is True
+            database = place.url.database
+            assert database is not None
+            assert await asyncio.to_thread(_drop_server_connections, kind, database) >= 1
+            assert await store.get(record.id) == record
+        finally:
+            await store.close()

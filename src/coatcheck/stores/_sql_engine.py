@@ -381,7 +381,10 @@ def install_connection_checks(engine: sa.Engine, *, pre_ping: bool) -> None:
     def refuse_if_peer_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         closed = peer_closed(getattr(dbapi_connection, "driver_connection", dbapi_connection))
         if closed is None:  # a driver version whose insides we do not know: ping instead
-            closed = not dialect.do_ping(dbapi_connection)
+            try:
+                closed = not dialect.do_ping(dbapi_connection)
+            except Exception:  # a failed ping is the answer, not an error
+                closed = True
         if closed:
             # The pool discards this connection and checks out (or opens) another.
             raise sa.exc.DisconnectionError("the database closed this pooled connection")
@@ -405,22 +408,20 @@ def _close_now(dbapi_connection: Any) -> None:
 def peer_closed(driver: Any) -> bool | None:
     """Whether an idle driver connection's server has gone (closed, reset, or sent something
     unasked), found without a round trip; None for a driver this does not know."""
-    transport = getattr(driver, "_transport", None)
-    if transport is not None:  # asyncpg, asyncmy: an event loop reads their sockets
+    if hasattr(driver, "_transport"):  # asyncpg, asyncmy: an event loop reads their sockets
+        transport = driver._transport
+        if transport is None or transport.is_closing():
+            return True
         is_closed = getattr(driver, "is_closed", None)
         if (callable(is_closed) and is_closed()) or getattr(driver, "_stream_broken", False):
-            return True
-        if transport.is_closing():
             return True
         # What the server sent may not have been read by the loop yet: look at the socket.
         sock = transport.get_extra_info("socket")
         return sock is None or _readable(sock.fileno())
-    pgconn = getattr(driver, "pgconn", None)  # psycopg
-    if pgconn is not None:
-        return bool(driver.closed) or _readable(pgconn.socket)
-    sock = getattr(driver, "_sock", None)  # pymysql
-    if sock is not None:
-        return _readable(sock.fileno())
+    if hasattr(driver, "pgconn"):  # psycopg
+        return bool(driver.closed) or _readable(driver.pgconn.socket)
+    if hasattr(driver, "_sock"):  # pymysql
+        return driver._sock is None or _readable(driver._sock.fileno())
     return None
 
 
