@@ -501,7 +501,11 @@ class _StatementDeadlines:
         with self._changed:
             while True:
                 if not self._armed:
-                    self._changed.wait()
+                    # Idle: wait for a statement, and leave after a while without one (the next
+                    # statement starts a watcher again), so idle stores keep no thread.
+                    if not self._changed.wait(_IDLE_WATCHER_SECONDS) and not self._armed:
+                        self._watching = False
+                        return
                     continue
                 # Deadlines are armed in increasing order, so the first one is the earliest.
                 key, (deadline, fd, inode) = next(iter(self._armed.items()))
@@ -511,6 +515,9 @@ class _StatementDeadlines:
                     continue
                 del self._armed[key]
                 _shut_down(fd, inode)
+
+
+_IDLE_WATCHER_SECONDS = 30.0
 
 
 def _shut_down(fd: int, inode: int) -> None:
