@@ -265,10 +265,21 @@ class SQLServer:
                 os.kill(pid, signum)
 
     def pause(self) -> None:
-        """SIGSTOP every process of the server: sockets stay open, nothing answers (a hang)."""
+        """SIGSTOP every process of the server: sockets stay open, nothing answers (a hang).
+
+        Returns once every thread of every process has stopped: a signal takes effect
+        asynchronously, and a thread that had not stopped yet could still answer a query sent
+        right after kill() returned (seen on MariaDB, whose connections are threads).
+        """
         assert self.process is not None, "the server is not running"
         os.kill(self.process.pid, signal.SIGSTOP)  # first, so that it forks no new backend
-        self._signal(signal.SIGSTOP)
+        pids = self._pids()
+        self._signal(signal.SIGSTOP, pids)
+        deadline = time.monotonic() + 5
+        while not all(_stopped(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} on port {self.port} did not stop")
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """SIGCONT every process of the server: it answers again, its connections intact."""
@@ -313,6 +324,22 @@ def _proc_stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return stat.rpartition(")")[2].split()
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (or the process is gone)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except OSError:
+            continue  # a thread that exited meanwhile
+        if stat.rpartition(")")[2].split()[0] not in ("T", "t", "Z", "X"):
+            return False
+    return True
 
 
 def _children(pid: int) -> list[int]:

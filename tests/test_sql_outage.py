@@ -1,7 +1,8 @@
 """The SQL store's database failing under load, over real HTTP: a throwaway PostgreSQL or MariaDB
 is hung (SIGSTOP), resumed, killed and restarted on the same port and data folder while the demo
-serves requests. The app must answer 503 with Retry-After, in bounded time, while the database
-is away (never 500, never 401 for a valid session) and serve again by itself when it is back.
+serves requests. The app must answer 503 with Retry-After within the store timeout (HANG_BOUND)
+while the database is away (never 500, never 401 for a valid session) and serve again by itself
+when it is back.
 
 The demo's user table lives in the same database (the demo's default), so both the session store
 and the app's own user lookups (which turn database errors into 503s too) go down together.
@@ -20,26 +21,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from coatcheck.errors import StoreUnavailableError
+from coatcheck.stores.sql import SQLStore
 from tests.demo.server import demo_server
 from tests.demo.test_demo_http import COOKIE, client, register
 from tests.sql_servers import Kind, SQLServer, sql_server
+from tests.stores.test_contract import make
 
-STORE_TIMEOUT = 2.0  # SessionConfig.store_timeout, which the demo keeps
-MYSQL_READ_TIMEOUT = 7.0  # the MySQL drivers' read_timeout: connect (2 s) + statement (5 s)
-SLACK = 1.5  # scheduling on a busy machine
-# How long a request that starts while the database hangs may take. It runs into the store
-# timeout; on asyncpg, SQLAlchemy then closes the invalidated connection "gracefully" with a fixed
-# 2 s timeout (sqlalchemy/dialects/postgresql/asyncpg.py, _terminate_graceful_close), shielded
-# from cancellation, before the 503 goes out. asyncmy's close does not wait on the server.
-NEW_REQUEST_BOUND = {"postgres": STORE_TIMEOUT + 2.0 + SLACK, "mariadb": STORE_TIMEOUT + SLACK}
-# A request whose statement was already in flight when the database hung: on MariaDB, after the
-# store timeout, the transaction's ROLLBACK waits for the hung server up to the read timeout.
-# A request that got its session just before the hang still looks its user up in the same
-# database, so it can run into the timeout (and asyncpg's 2 s close) a second time.
-IN_FLIGHT_BOUND = {
-    "postgres": 2 * (STORE_TIMEOUT + 2.0) + SLACK,
-    "mariadb": STORE_TIMEOUT + MYSQL_READ_TIMEOUT + SLACK,
-}
+STORE_TIMEOUT = 2.0  # SessionConfig.store_timeout, which the demo keeps (its user table too)
+# The promise: a request that meets a hung database answers 503 within store_timeout + 0.5 s,
+# because the connection that timed out is dropped at once (no ROLLBACK, no goodbye awaited from
+# the hung server) and a request meets the hang at most once: its first operation to time out
+# ends it. That is a correctness property (a bound, not a speed), so it is asserted here, with
+# slack for a machine shared by parallel test runs: scheduling can delay any answer by a second
+# without the bound being broken in the code. Measured on an idle machine: slowest 2.03-2.1 s.
+HANG_BOUND = STORE_TIMEOUT + 1.5
 REFUSED_BOUND = 1.5  # a dead server resets and refuses connections: no timeout is involved
 KINDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
@@ -128,21 +124,23 @@ def _demo_on(kind: Kind, tmp_path: Path) -> Iterator[tuple[SQLServer, str, str]]
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_sql_outage_under_load_gives_503_then_recovers(kind: Kind, tmp_path: Path) -> None:
-    """The database hung, resumed, killed and restarted under load: 503 with Retry-After in
-    bounded time while it is away, never 500 or 401, and 200 again by itself when it is back."""
+    """The database hung, resumed, killed and restarted under load: 503 with Retry-After within
+    store_timeout (+ slack, see HANG_BOUND) for every request, in flight or new, while it is
+    away, never 500 or 401, and 200 again by itself as soon as it is back."""
     with _demo_on(kind, tmp_path) as (server, base, cookie), _under_load(base, cookie) as load:
         time.sleep(0.5)
 
         server.pause()  # hung: connections stay open, nothing answers
         response, elapsed = _me(base, cookie)
         _assert_unavailable(response)
-        assert elapsed < NEW_REQUEST_BOUND[kind], elapsed
+        assert elapsed < HANG_BOUND, elapsed
         time.sleep(1)
         response, elapsed = _me(base, cookie)  # still hung: a fresh connect times out too
         _assert_unavailable(response)
-        assert elapsed < NEW_REQUEST_BOUND[kind], elapsed
+        assert elapsed < HANG_BOUND, elapsed
         server.resume()
-        resumed_in, _ = _until_ok(base, cookie, within=IN_FLIGHT_BOUND[kind])
+        resumed_in, _ = _until_ok(base, cookie, within=HANG_BOUND)
+        assert _concurrently(base, cookie, 4) == [200] * 4  # the pool is healthy again
 
         server.kill()  # crashed: connections reset, new ones refused
         response, elapsed = _me(base, cookie)
@@ -161,7 +159,7 @@ def test_sql_outage_under_load_gives_503_then_recovers(kind: Kind, tmp_path: Pat
     assert load.seen[503] > 0, load.seen
     assert load.seen[200] > 0, load.seen
     assert set(load.seen) <= {200, 503}, load.seen  # never 401: the session survives the outage
-    assert load.slowest < IN_FLIGHT_BOUND[kind], load.slowest
+    assert load.slowest < HANG_BOUND, load.slowest  # in-flight requests included
 
 
 def _concurrently(base: str, cookie: str, n: int) -> list[int]:
@@ -193,3 +191,40 @@ def test_sql_restart_between_requests_loses_no_request(kind: Kind, tmp_path: Pat
             # without it, each request that picks one up answers 503 (measured: 1 of 4).
             assert _concurrently(base, cookie, 4) == [200] * 4
             assert [_me(base, cookie)[0].status_code for _ in range(3)] == [200] * 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sync_store_on_a_hung_database_fails_within_its_timeouts(kind: Kind) -> None:
+    """The sync store (WSGI, no store timeout of its own) gives up on a hung database after
+    connect_timeout + statement_timeout (psycopg by a client-side deadline, the MySQL driver by
+    its read timeout) instead of holding the worker, and works again once the database is back.
+    The bound is asserted with the same slack as HANG_BOUND, for the same reason."""
+    with sql_server(kind) as server:
+        store = SQLStore.from_url(
+            server.url, create_schema=True, connect_timeout=1, statement_timeout=1
+        )
+        try:
+            record = make()
+            assert store.put(record, 0) is True
+            assert store.get(record.id) == record
+            outcome: list[object] = []
+
+            def read() -> None:
+                started = time.monotonic()
+                try:
+                    outcome.append(store.get(record.id))
+                except StoreUnavailableError as exc:
+                    outcome.append(exc)
+                outcome.append(time.monotonic() - started)
+
+            server.pause()
+            reader = threading.Thread(target=read)
+            reader.start()
+            reader.join(timeout=2 + 1.5)
+            server.resume()  # a read still blocked (the bug) ends here, and fails below
+            reader.join()
+            assert isinstance(outcome[0], StoreUnavailableError), outcome
+            assert outcome[1] < 2 + 1.5, outcome
+            assert store.get(record.id) == record
+        finally:
+            store.close()

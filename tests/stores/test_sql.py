@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -23,8 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from coatcheck._core.record import SessionRecord
 from coatcheck._core.tokens import new_id
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
+from coatcheck.stores import _sql_engine
+from coatcheck.stores._sql_engine import peer_closed
 from coatcheck.stores._sql_statements import row_values
 from coatcheck.stores.base import AsyncStore
 from coatcheck.stores.sql import AsyncSQLStore, SQLStore, schema_ddl
@@ -524,13 +529,15 @@ async def test_a_duplicate_insert_is_false_and_leaves_the_connection_usable(
 
 
 def _drop_server_connections(kind: Kind, database: str) -> int:
-    """Kill every server connection to ``database`` (ours alone), as a server restart would."""
+    """Kill every server connection to ``database`` (ours alone), as a server restart would,
+    and return once they are gone."""
     if kind == "postgres":
         with psycopg.connect(
             host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
+            # With a timeout, pg_terminate_backend waits until the backend has exited.
             rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
                 (database,),
             ).fetchall()
             return len(rows)
@@ -643,3 +650,402 @@ async def test_a_record_keeps_its_json_exactly(subject: Subject) -> None:
         ).all()
     )
     assert [("zoë", record.expires_at, record.version)] == [tuple(row) for row in rows]
+
+
+# --- replace (login: a new id in place of the old one) ------------------------------------------
+
+
+async def replace(subject: Subject, record: SessionRecord, old_id: str, old_version: int) -> bool:
+    """``replace`` on the store under test, whichever twin it is."""
+    if isinstance(subject.raw, AsyncSQLStore):
+        return await subject.raw.replace(record, old_id, old_version)
+    return await asyncio.to_thread(subject.raw.replace, record, old_id, old_version)
+
+
+async def user_ids(subject: Subject, now: float) -> list[str]:
+    """``user_ids(now)`` on the store under test, whichever twin it is."""
+    if isinstance(subject.raw, AsyncSQLStore):
+        return await subject.raw.user_ids(now)
+    return await asyncio.to_thread(subject.raw.user_ids, now)
+
+
+def successor(old: SessionRecord, user_id: str | None = "alice") -> SessionRecord:
+    """What a login stores in place of ``old``: the same data under a new id and secret."""
+    new = make(user_id=user_id, data=dict(old.data))
+    new.version = old.version + 1
+    return new
+
+
+async def test_replace_moves_the_session_to_the_new_id(subject: Subject) -> None:
+    """replace stores the new record and removes the old one, indexes included."""
+    old = make(data={"cart": ["apple"]})
+    assert await subject.store.put(old, 0) is True
+    new = successor(old)
+    assert await replace(subject, new, old.id, old.version) is True
+    assert await subject.store.get(old.id) is None
+    assert await subject.store.get(new.id) == new
+    assert await subject.store.sessions_of("alice") == [new]
+
+
+async def test_replace_of_a_changed_session_changes_nothing(subject: Subject) -> None:
+    """A replace naming a version that is no longer stored is False: the newer old record stays
+    and the new id is not stored."""
+    old = make()
+    await subject.store.put(old, 0)
+    changed = old.copy()
+    changed.version = 2
+    changed.data = {"written": "meanwhile"}
+    assert await subject.store.put(changed, 1) is True
+    new = successor(old)
+    assert await replace(subject, new, old.id, 1) is False
+    assert await subject.store.get(old.id) == changed
+    assert await subject.store.get(new.id) is None
+
+
+async def test_replace_of_a_missing_session_stores_nothing(subject: Subject) -> None:
+    """A replace whose old record was deleted (logout, revocation) is False and stores nothing."""
+    old = make()
+    await subject.store.put(old, 0)
+    await subject.store.delete(old.id)
+    new = successor(old)
+    assert await replace(subject, new, old.id, old.version) is False
+    assert await subject.store.get(new.id) is None
+    assert await subject.store.get(old.id) is None
+
+
+async def test_replace_onto_a_taken_id_changes_nothing(subject: Subject) -> None:
+    """A new id that already exists is False: both records stay exactly as they were (the
+    primary key violation undoes the whole statement, and the connection goes on working)."""
+    old, taken = make(user_id="old"), make(user_id="taken")
+    await subject.store.put(old, 0)
+    await subject.store.put(taken, 0)
+    new = successor(old)
+    new.id = taken.id
+    assert await replace(subject, new, old.id, old.version) is False
+    assert await subject.store.get(old.id) == old
+    assert await subject.store.get(taken.id) == taken
+    same = successor(old)
+    same.id = old.id  # not a new id either
+    assert await replace(subject, same, old.id, old.version) is False
+    assert await subject.store.get(old.id) == old
+
+
+async def test_replace_racing_writers_has_one_consistent_outcome(subject: Subject) -> None:
+    """20 replaces (naming version 1 or 2) race a put moving the old record from version 1 to 2:
+    at most one replace wins, the version it named was the stored one (so the put won exactly
+    when that version is 2), and only the winner's new record exists."""
+    for _ in range(3):
+        old = make()
+        await subject.store.put(old, 0)
+        moved = old.copy()
+        moved.version = 2
+        candidates = [(successor(old, user_id=f"u{i}"), 1 + i % 2) for i in range(20)]
+        results = await asyncio.gather(
+            subject.store.put(moved, 1),
+            *(replace(subject, new, old.id, version) for new, version in candidates),
+        )
+        put_won, replaced = results[0], results[1:]
+        winners = [c for c, won in zip(candidates, replaced, strict=True) if won]
+        assert len(winners) <= 1
+        stored = [new for new, _ in candidates if await subject.store.get(new.id) is not None]
+        assert [new for new, _ in winners] == stored
+        if winners:
+            assert (winners[0][1] == 2) == put_won
+            assert await subject.store.get(old.id) is None
+        else:
+            assert put_won  # with nothing in the way, the put must have won
+            assert await subject.store.get(old.id) == moved
+
+
+# --- user_ids(now): live users only ------------------------------------------------------------
+
+
+async def test_user_ids_lists_only_users_with_a_live_session(subject: Subject) -> None:
+    """A user whose only session has expired is not listed; one with a live and a dead session
+    is, once; anonymous sessions name nobody."""
+    await subject.store.put(make(user_id="gone", expires_at=NOW - 1), 0)
+    await subject.store.put(make(user_id="mixed", expires_at=NOW - 1), 0)
+    await subject.store.put(make(user_id="mixed", expires_at=NOW + 60), 0)
+    await subject.store.put(make(user_id="live", expires_at=NOW + 1), 0)
+    await subject.store.put(make(expires_at=NOW + 60), 0)
+    assert await user_ids(subject, NOW) == ["live", "mixed"]
+    assert await user_ids(subject, NOW + 1) == ["mixed"]  # expires_at == now is expired
+    assert await user_ids(subject, NOW - 10) == ["gone", "live", "mixed"]
+
+
+# --- round trips -------------------------------------------------------------------------------
+
+
+class RoundTripCounter:
+    """A TCP proxy in front of a database server that counts round trips.
+
+    A round trip is the client speaking after the server has spoken (or first): a query and its
+    answer is one, however many TCP segments carry them, and BEGIN or COMMIT sent on their own
+    are one each. So is a ping.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.round_trips = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> RoundTripCounter:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(*self.target)
+        last = ["server"]  # who spoke last on this connection
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter, side: str) -> None:
+            try:
+                while data := await r.read(65536):
+                    if side == "client" and last[0] != "client":
+                        self.round_trips += 1
+                    last[0] = side
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        tasks = [
+            asyncio.ensure_future(pump(client_r, server_w, "client")),
+            asyncio.ensure_future(pump(server_r, client_w, "server")),
+        ]
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks)
+        self._tasks.difference_update(tasks)
+
+
+def count_statements(raw: AsyncSQLStore | SQLStore) -> list[str]:
+    """The SQL text of every statement the store's engine sends from now on (first word)."""
+    sent: list[str] = []
+    engines = [raw.engine.sync_engine if isinstance(raw, AsyncSQLStore) else raw.engine]
+    if isinstance(raw, AsyncSQLStore) and raw._threaded is not None:
+        engines.append(raw._threaded.engine)  # a SQLite file: the sync twin does the work
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement.split()[0].upper())
+
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", before)
+    return sent
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_a_read_and_a_login_are_one_statement_and_one_round_trip(
+    kind: Kind, twin: Twin
+) -> None:
+    """get is a single SELECT and replace a single UPDATE, outside any transaction: one round
+    trip each on a pooled connection (no BEGIN, COMMIT, ROLLBACK or ping), counted on the wire."""
+    async with PLACES[kind]() as place:
+        host, port = place.url.host, place.url.port
+        assert host is not None
+        assert port is not None
+        async with RoundTripCounter(host, port) as counter:
+            url = place.url.set(host="127.0.0.1", port=counter.port)
+            store, raw = store_for(Place(url, place.table_prefix), twin, create_schema=True)
+            try:
+                old, older = make(), make()
+                for record in (old, older):
+                    assert await store.put(record, 0) is True
+                # Warm up: asyncpg prepares each statement on its first run on a connection,
+                # psycopg on its sixth.
+                for _ in range(6):
+                    await store.get(old.id)
+                assert await replace(Subject(kind, store, raw), successor(older), older.id, 1)
+                statements = count_statements(raw)
+                counter.round_trips = 0
+                for _ in range(5):
+                    assert await store.get(old.id) == old
+                assert (statements, counter.round_trips) == (["SELECT"] * 5, 5)
+
+                statements.clear()
+                counter.round_trips = 0
+                new = successor(old)
+                assert await replace(Subject(kind, store, raw), new, old.id, 1) is True
+                assert (statements, counter.round_trips) == (["UPDATE"], 1)
+            finally:
+                await store.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+async def test_sqlite_reads_bypass_the_engine(twin: Twin) -> None:
+    """A SQLite read runs on the store's own no-wait reader: the engine sends no statement for
+    it, and it sees what the engine's writes committed."""
+    async with PLACES["sqlite"]() as place:
+        store, raw = store_for(place, twin)
+        try:
+            record = make()
+            assert await store.put(record, 0) is True
+            statements = count_statements(raw)
+            assert await store.get(record.id) == record
+            assert await store.get(new_id()) is None
+            changed = record.copy()
+            changed.version = 2
+            changed.data = {"seen": True}
+            assert await store.put(changed, 1) is True
+            assert await store.get(record.id) == changed
+            assert statements == ["UPDATE"]
+        finally:
+            await store.close()
+
+
+# --- SQLite: reads that would wait, several processes on one file ------------------------------
+
+
+async def test_sqlite_read_that_would_wait_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    """When another connection locks the file, an async read does not wait on the event loop:
+    it waits in a worker thread, so the loop runs on (here: the coroutine that releases the
+    lock) and the read then succeeds."""
+    path = tmp_path / "locked.db"
+    store = AsyncSQLStore.from_url(f"sqlite:///{path}", statement_timeout=5)
+    record = make()
+    assert await store.put(record, 0) is True
+    await store.close()
+
+    store = AsyncSQLStore.from_url(f"sqlite:///{path}", statement_timeout=5, create_schema=False)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+        blocker.execute("BEGIN EXCLUSIVE")  # held until the connection closes
+        blocker.execute("DELETE FROM coatcheck_hits")
+        blocker.execute("COMMIT")
+        started = time.monotonic()
+        reading = asyncio.ensure_future(store.get(record.id))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the read's task runs here
+        # Had the read waited on the loop, the loop would have stood still for the whole
+        # busy timeout (5 s) before coming back here: a bound on correctness, not speed.
+        assert time.monotonic() - started < 2.5
+        assert not reading.done()  # it is waiting, in a worker thread
+        blocker.close()
+        assert await reading == record
+    finally:
+        blocker.close()
+        await store.close()
+
+
+def test_sqlite_writers_in_several_processes_lose_nothing(tmp_path: Path) -> None:
+    """Three processes writing one SQLite file at once (compare-and-set increments and hit
+    counts) all succeed: no "database is locked", no lost update."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    store = SQLStore.from_url(url)
+    record = make(data={"n": 0})
+    assert store.put(record, 0) is True
+    times, workers = 30, 3
+    try:
+        argv = [sys.executable, "-m", "tests.stores.sqlite_writer", url, record.id, str(times)]
+        root = Path(__file__).resolve().parents[2]
+        writers = [
+            subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(workers)
+        ]
+        outputs = [w.communicate(timeout=120) for w in writers]
+        assert [(w.returncode, err) for w, (_, err) in zip(writers, outputs, strict=True)] == [
+            (0, b"")
+        ] * workers
+        last_hits = [int(out.split()[1]) for out, _ in outputs]
+        final = store.get(record.id)
+        assert final is not None
+        assert final.data == {"n": times * workers}
+        assert max(last_hits) == times * workers
+        assert store.hit("shared", NOW, 3600)[0] == times * workers + 1
+    finally:
+        store.close()
+
+
+# --- dead pooled connections, found without a round trip ----------------------------------------
+
+
+def _kill_server_connection(kind: Kind, connection_id: int) -> None:
+    """End one server connection, as a restart or an idle timeout would, once it is gone."""
+    if kind == "postgres":
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s, 5000)", (connection_id,))
+        return
+    conn = pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(f"KILL {int(connection_id)}")
+    finally:
+        conn.close()
+
+
+async def _eventually(check: Callable[[], bool | None]) -> bool | None:
+    """``check()`` once it is true, or its last answer after 5 s (a server needs a moment to
+    hang up after it was told to)."""
+    for _ in range(500):
+        if answer := check():
+            return answer
+        await asyncio.sleep(0.01)
+    return check()
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+@pytest.mark.parametrize("twin", TWINS)
+async def test_a_connection_the_server_closed_is_seen_without_a_round_trip(
+    kind: Kind, twin: Twin
+) -> None:
+    """peer_closed tells an idle driver connection whose server hung up (True) from a healthy
+    one (False) by looking at its socket, and knows nothing of an unknown driver (None)."""
+    async with PLACES[kind]() as place:
+        store, raw = store_for(place, twin)
+        whoami = "SELECT pg_backend_pid()" if kind == "postgres" else "SELECT CONNECTION_ID()"
+        try:
+            if isinstance(raw, AsyncSQLStore):
+                conn = await raw.engine.connect()
+                server_id = (await conn.exec_driver_sql(whoami)).scalar_one()
+                driver = (await conn.get_raw_connection()).driver_connection
+            else:
+                sync_conn = await asyncio.to_thread(raw.engine.connect)
+                server_id = sync_conn.exec_driver_sql(whoami).scalar_one()
+                driver = sync_conn.connection.driver_connection
+            assert peer_closed(driver) is False
+            await asyncio.to_thread(_kill_server_connection, kind, server_id)
+            assert await _eventually(lambda: peer_closed(driver)) is True
+            if isinstance(raw, AsyncSQLStore):
+                await conn.invalidate()
+                await conn.close()
+            else:
+                sync_conn.invalidate()
+                sync_conn.close()
+        finally:
+            await store.close()
+    assert peer_closed(object()) is None
+
+
+@pytest.mark.parametrize("kind", kinds("postgres", "mysql"))
+async def test_a_driver_without_a_socket_check_is_pinged_instead(
+    kind: Kind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the socket cannot be looked at (a driver whose insides changed), the pool pings a
+    connection before use, and replaces it when the ping fails."""
+    monkeypatch.setattr(_sql_engine, "peer_closed", lambda driver: None)
+    async with PLACES[kind]() as place:
+        store, _ = store_for(place, "sync", create_schema=True)
+        try:
+            record = make()
+            assert await store.put(record, 0) is True
+            database = place.url.database
+            assert database is not None
+            assert await asyncio.to_thread(_drop_server_connections, kind, database) >= 1
+            assert await store.get(record.id) == record
+        finally:
+            await store.close()

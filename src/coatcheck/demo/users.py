@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import StoreUnavailableError
+from ..stores._sql_engine import install_connection_checks
 
 TIMEOUT = 2.0  # seconds, like the session store's default
 
@@ -85,9 +86,14 @@ def async_url(url: str) -> str:
 
 class UserRepository:
     def __init__(self, url: str) -> None:
+        # Like the session store's engine: single statements in autocommit mode (no ROLLBACK
+        # to wait for after a timeout; asyncpg's pre-ping otherwise wraps its ping in a
+        # transaction whose rollback waits on a hung server), and a connection that timed out
+        # dropped at once, so a hung database costs a request TIMEOUT and no more.
         self.engine: AsyncEngine = create_async_engine(
-            async_url(url), pool_pre_ping=True, hide_parameters=True
+            async_url(url), pool_pre_ping=True, hide_parameters=True, isolation_level="AUTOCOMMIT"
         )
+        install_connection_checks(self.engine.sync_engine, pre_ping=True)
 
     async def create_schema(self) -> None:
         async with self.engine.begin() as conn:

@@ -24,25 +24,34 @@ the others at start-up, where they would otherwise fail every connection (or be 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import math
+import os
+import select
+import socket
+import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event, pool
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, CursorResult, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import ConfigurationError, StoreUnavailableError
-from ._sql_statements import DEFAULT_TABLE_PREFIX, dialect_family
+from ._sql_statements import DEFAULT_TABLE_PREFIX, Bound, Done, Plan, advance, dialect_family
 from .url import (
     Parser,
     parse_count,
@@ -56,6 +65,7 @@ from .url import (
 )
 
 E = TypeVar("E", Engine, AsyncEngine)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +225,15 @@ def engine_arguments(
     driver = url.get_driver_name()
     connect_args: dict[str, Any] = {}
     kwargs: dict[str, Any] = {
+        # Every statement commits by itself: a read is one statement with no BEGIN/COMMIT
+        # round trips around it (plans that need a transaction say BEGIN and COMMIT), and
+        # closing a connection sends no ROLLBACK.
+        "isolation_level": "AUTOCOMMIT",
+        "skip_autocommit_rollback": True,
         # A connection the server dropped (restart, idle timeout) is replaced before use, so
-        # the store recovers from a database restart by itself.
-        "pool_pre_ping": True,
+        # the store recovers from a database restart by itself: by a look at its socket where
+        # the driver allows (see install_connection_checks), by a ping round trip otherwise.
+        "pool_pre_ping": driver not in _SOCKET_CHECKED,
         "pool_size": settings.pool_size,
         "max_overflow": settings.max_overflow,
         "pool_timeout": settings.pool_timeout,
@@ -473,31 +489,124 @@ def build_engine(
     setup = _session_setup(final_url, settings, sync_engine.dialect)
     if setup is not None:
         event.listen(sync_engine, "connect", setup)
-    if dialect_family(final_url.get_backend_name()) == "sqlite":
-        _begin_immediate(sync_engine)
+    install_connection_checks(sync_engine, pre_ping=bool(kwargs["pool_pre_ping"]))
+    timeout = settings.statement_timeout
+    if final_url.get_driver_name() == "psycopg" and not asynchronous and timeout is not None:
+        # libpq has no read timeout: a hung server would hold a sync caller forever.
+        _StatementDeadlines(settings.connect_timeout + timeout).install(sync_engine)
     return engine
 
 
-def _begin_immediate(engine: sa.Engine) -> None:
-    """Start every SQLite transaction with ``BEGIN IMMEDIATE``.
+# --- dead and hung connections ----------------------------------------------------------------
 
-    The driver's own implicit ``BEGIN`` is deferred: the transaction reads from a WAL snapshot
-    and upgrades to a writer at its first write. If another connection committed in between, that
-    upgrade fails at once with SQLITE_BUSY_SNAPSHOT ("database is locked"), without waiting on
-    busy_timeout -- under concurrent writes from threads or processes. Taking the write lock up
-    front makes writers queue on busy_timeout instead. Session operations are short, so the
-    cost (transactions on one file run one at a time) is small; readers outside a transaction
-    are unaffected by WAL.
+# Drivers whose idle connections can be checked for a closed peer without a round trip.
+_SOCKET_CHECKED = frozenset({"asyncpg", "psycopg", "pymysql", "asyncmy"})
+
+
+def install_connection_checks(engine: sa.Engine, *, pre_ping: bool) -> None:
+    """Make ``engine``'s pool replace dead connections for free and drop failed ones at once.
+
+    - On checkout (unless the pool pings), a connection whose server closed it (a restart, an
+      idle timeout, ``pg_terminate_backend``) is swapped for a new one: an idle connection has
+      nothing to read, so a readable (or closed) socket means the peer is gone. This costs no
+      round trip, unlike a ping, and catches what a ping catches except a silent network
+      partition, which the statement timeout turns into a 503 like any hang.
+    - A connection invalidated after an error or a cancellation (the store timeout) is closed
+      at once, without the goodbye SQLAlchemy would otherwise await: asyncpg waits up to 2 s
+      for a hung server to acknowledge it, shielded from cancellation. No other close waits on
+      the server either (see below), so a hung server costs an operation its timeout, no more.
+
+    Idempotent per engine. The stores install it on engines they build; call it on your own
+    engine to get the same behaviour.
     """
+    if getattr(engine, _INSTALLED, False) or engine.dialect.name == "sqlite":
+        return  # (a SQLite file has no server to hang or go away)
+    setattr(engine, _INSTALLED, True)
+    dialect = engine.dialect
+    # Closing a connection in autocommit mode sends a ROLLBACK that can change nothing, and
+    # SQLAlchemy runs that close shielded from cancellation: after a statement that ended just
+    # as the server hung, it would wait for the server to come back. (Connections in a
+    # transaction are still rolled back.)
+    dialect.skip_autocommit_rollback = True
+    # The pool terminates a connection after an error, a cancellation, or a connect whose setup
+    # was interrupted, each by dialect.do_terminate: abort the transport first, so that the
+    # dialect's own goodbye finds it closed and returns at once.
+    graceful_terminate = dialect.do_terminate
 
-    def autocommit_driver(dbapi_connection: Any, _connection_record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event below issues BEGIN
+    def terminate_at_once(dbapi_connection: Any) -> None:
+        _close_now(dbapi_connection)
+        graceful_terminate(dbapi_connection)
 
-    def begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    dialect.do_terminate = terminate_at_once  # type: ignore[method-assign]
+    if dialect.driver == "asyncpg":
+        # asyncpg's graceful close (a pool closing an overflow connection on its return, or
+        # dispose) waits, with no timeout, for the server to hang up, and SQLAlchemy shields
+        # it from cancellation: a request returning its connection to a hung server would hang
+        # with it. PostgreSQL takes a client that just goes away from an idle connection
+        # silently (it logs that at DEBUG level only).
+        graceful_close = dialect.do_close
 
-    event.listen(engine, "connect", autocommit_driver)
-    event.listen(engine, "begin", begin)
+        def close_at_once(dbapi_connection: Any) -> None:
+            _close_now(dbapi_connection)
+            graceful_close(dbapi_connection)
+
+        dialect.do_close = close_at_once  # type: ignore[method-assign]
+    if pre_ping:
+        return
+
+    def refuse_if_peer_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        closed = peer_closed(getattr(dbapi_connection, "driver_connection", dbapi_connection))
+        if closed is None:  # a driver version whose insides we do not know: ping instead
+            try:
+                closed = not dialect.do_ping(dbapi_connection)
+            except Exception:  # a failed ping is the answer, not an error
+                closed = True
+        if closed:
+            # The pool discards this connection and checks out (or opens) another.
+            raise sa.exc.DisconnectionError("the database closed this pooled connection")
+
+    event.listen(engine, "checkout", refuse_if_peer_closed)
+
+
+_INSTALLED = "_coatcheck_connection_checks"
+
+
+def _close_now(dbapi_connection: Any) -> None:
+    """Drop an asyncio driver's connection on the spot (sync drivers close without waiting)."""
+    driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    terminate = getattr(driver, "terminate", None)
+    if callable(terminate):  # asyncpg: abort the transport
+        terminate()
+    elif getattr(driver, "_transport", None) is not None:  # asyncmy: close() is the abort
+        driver.close()
+
+
+def peer_closed(driver: Any) -> bool | None:
+    """Whether an idle driver connection's server has gone (closed, reset, or sent something
+    unasked), found without a round trip; None for a driver this does not know."""
+    if hasattr(driver, "_transport"):  # asyncpg, asyncmy: an event loop reads their sockets
+        transport = driver._transport
+        if transport is None or transport.is_closing():
+            return True
+        is_closed = getattr(driver, "is_closed", None)
+        if (callable(is_closed) and is_closed()) or getattr(driver, "_stream_broken", False):
+            return True
+        # What the server sent may not have been read by the loop yet: look at the socket.
+        sock = transport.get_extra_info("socket")
+        return sock is None or _readable(sock.fileno())
+    if hasattr(driver, "pgconn"):  # psycopg
+        return bool(driver.closed) or _readable(driver.pgconn.socket)
+    if hasattr(driver, "_sock"):  # pymysql
+        return driver._sock is None or _readable(driver._sock.fileno())
+    return None
+
+
+def _readable(fd: int) -> bool:
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))  # POLLHUP and POLLERR are reported whatever was asked
 
 
 @contextmanager
@@ -514,3 +623,190 @@ def unavailable_on_failure(url: URL) -> Iterator[None]:
         raise StoreUnavailableError(
             f"SQL session store {where} failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+class _StatementDeadlines:
+    """A client-side deadline on every statement of a sync engine whose driver reads without one.
+
+    psycopg waits for an answer as long as it takes: the server's statement_timeout stops a
+    slow statement, but a server that hangs (stopped, or its machine frozen) answers never, and
+    its kernel keeps acknowledging packets, so TCP timeouts do not fire either. So each
+    statement is armed with a deadline when it starts and disarmed when it ends; a thread shuts
+    the socket of one that overruns down, its read ends at once, and the connection is
+    discarded as broken (the MySQL drivers get the same bound from their read_timeout).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        # id(cursor) -> (deadline, socket descriptor, socket inode)
+        self._armed: dict[int, tuple[float, int, int]] = {}
+        self._changed = threading.Condition()
+        self._watching = False
+
+    def install(self, engine: sa.Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._arm)
+        event.listen(engine, "after_cursor_execute", self._disarm)
+        event.listen(engine, "handle_error", self._disarm_failed)
+
+    def _arm(self, _conn: sa.Connection, cursor: Any, *_args: Any) -> None:
+        fd = cursor.connection.pgconn.socket
+        # The socket's inode tells it from a later socket that reuses the descriptor number.
+        deadline = (time.monotonic() + self.seconds, fd, os.fstat(fd).st_ino)
+        with self._changed:
+            self._armed[id(cursor)] = deadline
+            if not self._watching:
+                self._watching = True
+                watcher = threading.Thread(target=self._watch, name="coatcheck-sql", daemon=True)
+                watcher.start()
+            elif len(self._armed) == 1:
+                self._changed.notify()  # the watcher sleeps with nothing armed
+
+    def _disarm(self, _conn: sa.Connection, cursor: Any, *_args: Any) -> None:
+        with self._changed:
+            self._armed.pop(id(cursor), None)
+
+    def _disarm_failed(self, context: sa.engine.ExceptionContext) -> None:
+        # (ExceptionContext.cursor is declared but left unset by SQLAlchemy 2.1.)
+        execution = context.execution_context
+        cursor = getattr(execution, "cursor", None) or getattr(context, "cursor", None)
+        if cursor is not None:
+            with self._changed:
+                self._armed.pop(id(cursor), None)
+
+    def _watch(self) -> None:
+        with self._changed:
+            while True:
+                if not self._armed:
+                    # Idle: wait for a statement, and leave after a while without one (the next
+                    # statement starts a watcher again), so idle stores keep no thread.
+                    if not self._changed.wait(_IDLE_WATCHER_SECONDS) and not self._armed:
+                        self._watching = False
+                        return
+                    continue
+                # Deadlines are armed in increasing order, so the first one is the earliest.
+                key, (deadline, fd, inode) = next(iter(self._armed.items()))
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                    continue
+                del self._armed[key]
+                _shut_down(fd, inode)
+
+
+_IDLE_WATCHER_SECONDS = 30.0
+
+
+def _shut_down(fd: int, inode: int) -> None:
+    """End every read and write on socket ``fd`` (if it is still the socket ``inode``) without
+    closing the descriptor, which stays its owner's: a duplicate is shut down, which acts on
+    the socket itself."""
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return  # closed meanwhile, and the number reused
+        duplicate = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return  # closed meanwhile
+    with duplicate, contextlib.suppress(OSError):
+        duplicate.shutdown(socket.SHUT_RDWR)
+
+
+# --- SQLite reads that never wait -------------------------------------------------------------
+
+
+class WouldWait(Exception):
+    """The read cannot be served at once; run it the ordinary way (it may wait there)."""
+
+
+class SQLiteReader:
+    """Runs read plans on a SQLite file without SQLAlchemy, a pool, or ever waiting.
+
+    A WAL read never waits for writers, and a primary-key read takes microseconds: less than
+    handing it to a worker thread, and far less than SQLAlchemy's per-call machinery. So the
+    async store runs its reads right on the event loop through this reader, and the sync store
+    in the calling thread. Each thread gets a connection of its own (opened on first use,
+    ``query_only``) whose busy timeout is zero: in the rare case that a read would have to wait
+    (recovery after a crash, a schema change) or cannot run (no table yet), :class:`WouldWait`
+    sends it down the ordinary path, which waits for its turn or reports the failure.
+
+    Plans run here may only yield :class:`~coatcheck.stores._sql_statements.Bound` statements
+    that return rows, and read only ``scalar_one_or_none`` from the result.
+    """
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        # mode=rw: a reader never creates the file (the ordinary path does, with its schema).
+        self._uri = f"{Path(database).absolute().as_uri()}?mode=rw"
+        self._local = threading.local()
+        # Weak: a connection lives as long as its thread (a server may start a thread per
+        # request); close() reaches those still alive.
+        self._opened: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._dialect = sqlite_dialect.dialect()
+        self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
+        self._closed = False
+
+    def run(self, plan: Plan[T]) -> T:
+        """The plan's answer, or :class:`WouldWait`."""
+        outcome: Any = None
+        while not isinstance(step := advance(plan, outcome), Done):
+            if not isinstance(step, Bound):
+                raise WouldWait("not a prebuilt statement")
+            sql, names = self._sql(step.statement)
+            try:
+                rows = self._connection().execute(sql, [step.params[n] for n in names]).fetchall()
+            except sqlite3.Error as exc:  # busy, no such table, cannot open...
+                raise WouldWait(str(exc)) from exc
+            outcome = cast("CursorResult[Any]", _Rows(rows))
+        return step.value
+
+    def _sql(self, statement: Any) -> tuple[str, tuple[str, ...]]:
+        found = self._compiled.get(id(statement))
+        if found is None:
+            compiled = statement.compile(dialect=self._dialect)
+            # The statement is kept alongside, so its id cannot be reused by another object.
+            found = (statement, compiled.string, tuple(compiled.positiontup or ()))
+            self._compiled[id(statement)] = found
+        return found[1], found[2]
+
+    def _connection(self) -> sqlite3.Connection:
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid == os.getpid():  # never one from before a fork
+            return held.conn
+        with self._lock:
+            if self._closed:
+                raise WouldWait("the store is closed")
+            conn = sqlite3.connect(
+                self._uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            held = self._local.held = _Held(conn)
+            self._opened.add(held)
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    def close(self) -> None:
+        """Close every connection the reader opened (in threads still alive)."""
+        with self._lock:
+            self._closed = True
+            opened = list(self._opened)
+        for held in opened:
+            held.conn.close()
+
+
+class _Held:
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+
+class _Rows:
+    """The part of a CursorResult that read plans use, over rows sqlite3 fetched."""
+
+    def __init__(self, rows: list[Any]) -> None:
+        self._rows = rows
+
+    def scalar_one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise sa.exc.MultipleResultsFound("more than one row where at most one was expected")
+        return self._rows[0][0] if self._rows else None

@@ -12,6 +12,13 @@ Rules of the schema:
   can be indexed and compared. The JSON is what is read back.
 - Compare-and-set is ``UPDATE ... WHERE id = :id AND version = :expected``: exactly one row changed
   means this request won. An insert (expected version 0) never overwrites.
+- ``replace`` (a login's new session id) is one ``UPDATE`` that rewrites the old row under the new
+  id, primary key included, on the same version condition: atomic by itself on every database.
+  A taken new id is a unique violation, which undoes the whole statement.
+- Every plan but MySQL's ``hit`` is a single statement, or statements that are each complete on
+  their own (purge batches, delete chunks), so the twins run them in autocommit mode: one round
+  trip each, no ``BEGIN``/``COMMIT`` around them. A plan that needs a transaction spells it out
+  (:data:`BEGIN`, :data:`COMMIT`).
 - On MySQL/MariaDB the tables use ``utf8mb4_bin`` so that ids and user ids compare exactly (the
   server default collations are case-insensitive, which would let ``abc`` find ``ABC``).
 """
@@ -38,8 +45,24 @@ from ..errors import ConfigurationError
 T = TypeVar("T")
 
 Family = Literal["sqlite", "postgresql", "mysql"]
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A statement built once per store, with one call's parameters.
+
+    Building a SQLAlchemy statement and computing its cache key costs more than running it on
+    SQLite, so the hot operations reuse one statement object with bind parameters: SQLAlchemy
+    finds it compiled in its cache at once, and the SQLite read path runs its compiled SQL
+    directly.
+    """
+
+    statement: Executable
+    params: dict[str, Any]
+
+
 #: What a plan receives back for each statement it yielded (a constraint violation is thrown in).
-Plan: TypeAlias = Generator[Executable, CursorResult[Any], T]
+Plan: TypeAlias = Generator[Executable | Bound, CursorResult[Any], T]
 #: What a twin passes to :func:`advance`: nothing yet, a result, or a constraint violation.
 Outcome: TypeAlias = CursorResult[Any] | IntegrityError | None
 
@@ -48,6 +71,10 @@ DEFAULT_TABLE_PREFIX = "coatcheck_"
 _PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 # Long id lists are deleted in chunks so no statement exceeds a driver's parameter limit.
 _DELETE_CHUNK = 500
+#: The statements a plan yields around work that must be one transaction (the twins run every
+#: statement in autocommit mode, so these are what opens and ends one).
+BEGIN = sa.text("BEGIN")
+COMMIT = sa.text("COMMIT")
 
 _FAMILIES: dict[str, Family] = {
     "sqlite": "sqlite",
@@ -189,6 +216,13 @@ def row_values(record: SessionRecord) -> dict[str, Any]:
     }
 
 
+_ROW_COLUMNS = ("id", "secret_hash", "user_id", "expires_at", "version", "record")
+
+
+def _bind_values(record: SessionRecord) -> dict[str, Any]:
+    return {f"v_{column}": value for column, value in row_values(record).items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Done(Generic[T]):
     """A finished plan's answer."""
@@ -196,7 +230,7 @@ class Done(Generic[T]):
     value: T
 
 
-def advance(plan: Plan[T], outcome: Outcome) -> Executable | Done[T]:
+def advance(plan: Plan[T], outcome: Outcome) -> Executable | Bound | Done[T]:
     """Run ``plan`` up to its next statement, or to its answer.
 
     ``outcome`` is what the previous statement gave: ``None`` before the first statement, its
@@ -213,34 +247,65 @@ def advance(plan: Plan[T], outcome: Outcome) -> Executable | Done[T]:
         return Done(stop.value)
 
 
+def execute_args(step: Executable | Bound) -> tuple[Executable, dict[str, Any] | None]:
+    """The arguments of ``Connection.execute`` for a statement a plan yielded."""
+    if isinstance(step, Bound):
+        return step.statement, step.params
+    return step, None
+
+
 class SQLPlans:
     """The plans for every store operation, for one table prefix and one SQL dialect."""
 
     def __init__(self, tables: SQLTables, dialect_name: str) -> None:
         self.tables = tables
         self.family = dialect_family(dialect_name)
-        self._s = tables.sessions
+        self._s = s = tables.sessions
         self._h = tables.hits
+        # The hot statements, built once (see Bound). Row values bind as "v_<column>".
+        values: dict[str, Any] = {c: sa.bindparam(f"v_{c}") for c in _ROW_COLUMNS}
+        self._get = sa.select(s.c.record).where(s.c.id == sa.bindparam("id"))
+        self._update = (
+            sa.update(s)
+            .where(s.c.id == sa.bindparam("old_id"), s.c.version == sa.bindparam("old_version"))
+            .values(values)
+        )
+        self._insert = self._insert_if_absent(values)
 
     def get(self, session_id: str) -> Plan[SessionRecord | None]:
-        result = yield sa.select(self._s.c.record).where(self._s.c.id == session_id)
+        result = yield Bound(self._get, {"id": session_id})
         raw: str | None = result.scalar_one_or_none()
         return None if raw is None else record_from_json(raw)
 
     def put(self, record: SessionRecord, expected_version: int) -> Plan[bool]:
-        values = row_values(record)
+        values = _bind_values(record)
         if expected_version == 0:
             try:
-                result = yield self._insert_if_absent(values)
+                result = yield Bound(self._insert, values)
             except IntegrityError:
                 return False  # MySQL: another request created this id first
             return result.rowcount == 1
-        result = yield (
-            sa.update(self._s)
-            .where(self._s.c.id == record.id, self._s.c.version == expected_version)
-            .values(values)
+        result = yield Bound(
+            self._update, {**values, "old_id": record.id, "old_version": expected_version}
         )
         # A missing row (deleted by logout) matches nothing, so an update never resurrects it.
+        return result.rowcount == 1
+
+    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> Plan[bool]:
+        """Store ``record`` (a new id) in place of ``old_id`` at ``old_version``, both or neither.
+
+        One ``UPDATE`` moves the old row to the new id and every new value: it matches only while
+        the old record still has ``old_version`` (so a request that changed or deleted it
+        meanwhile wins), and a new id that is already taken violates the primary key, which
+        undoes the statement. No transaction is needed around it, and it takes one round trip.
+        """
+        if record.id == old_id:
+            return False  # not a new id: it is taken (by the old record itself)
+        params = {**_bind_values(record), "old_id": old_id, "old_version": old_version}
+        try:
+            result = yield Bound(self._update, params)
+        except IntegrityError:
+            return False  # record.id exists: the statement changed nothing
         return result.rowcount == 1
 
     def _insert_if_absent(self, values: dict[str, Any]) -> Executable:
@@ -260,21 +325,6 @@ class SQLPlans:
             .execution_options(preserve_rowcount=True)
         )
 
-    def replace(self, record: SessionRecord, old_id: str, old_version: int) -> Plan[bool]:
-        """Insert ``record``, then delete ``old_id`` at ``old_version``, in the twin's one
-        transaction; when the delete matches no row, the insert is undone in the same
-        transaction, so others see both changes or neither."""
-        inserted = yield from self.put(record, 0)
-        if not inserted:
-            return False
-        result = yield (
-            sa.delete(self._s).where(self._s.c.id == old_id, self._s.c.version == old_version)
-        )
-        if result.rowcount == 1:
-            return True
-        yield sa.delete(self._s).where(self._s.c.id == record.id)
-        return False
-
     def delete(self, session_ids: tuple[str, ...]) -> Plan[None]:
         for start in range(0, len(session_ids), _DELETE_CHUNK):
             chunk = session_ids[start : start + _DELETE_CHUNK]
@@ -285,13 +335,12 @@ class SQLPlans:
         return [record_from_json(raw) for raw in result.scalars()]
 
     def user_ids(self, now: float) -> Plan[list[str]]:
-        result = yield (
-            sa.select(self._s.c.user_id)
-            .where(self._s.c.user_id.is_not(None), self._s.c.expires_at > now)
-            .distinct()
-            .order_by(self._s.c.user_id)
-        )
-        return [str(user_id) for user_id in result.scalars()]
+        """The users with a record that expires after ``now``."""
+        signed_in = sa.and_(self._s.c.user_id.is_not(None), self._s.c.expires_at > now)
+        result = yield sa.select(self._s.c.user_id).where(signed_in).distinct()
+        # Sorted here: a database sorts by its collation (PostgreSQL's may put "alice" before
+        # "Bob"), and the contract promises one order everywhere.
+        return sorted(str(user_id) for user_id in result.scalars())
 
     def stats(self, now: float) -> Plan[SessionStats]:
         """One aggregate query over the sessions table (no JSON parsed: the transport is matched
@@ -319,8 +368,11 @@ class SQLPlans:
         Finished hit windows are dropped too, up to ``batch`` of them and not counted: a finished
         window means the same as no window, so they are dead weight.
         """
-        if batch < 1:
+        if batch < 1:  # checked now, not when the plan first runs
             raise ValueError(f"batch must be at least 1, got {batch}")
+        return self._purge(now, batch)
+
+    def _purge(self, now: float, batch: int) -> Plan[int]:
         deleted = yield from self._delete_expired(
             self._s, self._s.c.id, self._s.c.expires_at, now, batch
         )
@@ -366,6 +418,8 @@ class SQLPlans:
         window_ends_at = sa.case((finished, ends), else_=h.c.window_ends_at)
         fresh = {"key": key, "count": 1, "window_ends_at": ends}
         if self.family == "mysql":
+            # MySQL has no RETURNING: the upsert and a read of what it wrote share a transaction.
+            yield BEGIN
             yield (
                 mysql_dialect.insert(h)
                 .values(fresh)
@@ -374,6 +428,7 @@ class SQLPlans:
             # The upsert left this transaction holding the row's lock, so this read sees
             # exactly what the upsert wrote, whatever other requests are doing.
             result = yield sa.select(h.c.count, h.c.window_ends_at).where(h.c.key == key)
+            yield COMMIT
         else:
             upsert = (
                 postgresql_dialect.insert(h)

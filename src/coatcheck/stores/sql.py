@@ -1,12 +1,19 @@
 """SQL session stores through SQLAlchemy Core: SQLite, PostgreSQL, MySQL and MariaDB.
 
 :class:`AsyncSQLStore` runs on an async engine, :class:`SQLStore` (its sync twin) on a sync one.
-Both execute the same plans from :mod:`coatcheck.stores._sql_statements`; they only open a
-transaction, run each statement the plan yields and translate failures.
+Both execute the same plans from :mod:`coatcheck.stores._sql_statements`; they only check a
+connection out, run each statement the plan yields and translate failures.
 
+- Every operation is one statement in autocommit mode (MySQL's ``hit`` excepted): a read is one
+  round trip, with no ``BEGIN``/``COMMIT`` around it.
 - ``put`` is a versioned compare-and-set (``UPDATE ... WHERE id = :id AND version = :expected``),
   so of two requests writing the same session from the same version exactly one wins, on every
-  database; an insert never overwrites an existing id.
+  database; an insert never overwrites an existing id. ``replace`` (login) is one ``UPDATE``
+  that moves the old row to the new id on the same condition.
+- A connection that fails or is cancelled (the store timeout) mid-operation is closed at once,
+  never rolled back or reused: a hung server costs a request the store timeout, no more.
+- SQLite: reads take no lock (WAL), and the writes of one process queue on a lock of their own
+  instead of SQLite's busy handler, which sleeps in steps of up to 100 ms.
 - ``hit`` is one atomic upsert per call (``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``).
 - ``purge_expired`` deletes a bounded batch per call, so it never holds long locks.
 - ``stats`` is one aggregate query (the transport matched by the database's regular expressions).
@@ -30,12 +37,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._core.record import SessionRecord
 from .._core.stats import SessionStats
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreUnavailableError
 from . import _sql_statements
 from ._sql_engine import (
+    SQLiteReader,
     StoreURL,
+    WouldWait,
     build_engine,
     driver_url,
+    install_connection_checks,
     store_url,
     unavailable_on_failure,
 )
@@ -48,29 +58,32 @@ from ._sql_statements import (
     SQLTables,
     advance,
     build_tables,
+    execute_args,
     schema_metadata,
 )
 
 __all__ = ["AsyncSQLStore", "SQLStore", "SQLTables", "schema_ddl", "schema_metadata"]
 
 T = TypeVar("T")
+E = TypeVar("E", Engine, AsyncEngine)
 
 
 def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
-    """Create the missing tables and indexes, tolerating another process doing the same.
+    """Create the missing tables and indexes, tolerating other processes doing the same.
 
-    Two app instances starting together both see no table, both create it, and one fails
-    (PostgreSQL: a duplicate type; elsewhere: table exists). The loser rolls back and looks
-    again, and now finds the tables. A real problem (no permission) fails the second time too.
+    App instances starting together all see no table and all create it: each object goes to
+    whoever creates it first, and the others fail on it (PostgreSQL: a duplicate type;
+    elsewhere: it exists). A loser looks again and creates only what is still missing, so each
+    attempt gets further. A real problem (no permission) fails every attempt.
     """
-    for attempt in (1, 2):
+    for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
             tables.metadata.create_all(conn)
             conn.commit()
             return
         except DBAPIError:
             conn.rollback()
-            if attempt == 2:
+            if attempt == _SCHEMA_ATTEMPTS:
                 raise
 
 
@@ -88,6 +101,16 @@ def schema_ddl(dialect_name: str, table_prefix: str = DEFAULT_TABLE_PREFIX) -> s
         driver_url(target.url, target.engine, asynchronous=False)
         table_prefix = target.table_prefix
     return _sql_statements.schema_ddl(dialect_name, table_prefix)
+
+
+# Two tables and three indexes: more attempts than objects, so racing creators always finish.
+_SCHEMA_ATTEMPTS = 8
+
+
+def _autocommit(engine: E) -> E:
+    """``engine`` with every statement in autocommit mode (the stores' own engines are built
+    that way, so from_url swaps this for the engine itself and pays nothing per checkout)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _wants_schema(create_schema: bool | None, dialect_name: str) -> bool:
@@ -149,7 +172,9 @@ class _FromURL:
 class AsyncSQLStore(_FromURL):
     """A session store on an SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine`.
 
-    Pass your own engine, or build one with :meth:`from_url`. Tables are named
+    Pass your own engine, or build one with :meth:`from_url`. The store runs its statements on
+    your engine in autocommit mode, and makes its pool close a connection that failed or timed
+    out at once instead of waiting for a hung server to say goodbye. Tables are named
     ``<table_prefix>sessions`` and ``<table_prefix>hits``. With ``create_schema=True`` the tables
     are created (if missing) before the first operation; the default (``None``) does that for
     SQLite only. :meth:`close` disposes the engine only when :meth:`from_url` built it.
@@ -168,8 +193,10 @@ class AsyncSQLStore(_FromURL):
                 "sync Engine"
             )
         self.engine = engine
+        self._autocommit = _autocommit(engine)
         self.tables = build_tables(table_prefix)
         self._plans = SQLPlans(self.tables, engine.dialect.name)
+        install_connection_checks(engine.sync_engine, pre_ping=True)
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = asyncio.Lock()
         self._owns_engine = False
@@ -180,6 +207,7 @@ class AsyncSQLStore(_FromURL):
         engine = build_engine(create_async_engine, target.url, target.engine, asynchronous=True)
         store = cls(engine, table_prefix=target.table_prefix, create_schema=target.create_schema)
         store._owns_engine = True
+        store._autocommit = engine  # built in autocommit mode
         if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             # SQLite runs in-process: aiosqlite hops to its worker thread for every cursor call
             # (about ten hops per read), while the sync twin in a worker thread costs one hop per
@@ -198,25 +226,38 @@ class AsyncSQLStore(_FromURL):
                 await conn.run_sync(_create_schema_on, self.tables)
         self._schema_pending = False
 
-    async def _run(self, plan: Plan[T]) -> T:
+    async def _run(self, plan: Plan[T], *, write: bool = True) -> T:
         if self._threaded is not None:
-            return await asyncio.to_thread(self._threaded._run, plan)
+            return await asyncio.to_thread(self._threaded._run, plan, write=write)
         if self._schema_pending:
             async with self._schema_lock:
                 if self._schema_pending:
                     await self.create_schema()
         with unavailable_on_failure(self.engine.url):
-            async with self.engine.begin() as conn:
+            async with self._autocommit.connect() as conn:
                 outcome: Outcome = None
-                while not isinstance(step := advance(plan, outcome), Done):
-                    try:
-                        outcome = await conn.execute(step)
-                    except IntegrityError as exc:
-                        outcome = exc  # the plan decides what a constraint violation means
+                try:
+                    while not isinstance(step := advance(plan, outcome), Done):
+                        try:
+                            outcome = await conn.execute(*execute_args(step))
+                        except IntegrityError as exc:
+                            outcome = exc  # the plan decides what a constraint violation means
+                except BaseException:
+                    # Failed or cancelled mid-plan: a statement may still be running and a
+                    # transaction may be open. Close the connection (the server rolls back)
+                    # rather than send a ROLLBACK that would wait on a hung server.
+                    await conn.invalidate()
+                    raise
         return step.value
 
     async def get(self, session_id: str) -> SessionRecord | None:
-        return await self._run(self._plans.get(session_id))
+        if self._threaded is not None:
+            try:
+                # On the event loop itself: a SQLite read never waits (see SQLiteReader).
+                return self._threaded._read_at_once(self._plans.get(session_id))
+            except WouldWait:
+                pass
+        return await self._run(self._plans.get(session_id), write=False)
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(self._plans.put(record, expected_version))
@@ -228,10 +269,10 @@ class AsyncSQLStore(_FromURL):
         await self._run(self._plans.delete(session_ids))
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return await self._run(self._plans.sessions_of(user_id))
+        return await self._run(self._plans.sessions_of(user_id), write=False)
 
     async def user_ids(self, now: float) -> list[str]:
-        return await self._run(self._plans.user_ids(now))
+        return await self._run(self._plans.user_ids(now), write=False)
 
     async def purge_expired(self, now: float, batch: int = 500) -> int:
         return await self._run(self._plans.purge_expired(now, batch))
@@ -256,8 +297,8 @@ class AsyncSQLStore(_FromURL):
 class SQLStore(_FromURL):
     """The sync twin of :class:`AsyncSQLStore`, on an SQLAlchemy :class:`~sqlalchemy.Engine`.
 
-    Thread-safe: each operation checks a connection out of the engine's pool for its own
-    transaction.
+    Thread-safe: each operation checks a connection out of the engine's pool for its one
+    statement (on SQLite, a session read uses the calling thread's own reader connection).
     """
 
     def __init__(
@@ -272,17 +313,32 @@ class SQLStore(_FromURL):
                 "SQLStore needs a sync Engine (create_engine); use AsyncSQLStore for an AsyncEngine"
             )
         self.engine = engine
+        self._autocommit = _autocommit(engine)
         self.tables = build_tables(table_prefix)
         self._plans = SQLPlans(self.tables, engine.dialect.name)
+        install_connection_checks(engine, pre_ping=True)
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = threading.Lock()
         self._owns_engine = False
+        # SQLite takes one writer at a time per file. A writer that finds the file locked
+        # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms steps) and tries again, so
+        # writers of this process queue here instead and each starts the moment the last
+        # ends. (Writers in other processes still meet on busy_timeout.) Readers never wait.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._write_wait = 5.0  # seconds; from_url makes it the statement timeout
+        self._reader: SQLiteReader | None = None
+        database = engine.url.database
+        # A file named plainly (URL options such as uri=true or mode=...: the ordinary path only).
+        if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
+            self._reader = None if engine.url.query else SQLiteReader(str(database))
 
     @classmethod
     def _from_store_url(cls, target: StoreURL) -> Self:
         engine = build_engine(create_engine, target.url, target.engine, asynchronous=False)
         store = cls(engine, table_prefix=target.table_prefix, create_schema=target.create_schema)
         store._owns_engine = True
+        store._autocommit = engine  # built in autocommit mode
+        store._write_wait = target.engine.statement_timeout or store._write_wait
         return store
 
     def create_schema(self) -> None:
@@ -291,22 +347,47 @@ class SQLStore(_FromURL):
             _create_schema_on(conn, self.tables)
         self._schema_pending = False
 
-    def _run(self, plan: Plan[T]) -> T:
+    def _run(self, plan: Plan[T], *, write: bool = True) -> T:
         if self._schema_pending:
             with self._schema_lock:
                 if self._schema_pending:
                     self.create_schema()
-        with unavailable_on_failure(self.engine.url), self.engine.begin() as conn:
+        if write and self._write_lock is not None:
+            if not self._write_lock.acquire(timeout=self._write_wait):
+                raise StoreUnavailableError(
+                    f"SQL session store {self.engine.url}: no write turn in {self._write_wait} s"
+                )
+            try:
+                return self._run_now(plan)
+            finally:
+                self._write_lock.release()
+        return self._run_now(plan)
+
+    def _run_now(self, plan: Plan[T]) -> T:
+        with unavailable_on_failure(self.engine.url), self._autocommit.connect() as conn:
             outcome: Outcome = None
-            while not isinstance(step := advance(plan, outcome), Done):
-                try:
-                    outcome = conn.execute(step)
-                except IntegrityError as exc:
-                    outcome = exc  # the plan decides what a constraint violation means
+            try:
+                while not isinstance(step := advance(plan, outcome), Done):
+                    try:
+                        outcome = conn.execute(*execute_args(step))
+                    except IntegrityError as exc:
+                        outcome = exc  # the plan decides what a constraint violation means
+            except BaseException:
+                conn.invalidate()  # unknown state: close it, never roll back and reuse it
+                raise
         return step.value
 
+    def _read_at_once(self, plan: Plan[T]) -> T:
+        """Run a read plan on SQLite's no-wait reader, or raise WouldWait (see SQLiteReader)."""
+        if self._reader is None or self._schema_pending:
+            raise WouldWait("no reader")
+        return self._reader.run(plan)
+
     def get(self, session_id: str) -> SessionRecord | None:
-        return self._run(self._plans.get(session_id))
+        try:
+            return self._read_at_once(self._plans.get(session_id))
+        except WouldWait:
+            return self._run(self._plans.get(session_id), write=False)
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(self._plans.put(record, expected_version))
@@ -318,10 +399,10 @@ class SQLStore(_FromURL):
         self._run(self._plans.delete(session_ids))
 
     def sessions_of(self, user_id: str) -> list[SessionRecord]:
-        return self._run(self._plans.sessions_of(user_id))
+        return self._run(self._plans.sessions_of(user_id), write=False)
 
     def user_ids(self, now: float) -> list[str]:
-        return self._run(self._plans.user_ids(now))
+        return self._run(self._plans.user_ids(now), write=False)
 
     def purge_expired(self, now: float, batch: int = 500) -> int:
         return self._run(self._plans.purge_expired(now, batch))
@@ -337,5 +418,7 @@ class SQLStore(_FromURL):
 
     def close(self) -> None:
         """Close the engine's connections, if this store built the engine."""
+        if self._reader is not None:
+            self._reader.close()
         if self._owns_engine:
             self.engine.dispose()
