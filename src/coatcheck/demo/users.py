@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import StoreUnavailableError
-from ..stores._sql_engine import install_connection_checks
+from ..stores.sql import install_connection_checks
 
 TIMEOUT = 2.0  # seconds, like the session store's default
 

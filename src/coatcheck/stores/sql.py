@@ -62,7 +62,14 @@ from ._sql_statements import (
     schema_metadata,
 )
 
-__all__ = ["AsyncSQLStore", "SQLStore", "SQLTables", "schema_ddl", "schema_metadata"]
+__all__ = [
+    "AsyncSQLStore",
+    "SQLStore",
+    "SQLTables",
+    "install_connection_checks",
+    "schema_ddl",
+    "schema_metadata",
+]
 
 T = TypeVar("T")
 E = TypeVar("E", Engine, AsyncEngine)
