@@ -142,3 +142,27 @@ def test_login_redirect_url_refuses_a_non_local_login_path(login_path: str) -> N
     """A login path that is not a plain local path is a programming error."""
     with pytest.raises(ValueError, match="local path"):
         login_redirect_url(login_path, "/a")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "/..//evil.example",
+        "/.//evil.example",
+        "/%2e%2e//evil.example",
+        "/x/../..//evil.example",
+        "/a/..//evil.example",
+        "/.%2F/evil.example",
+        "/..\\/evil.example",
+    ],
+)
+def test_dot_segments_cannot_make_a_scheme_relative_path(value: str) -> None:
+    """A path that a browser's dot-segment removal turns into //host is refused (found by an
+    attack: the Location stayed on the site, but a later relative redirect would not)."""
+    assert safe_next(value) == "/"
+
+
+@pytest.mark.parametrize("value", ["/a/b/../c", "/a/./b", "/shop//cart", "/..", "/a/.."])
+def test_harmless_dot_segments_are_kept(value: str) -> None:
+    """Dot segments that resolve to a path on this site are left for the browser to resolve."""
+    assert safe_next(value) == value

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .config import SessionConfig
 from .events import RevokeReason, SessionEvent
 from .lifecycle import is_expired
+from . import tokens
 from .ops import Delete, Flow, Get, PurgeExpired, SessionsOf, Stats, UserIds
 from .record import SessionRecord, Transport
 from .stats import SessionStats
@@ -75,7 +76,10 @@ def revoke(
     session_id: str, *, owner: str | None = None, now: float
 ) -> Flow[tuple[bool, list[SessionEvent]]]:
     """Delete one session; with ``owner``, only if it belongs to that user. True if deleted,
-    with its ``"revoke"`` event."""
+    with its ``"revoke"`` event. An id that is not the shape of a session id (it came from a URL:
+    a NUL, a slash...) is no session, and never reaches a store."""
+    if not tokens.is_session_id(session_id):
+        return False, []
     record: SessionRecord | None = yield Get(session_id)
     if record is None or (owner is not None and record.user_id != owner):
         return False, []

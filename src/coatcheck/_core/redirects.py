@@ -78,4 +78,25 @@ def _refused_character(ch: str) -> bool:
 
 
 def _is_local_path(value: str) -> bool:
-    return value.startswith("/") and value[1:2] not in ("/", "\\")
+    """Starts with exactly one slash, also once a browser has resolved its dot segments
+    (``/..//evil.example`` becomes ``//evil.example``, a path that a later relative redirect
+    would take off the site)."""
+    if not value.startswith("/") or value[1:2] in ("/", "\\"):
+        return False
+    path = value.split("?", 1)[0].split("#", 1)[0].replace("\\", "/")
+    resolved = _remove_dot_segments(path)
+    return resolved[1:2] not in ("/", "\\")
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4, as browsers apply it to a path."""
+    output: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if output:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    if path.rsplit("/", 1)[-1] in (".", ".."):
+        output.append("")  # "/a/.." names the directory "/"
+    return "/" + "/".join(output)
