@@ -128,9 +128,21 @@ def test_bad_cookie_gives_anonymous_session(env: Stack, value: str) -> None:
     assert response.json()["user"] is None
 
 
-def test_forged_cookie_is_cleared(env: Stack) -> None:
-    """A well-formed cookie the server never issued is cleared in the response."""
+def test_cookie_of_a_gone_session_opens_nothing_and_is_left_alone(env: Stack) -> None:
+    """A well-formed cookie naming no stored session (never issued, or ended) opens nothing,
+    and is not cleared: it may be the cookie a login just replaced, on a request whose answer
+    arrives after the login's, and clearing it would sign the user out of the new session."""
     response = env.fresh().get("/read", headers={"cookie": FORGED})
+    assert response.json()["user"] is None
+    assert "set-cookie" not in response.headers
+
+
+def test_forged_secret_for_a_real_session_is_cleared(env: Stack) -> None:
+    """A real session id with a wrong secret is refused and the cookie cleared."""
+    env.client.post("/write", json={"a": 1})
+    sid, secret = env.cookie().split(".")
+    forged = sid + "." + ("A" if secret[0] != "A" else "B") + secret[1:]
+    response = env.fresh().get("/read", headers={"cookie": f"{COOKIE}={forged}"})
     assert response.json()["user"] is None
     assert f'{COOKIE}=""' in response.headers["set-cookie"]
 

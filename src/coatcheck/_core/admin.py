@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import tokens
 from .config import SessionConfig
 from .events import RevokeReason, SessionEvent
 from .lifecycle import is_expired
-from . import tokens
 from .ops import Delete, Flow, Get, PurgeExpired, SessionsOf, Stats, UserIds
 from .record import SessionRecord, Transport
 from .stats import SessionStats

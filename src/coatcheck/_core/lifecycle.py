@@ -168,15 +168,18 @@ def open_session(
     transport: Transport = presented.transport
     record: SessionRecord | None = None
     secret = ""
+    only_gone = True  # every token presented was well formed and names no stored session
     for value in presented.values:
         parsed = tokens.parse_token(value)
         if parsed is None:
+            only_gone = False
             continue
         session_id, secret = parsed
         candidate = yield Get(session_id)
         if _valid(candidate, secret, transport, now, config):
             record = candidate
             break
+        only_gone = only_gone and candidate is None
         if (
             candidate is not None
             and is_expired(candidate, now, config)
@@ -187,7 +190,10 @@ def open_session(
     if record is None:
         if transport == "bearer":
             return Opened(anonymous("bearer"), error=invalid_token_error())
-        return Opened(anonymous(), clear_cookie=True)
+        # A cookie naming a session that is gone may be the one a login just replaced, on a
+        # request sent before the login's answer arrived: clearing it would clear the new one.
+        # It opens nothing and is left alone; malformed, forged and expired ones are cleared.
+        return Opened(anonymous(), clear_cookie=not only_gone)
 
     if config.data_validator is not None:
         try:
@@ -275,6 +281,25 @@ def _apply(
     )
     _stamp(new, now, config)
     return new
+
+
+def _ended(session: Session, changes: Changes) -> Committed:
+    """The session ended (logout, revocation, expiry, a login elsewhere moved it) while this
+    request ran, so what it wrote is not stored. A request that only read gets its answer; one
+    whose changes are dropped gets 409 instead of an answer that says they were saved."""
+    if changes or session.outgoing_flashes or session.user_changed:
+        raise session_ended_error()
+    return Committed()
+
+
+def session_ended_error() -> HTTPError:
+    return HTTPError(
+        409,
+        {
+            "error": "session_ended",
+            "message": "the session ended while this request ran; nothing of it was saved",
+        },
+    )
 
 
 def _fill(
@@ -401,7 +426,8 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
                     or is_expired(moved, now, config)
                 ):
                     if not session.authenticated_now:
-                        return Committed()  # a plain regenerate does not outlive a revocation
+                        # A plain regenerate does not outlive a revocation.
+                        return _ended(session, changes)
                     # A login is a fresh authentication: it proceeds from what it loaded.
                     _fill(fresh, base, session, changes, now, config)
                     if not (yield Put(fresh, 0)):
@@ -431,7 +457,7 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
             or is_expired(reread, now, config)
             or reread.secret_hash != base.secret_hash
         ):
-            return Committed()  # logged out or revoked meanwhile: do not resurrect
+            return _ended(session, changes)  # logged out or revoked meanwhile: not resurrected
         current = reread
     raise ConflictError(f"session {base.id} kept changing under this request; gave up")
 
