@@ -9,7 +9,13 @@ from __future__ import annotations
 from ._core.session import Session
 
 
-def login(session: Session, user_id: str, *, remember: bool | None = None) -> None:
+def login(
+    session: Session,
+    user_id: str,
+    *,
+    remember: bool | None = None,
+    credential: str | bytes | None = None,
+) -> None:
     """Sign ``user_id`` in on this session.
 
     At commit the session gets a new id and secret (the old record is deleted), a new CSRF token
@@ -18,6 +24,11 @@ def login(session: Session, user_id: str, *, remember: bool | None = None) -> No
     ``remember=False`` an ordinary one. Left out, the session stays what it was: signing the same
     user in again (asking for the password again) keeps a remember-me session remember-me; any
     other sign-in is an ordinary session.
+
+    ``credential`` (the user's password hash, say) binds the session to it: when the app loads
+    the user and the middleware was given ``user_credential``, a session whose credential has
+    changed since (a password change) is signed out at once. It closes the window in which a
+    login that checked the old password finishes after the change ended the other sessions.
 
     The commit calls the manager's ``on_login`` hook (see :mod:`coatcheck.hooks`).
     """
@@ -30,7 +41,7 @@ def login(session: Session, user_id: str, *, remember: bool | None = None) -> No
         # from an empty session, so nothing of the previous user's is handed over.
         session.forget_contents()
     session.user_id = user_id
-    session.mark_authenticated(remember=remember)
+    session.mark_authenticated(remember=remember, credential=credential)
 
 
 def logout(session: Session) -> None:

@@ -274,3 +274,44 @@ def test_remember_me_turned_off_gives_a_browser_session_cookie() -> None:
     record = manager.store.get(committed.token.split(".")[0])
     assert record is not None
     assert record.remember is False
+
+
+def test_login_with_a_credential_binds_the_session_to_it() -> None:
+    """login(credential=...) stores a fingerprint (an HMAC, not the credential) that matches
+    the same credential, not a changed one, and still matches after the secret is rotated."""
+    from coatcheck._core import signin
+
+    config = test_config()
+    manager = SessionManager(MemoryStore(), config, clock=FakeClock())
+    session = manager.open(request()).session
+    auth.login(session, "u1", credential="$argon2id$old-hash")
+    token = manager.commit(session).token
+    assert token is not None
+    stored = manager.open(request(token)).session
+    assert stored.auth_hash
+    assert "old-hash" not in stored.auth_hash
+    assert signin.credential_matches(config.secrets, "u1", stored.auth_hash, "$argon2id$old-hash")
+    assert not signin.credential_matches(
+        config.secrets, "u1", stored.auth_hash, "$argon2id$new-hash"
+    )
+    assert not signin.credential_matches(
+        config.secrets, "u2", stored.auth_hash, "$argon2id$old-hash"
+    )
+    rotated = test_config(
+        secret="a-new-secret-0123456789-abcdefghijklmn", previous_secrets=(config.secret,)
+    )
+    assert signin.credential_matches(rotated.secrets, "u1", stored.auth_hash, "$argon2id$old-hash")
+
+
+def test_login_without_a_credential_is_not_bound() -> None:
+    """A login without credential stores no fingerprint, and anything matches it."""
+    from coatcheck._core import signin
+
+    manager, token = setup(a=1)
+    session = manager.open(request(token)).session
+    auth.login(session, "u1")
+    token = manager.commit(session).token
+    assert token is not None
+    stored = manager.open(request(token)).session
+    assert stored.auth_hash == ""
+    assert signin.credential_matches(manager.config.secrets, "u1", "", "anything")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConflictError, HTTPError, SessionDataError
-from . import csrf, tokens
+from . import csrf, signin, tokens
 from .config import SessionConfig
 from .cookies import clear_cookie, parse_cookies, set_cookie
 from .http import RequestView, client_address, invalid_token_error, presented_token
@@ -277,10 +277,22 @@ def _apply(
         csrf_token=tokens.new_csrf_token() if session.csrf_rotation_requested else base.csrf_token,
         remember=session.remember,
         auth_time=session.auth_time if session.authenticated_now else base.auth_time,
+        auth_hash=auth_hash_for(base, session, config),
         version=base.version + 1,
     )
     _stamp(new, now, config)
     return new
+
+
+def auth_hash_for(base: SessionRecord | None, session: Session, config: SessionConfig) -> str:
+    """The credential fingerprint to store: a login's (empty when it gave no credential), none
+    once the user changes otherwise, else the one stored."""
+    if session.authenticated_now:
+        credential, user_id = session.credential, session.user_id
+        if credential is None or user_id is None:
+            return ""
+        return signin.credential_fingerprint(config.secret, user_id, credential)
+    return "" if session.user_changed or base is None else base.auth_hash
 
 
 def _ended(session: Session, changes: Changes) -> Committed:
@@ -315,7 +327,7 @@ def _fill(
     request is a login (a plain regenerate keeps the absolute timeout counting from the start)."""
     merged = _apply(current, session, changes, now, config)
     fresh.data, fresh.flash, fresh.user_id = merged.data, merged.flash, merged.user_id
-    fresh.auth_time = merged.auth_time
+    fresh.auth_time, fresh.auth_hash = merged.auth_time, merged.auth_hash
     if current is not fresh:
         if not session.authenticated_now:
             fresh.created_at = current.created_at

@@ -41,6 +41,9 @@ class SessionRecord:
     user_agent: str = ""
     ip: str = ""
     label: str = ""
+    auth_hash: str = ""
+    """A fingerprint of the credential the user signed in with (empty: not bound to one); see
+    :func:`coatcheck._core.signin.credential_fingerprint`."""
 
     def copy(self) -> SessionRecord:
         """A deep enough copy: data and flash are rebuilt through JSON."""
@@ -127,6 +130,8 @@ def _as_written(raw: dict[str, Any]) -> bool:
             and raw["ip"].isascii()
             and type(raw["label"]) is str
             and raw["label"].isascii()
+            and type(raw["auth_hash"]) is str
+            and raw["auth_hash"].isascii()
             and (
                 raw["user_id"] is None or (type(raw["user_id"]) is str and raw["user_id"].isascii())
             )
@@ -173,6 +178,11 @@ def record_from_dict(raw: dict[str, Any]) -> SessionRecord:
             fields[name] = value
     except KeyError as exc:
         raise CorruptRecordError(f"the record has no {exc.args[0]}") from None
+    if "auth_hash" in raw:
+        value = _text(raw["auth_hash"], "auth_hash")
+        if not value.isascii():
+            raise CorruptRecordError("auth_hash must be ASCII")
+        fields["auth_hash"] = value
     for name in _TEXTS:
         if name in raw:
             fields[name] = _text(raw[name], name)

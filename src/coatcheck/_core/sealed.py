@@ -208,12 +208,14 @@ def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
         payload["a"] = _ms(record.auth_time)
     if record.remember:
         payload["r"] = True
+    if record.auth_hash:
+        payload["h"] = record.auth_hash
     return _ENCODER.encode(payload).encode("utf-8")
 
 
 # One encoder for every seal: json.dumps builds a new one per call when given options.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_PAYLOAD_KEYS = frozenset("itcdufar")
+_PAYLOAD_KEYS = frozenset("itcdufarh")
 
 
 def _is_time(value: object) -> bool:
@@ -241,6 +243,7 @@ def load_payload(plaintext: bytes) -> SealedState | None:
     flash = payload.get("f", [])
     auth_time = payload.get("a")
     remember = payload.get("r", False)
+    auth_hash = payload.get("h", "")
     if (
         type(session_id) is not str
         or _ID_RE.fullmatch(session_id) is None
@@ -255,6 +258,8 @@ def load_payload(plaintext: bytes) -> SealedState | None:
         or type(flash) is not list
         or not (auth_time is None or _is_time(auth_time))
         or type(remember) is not bool
+        or type(auth_hash) is not str
+        or not auth_hash.isascii()
         or not _PAYLOAD_KEYS.issuperset(payload)
     ):
         return None
@@ -274,5 +279,6 @@ def load_payload(plaintext: bytes) -> SealedState | None:
         auth_time=float(auth_time) if auth_time is not None else None,
         transport="cookie",
         remember=remember,
+        auth_hash=auth_hash,
     )
     return SealedState(record, issued_at)

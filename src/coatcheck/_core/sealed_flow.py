@@ -42,7 +42,14 @@ from . import csrf, tokens
 from .config import SessionConfig
 from .cookies import parse_cookies, set_cookie
 from .http import RequestView, client_address, invalid_token_error, presented_token
-from .lifecycle import USER_AGENT_MAX, Committed, Opened, clear_cookie_headers, is_expired
+from .lifecycle import (
+    USER_AGENT_MAX,
+    Committed,
+    Opened,
+    auth_hash_for,
+    clear_cookie_headers,
+    is_expired,
+)
 from .ops import Flow, Get, Put
 from .record import SessionRecord
 from .sealed import SealedState, Sealer, dump_payload, load_payload
@@ -455,6 +462,7 @@ def _next_record(
         auth_time=session.auth_time,
         transport="cookie",
         remember=remember,
+        auth_hash=auth_hash_for(base, session, config),
     )
     return record, issued_at
 

@@ -139,6 +139,7 @@ class Session(MutableMapping[str, Any]):
         "__weakref__",
         "_auth_time",
         "_authenticated_now",
+        "_credential",
         "_data",
         "_destroyed",
         "_drop_stored_flashes",
@@ -203,6 +204,7 @@ class Session(MutableMapping[str, Any]):
         self._remember: bool | None = None
         self._auth_time: float | None = record.auth_time if record is not None else None
         self._authenticated_now = False
+        self._credential: str | bytes | None = None
         self.accessed = False
         self.presented_xsrf: list[str] = []
         """Values of the CSRF cookie the browser sent (so a missing or stale one is re-sent)."""
@@ -292,9 +294,13 @@ class Session(MutableMapping[str, Any]):
             self._user_id = value
             self._user_changed = True
 
-    def mark_authenticated(self, *, remember: bool | None = None) -> None:
-        """Stamp a full authentication now: new id, new CSRF token, auth time = now."""
+    def mark_authenticated(
+        self, *, remember: bool | None = None, credential: str | bytes | None = None
+    ) -> None:
+        """Stamp a full authentication now: new id, new CSRF token, auth time = now; bound to
+        ``credential`` when given (see :mod:`coatcheck._core.signin`)."""
         self._authenticated_now = True
+        self._credential = credential
         self._auth_time = self.now
         if remember is not None:
             self._remember = remember
@@ -517,6 +523,16 @@ class Session(MutableMapping[str, Any]):
     @property
     def authenticated_now(self) -> bool:
         return self._authenticated_now
+
+    @property
+    def credential(self) -> str | bytes | None:
+        """The credential this request signed in with, to be fingerprinted at commit."""
+        return self._credential
+
+    @property
+    def auth_hash(self) -> str:
+        """The stored fingerprint of the credential this session signed in with ('' if none)."""
+        return self._record.auth_hash if self._record is not None else ""
 
     @property
     def user_changed(self) -> bool:

@@ -11,11 +11,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from ..errors import HTTPError
 from .record import Transport
 from .redirects import login_redirect_url
 
-__all__ = ["bearer_challenge", "reauthentication_required", "unauthenticated"]
+__all__ = [
+    "bearer_challenge",
+    "credential_fingerprint",
+    "credential_matches",
+    "reauthentication_required",
+    "unauthenticated",
+]
 
 
 def bearer_challenge(transport: Transport) -> tuple[tuple[str, str], ...]:
@@ -39,3 +48,35 @@ def unauthenticated(
 def reauthentication_required() -> HTTPError:
     """The answer for a sensitive action whose user must sign in again first."""
     return HTTPError(401, {"error": "reauthentication_required"})
+
+
+# -- sessions bound to a credential -----------------------------------------------------------
+#
+# A session signed in with ``login(session, user_id, credential=...)`` (the user's password hash,
+# say) keeps a fingerprint of that credential. When the app later loads the user, the
+# integrations compare it with the user's credential now: after a password change every session
+# signed in with the old password stops working at once -- including one whose login checked the
+# old password while the change was being made and committed just after it (the "end the other
+# sessions" step cannot see a session that does not exist yet). Django does the same with its
+# session auth hash. The fingerprint is an HMAC, so neither the credential nor anything that
+# helps guess it is stored in the session.
+
+
+def credential_fingerprint(secret: str, user_id: str, credential: str | bytes) -> str:
+    """The fingerprint kept in a session signed in with ``credential``."""
+    raw = credential.encode("utf-8", "surrogatepass") if isinstance(credential, str) else credential
+    message = b"coatcheck credential\x00" + user_id.encode("utf-8", "surrogatepass") + b"\x00" + raw
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def credential_matches(
+    secrets: tuple[str, ...], user_id: str, fingerprint: str, credential: str | bytes
+) -> bool:
+    """Whether a session's fingerprint (empty: not bound) still matches the user's credential,
+    under any of the configured secrets (a rotated secret does not sign everyone out)."""
+    if not fingerprint:
+        return True
+    return any(
+        hmac.compare_digest(credential_fingerprint(secret, user_id, credential), fingerprint)
+        for secret in secrets
+    )
