@@ -1,0 +1,249 @@
+"""docs/guide.md works as printed: every code block in it is an example file (or a named region of
+one), the guide prints each example whole, and each example runs its full flow here -- the
+Starlette and Flask sites through real form posts carrying ``_csrf``, the JSON API through
+cookies and bearer tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).parent.parent
+GUIDE = ROOT / "docs" / "guide.md"
+EXAMPLES = ("guide_starlette.py", "guide_flask.py", "guide_api.py")
+BROWSER = {"accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+"""What a browser sends for a navigation or a form submission."""
+
+# -- the guide prints the examples ---------------------------------------------------------------
+
+_BLOCK = re.compile(r"^<!-- file: (\S+?)(?:#(\S+))? -->\n```[a-z]*\n(.*?)^```$", re.M | re.S)
+_FENCE = re.compile(r"^```[a-z]*\n", re.M)
+_REGION = re.compile(r"^# --8<-- \[(start|end):([\w-]+)\]\n", re.M)
+
+
+def _regions(text: str) -> dict[str, str]:
+    """The named regions of an example file (``# --8<-- [start:name]`` ... ``[end:name]``)."""
+    regions = {}
+    for start in _REGION.finditer(text):
+        if start.group(1) == "start":
+            end = text.index(f"# --8<-- [end:{start.group(2)}]\n", start.end())
+            regions[start.group(2)] = text[start.end() : end]
+    return regions
+
+
+def _printed() -> Iterator[tuple[str, str | None, str]]:
+    """(file, region or None, block) for each code block of the guide that names its file."""
+    for match in _BLOCK.finditer(GUIDE.read_text()):
+        yield match.group(1), match.group(2), match.group(3)
+
+
+def test_every_code_block_in_the_guide_is_an_example_file() -> None:
+    """Each fenced block of docs/guide.md is preceded by the file (and region) it prints, and
+    equals it byte for byte: the guide shows exactly the code the tests below run."""
+    text = GUIDE.read_text()
+    assert len(_FENCE.findall(text)) == 2 * len(list(_printed()))  # no block without a file
+    different = []
+    for file, region, block in _printed():
+        source = (ROOT / file).read_text()
+        expected = _regions(source)[region] if region else source
+        if block != expected:
+            different.append(f"{file}#{region}")
+    assert different == []
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_the_guide_prints_each_example_whole(name: str) -> None:
+    """Every line of each example is inside a region the guide prints (region markers aside),
+    so nothing the example needs is missing from the page."""
+    source = (ROOT / "examples" / name).read_text()
+    printed = {region for file, region, _ in _printed() if file == f"examples/{name}"}
+    regions = _regions(source)
+    assert printed == set(regions)
+    outside = _REGION.sub("", source)
+    for body in regions.values():
+        outside = outside.replace(body, "", 1)
+    assert outside.strip() == ""
+
+
+def test_the_guide_prints_every_template() -> None:
+    """The templates the sites render are printed too."""
+    printed = {file for file, _, _ in _printed()}
+    templates = {
+        str(path.relative_to(ROOT)) for path in (ROOT / "examples" / "templates").rglob("*.html")
+    }
+    assert templates - printed == set()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _load(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> Any:
+    monkeypatch.setenv("COATCHECK_STORE", f"sqlite:///{tmp_path / 'sessions.db'}")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    module_name = name.removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "examples" / name)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, module_name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _csrf_field(html: str) -> str:
+    """The value of the page's hidden ``_csrf`` field, as a browser would submit it."""
+    found = re.search(r'<input type="hidden" name="_csrf" value="([^"]*)">', html)
+    assert found is not None, html
+    return found.group(1)
+
+
+def _location(response: Any) -> str:
+    assert response.status_code == 303, (response.status_code, response.text)
+    return str(response.headers["location"])
+
+
+# -- the Starlette site --------------------------------------------------------------------------
+
+
+class Browser:
+    """An httpx client that behaves like a browser on the Starlette site: it asks for HTML, and
+    submits forms with the ``_csrf`` field of the page they are on."""
+
+    def __init__(self, app: Any) -> None:
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://testserver", headers=BROWSER
+        )
+
+    async def get(self, path: str) -> httpx.Response:
+        return await self.client.get(path)
+
+    async def submit(self, page: str, action: str, **fields: str) -> httpx.Response:
+        html = (await self.get(page)).text
+        return await self.client.post(action, data={"_csrf": _csrf_field(html), **fields})
+
+
+async def test_the_starlette_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Sign-up, flash, logout with its flash, log-in with next, the devices page with "this
+    device", revoking one device and all others, a password change that signs the other devices
+    out and keeps this one remembered, error pages for a missing CSRF field and throttling."""
+    site = _load("guide_starlette.py", monkeypatch, tmp_path)
+    ann, other = Browser(site.app), Browser(site.app)
+    try:
+        # Anonymous: the devices page sends the browser to the login page, next kept.
+        assert _location(await ann.get("/devices")) == "/login?next=/devices"
+
+        # Sign up: signed in, welcomed once, a device cookie set.
+        signed_up = await ann.submit(
+            "/signup", "/signup", email="Ann@Example.com", password="correct horse"
+        )
+        assert _location(signed_up) == "/"
+        assert site.guard.device_cookie_name in ann.client.cookies
+        home = (await ann.get("/")).text
+        assert "Welcome! Your account is ready." in home
+        assert "ann@example.com" in home
+        assert "Welcome!" not in (await ann.get("/")).text
+
+        # A form posted without its _csrf field: the error page, not JSON.
+        expired = await ann.client.post("/logout")
+        assert (expired.status_code, "This form has expired" in expired.text) == (403, True)
+        assert expired.headers["content-type"].startswith("text/html")
+
+        # Logout: the flash survives into the anonymous session.
+        assert _location(await ann.submit("/", "/logout")) == "/"
+        assert "You have been signed out." in (await ann.get("/")).text
+
+        # Log in with next; a wrong password first.
+        wrong = await ann.submit(
+            "/login?next=/devices",
+            "/login?next=/devices",
+            email="ann@example.com",
+            password="wrong",
+        )
+        assert (wrong.status_code, "Wrong email or password." in wrong.text) == (401, True)
+        signed_in = await ann.submit(
+            "/login?next=/devices",
+            "/login?next=/devices",
+            email="ann@example.com",
+            password="correct horse",
+            remember="on",
+        )
+        assert _location(signed_in) == "/devices"
+        devices = (await ann.get("/devices")).text
+        assert "Signed in as ann@example.com." in devices
+        assert devices.count("this device") == 1
+        assert "(kept signed in)" in devices
+
+        # Another browser signs in; Ann sees two devices and signs the other one out.
+        await other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        devices = (await ann.get("/devices")).text
+        assert devices.count("<li>") == 2
+        other_id = (await site.admin.sessions_of("1"))[0].id
+        assert other_id != (await site.admin.sessions_of("1"))[1].id
+        revoke_form = f"/devices/{other_id}/revoke"
+        assert _location(await ann.submit("/devices", revoke_form)) == "/devices"
+        assert "That device is signed out." in (await ann.get("/devices")).text
+        assert _location(await other.get("/devices")) == "/login?next=/devices"
+
+        # Sign out everywhere else.
+        await other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        ended = await ann.submit("/devices", "/devices/revoke-others")
+        assert _location(ended) == "/devices"
+        assert "Signed out of 1 other device(s)." in (await ann.get("/devices")).text
+        assert _location(await other.get("/devices")) == "/login?next=/devices"
+
+        # Password change: the other device is signed out, this one stays, still remembered.
+        await other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        refused = await ann.submit(
+            "/password", "/password", current_password="nope", new_password="battery staple"
+        )
+        assert (refused.status_code, "The current password is wrong." in refused.text) == (
+            401,
+            True,
+        )
+        changed = await ann.submit(
+            "/password",
+            "/password",
+            current_password="correct horse",
+            new_password="battery staple",
+        )
+        assert _location(changed) == "/devices"
+        devices = (await ann.get("/devices")).text
+        assert "Password changed; 1 other device(s) signed out." in devices
+        assert "(kept signed in)" in devices
+        assert _location(await other.get("/devices")) == "/login?next=/devices"
+        old = await other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        assert old.status_code == 401
+        new = await other.submit(
+            "/login?next=//evil.example", "/login?next=//evil.example",
+            email="ann@example.com", password="battery staple",
+        )  # fmt: skip
+        assert _location(new) == "/"  # a next leading off the site is dropped
+
+        # Throttling: after five failures the sixth attempt is refused with a page.
+        stranger = Browser(site.app)
+        for _ in range(5):
+            await stranger.submit("/login", "/login", email="ann@example.com", password="guess")
+        throttled = await stranger.submit(
+            "/login", "/login", email="ann@example.com", password="guess"
+        )
+        assert (throttled.status_code, "Too many attempts" in throttled.text) == (429, True)
+        assert int(throttled.headers["retry-after"]) > 0
+        # ... while Ann's own browser, with its device cookie, still signs in.
+        await ann.submit("/", "/logout")
+        back = await ann.submit("/login", "/login", email="ann@example.com", password="battery staple")
+        assert _location(back) == "/"
+        await stranger.client.aclose()
+    finally:
+        await ann.client.aclose()
+        await other.client.aclose()
+        await site.manager.close()
+        site.hasher.close()
