@@ -247,3 +247,102 @@ async def test_the_starlette_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         await other.client.aclose()
         await site.manager.close()
         site.hasher.close()
+
+
+# -- the Flask site ------------------------------------------------------------------------------
+
+
+class FlaskBrowser:
+    """Flask's test client as a browser: it asks for HTML and submits forms with their
+    ``_csrf`` field."""
+
+    def __init__(self, app: Any) -> None:
+        self.client = app.test_client()
+        self.client.environ_base["HTTP_ACCEPT"] = BROWSER["accept"]
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path)
+
+    def submit(self, page: str, action: str, **fields: str) -> Any:
+        html = self.get(page).get_data(as_text=True)
+        return self.client.post(action, data={"_csrf": _csrf_field(html), **fields})
+
+
+def _text(response: Any) -> str:
+    return str(response.get_data(as_text=True))
+
+
+def test_the_flask_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The same flow on Flask, over plain http with CookieConfig(secure=False): sign-up, flash,
+    logout with its flash, log-in with next (login_view), the devices page, revoking, a password
+    change, and error pages for a missing CSRF field and an API client's 401."""
+    site = _load("guide_flask.py", monkeypatch, tmp_path, COATCHECK_DEV="1")
+    ann, other = FlaskBrowser(site.app), FlaskBrowser(site.app)
+    try:
+        assert _location(ann.get("/devices")) == "/login?next=/devices"
+        api = site.app.test_client().get("/devices", headers={"accept": "application/json"})
+        assert (api.status_code, api.json) == (401, {"error": "unauthenticated"})
+
+        signed_up = ann.submit("/signup", "/signup", email="ann@example.com", password="correct horse")
+        assert _location(signed_up) == "/"
+        assert ann.client.get_cookie("coatcheck_session") is not None  # the development name
+        home = _text(ann.get("/"))
+        assert "Welcome! Your account is ready." in home
+        assert "Hello, ann@example.com" in home
+        assert "Welcome!" not in _text(ann.get("/"))
+
+        expired = ann.client.post("/logout")
+        assert (expired.status_code, "This form has expired" in _text(expired)) == (403, True)
+
+        assert _location(ann.submit("/", "/logout")) == "/"
+        assert "You have been signed out." in _text(ann.get("/"))
+
+        wrong = ann.submit(
+            "/login?next=/devices", "/login?next=/devices", email="ann@example.com", password="x"
+        )
+        assert (wrong.status_code, "Wrong email or password." in _text(wrong)) == (401, True)
+        signed_in = ann.submit(
+            "/login?next=/devices",
+            "/login?next=/devices",
+            email="ann@example.com",
+            password="correct horse",
+            remember="on",
+        )
+        assert _location(signed_in) == "/devices"
+        devices = _text(ann.get("/devices"))
+        assert "Signed in as ann@example.com." in devices
+        assert (devices.count("this device"), "(kept signed in)" in devices) == (1, True)
+
+        other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        assert _text(ann.get("/devices")).count("<li>") == 2
+        other_id = site.admin.sessions_of("1")[0].id
+        assert _location(ann.submit("/devices", f"/devices/{other_id}/revoke")) == "/devices"
+        assert "That device is signed out." in _text(ann.get("/devices"))
+        assert _location(other.get("/devices")) == "/login?next=/devices"
+
+        other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        assert _location(ann.submit("/devices", "/devices/revoke-others")) == "/devices"
+        assert "Signed out of 1 other device(s)." in _text(ann.get("/devices"))
+        assert _location(other.get("/devices")) == "/login?next=/devices"
+
+        other.submit("/login", "/login", email="ann@example.com", password="correct horse")
+        refused = ann.submit(
+            "/password", "/password", current_password="nope", new_password="battery staple"
+        )
+        assert refused.status_code == 401
+        changed = ann.submit(
+            "/password", "/password", current_password="correct horse", new_password="battery staple"
+        )
+        assert _location(changed) == "/devices"
+        devices = _text(ann.get("/devices"))
+        assert "Password changed; 1 other device(s) signed out." in devices
+        assert "(kept signed in)" in devices
+        assert _location(other.get("/devices")) == "/login?next=/devices"
+        new = other.submit(
+            "/login?next=//evil.example", "/login?next=//evil.example",
+            email="ann@example.com", password="battery staple",
+        )  # fmt: skip
+        assert _location(new) == "/"
+    finally:
+        site.manager.close()
+        site.hasher.close()
