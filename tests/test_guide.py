@@ -346,3 +346,59 @@ def test_the_flask_site(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     finally:
         site.manager.close()
         site.hasher.close()
+
+
+# -- the JSON API --------------------------------------------------------------------------------
+
+
+async def test_the_json_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Register (signed in), /me, logout with the CSRF header, login, wrong passwords, bearer
+    tokens (no cookies, no CSRF, revoked by logout), and JSON errors throughout."""
+    api = _load("guide_api.py", monkeypatch, tmp_path)
+    transport = httpx.ASGITransport(app=api.app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as web:
+            creds = {"email": "Ann@Example.com", "password": "correct horse"}
+            registered = await web.post("/api/register", json=creds)
+            assert (registered.status_code, registered.json()) == (
+                201,
+                {"id": "1", "email": "ann@example.com"},
+            )
+            assert (await web.get("/api/me")).json()["email"] == "ann@example.com"
+            taken = await web.post(
+                "/api/register",
+                json=creds,
+                headers={"x-xsrf-token": web.cookies["XSRF-TOKEN"]},
+            )
+            assert (taken.status_code, taken.json()) == (409, {"error": "email_taken"})
+            assert (await web.post("/api/logout")).status_code == 403  # no CSRF header
+            xsrf = {"x-xsrf-token": web.cookies["XSRF-TOKEN"]}
+            assert (await web.post("/api/logout", headers=xsrf)).status_code == 204
+            anonymous = await web.get("/api/me")
+            assert (anonymous.status_code, anonymous.json()) == (401, {"error": "unauthenticated"})
+            wrong = await web.post("/api/login", json={**creds, "password": "nope"})
+            assert (wrong.status_code, wrong.json()) == (401, {"error": "invalid_credentials"})
+            assert (await web.post("/api/login", json=creds)).status_code == 200
+            assert (await web.get("/api/me")).json()["id"] == "1"
+            short = await web.post(
+                "/api/register",
+                json={"email": "bob@example.com", "password": "short"},
+                headers={"x-xsrf-token": web.cookies["XSRF-TOKEN"]},
+            )
+            assert (short.status_code, short.json()["error"]) == (422, "invalid_password")
+
+        async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as cli:
+            issued = await cli.post("/api/token", json=creds)
+            assert issued.status_code == 201
+            assert issued.headers["cache-control"] == "no-store"
+            bearer = {"authorization": f"Bearer {issued.json()['access_token']}"}
+            me = await cli.get("/api/me", headers=bearer)
+            assert (me.json()["email"], "set-cookie" in me.headers) == ("ann@example.com", False)
+            assert (await cli.post("/api/logout", headers=bearer)).status_code == 204
+            revoked = await cli.get("/api/me", headers=bearer)
+            assert revoked.status_code == 401
+            assert 'error="invalid_token"' in revoked.headers["www-authenticate"]
+            assert (await cli.post("/api/token", content=b"x")).status_code == 415
+    finally:
+        await api.manager.close()
+        api.hasher.close()
