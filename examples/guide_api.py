@@ -45,6 +45,8 @@ async def load_user(user_id: str) -> dict[str, str] | None:
 
 def public(user: dict[str, str]) -> dict[str, str]:
     return {"id": user["id"], "email": user["email"]}
+
+
 # --8<-- [end:setup]
 
 
@@ -83,6 +85,8 @@ async def authenticate(request: Request) -> dict[str, str]:
         raise HTTPError(401, {"error": "invalid_credentials"})
     await guard.succeeded(attempt)
     return user
+
+
 # --8<-- [end:register]
 
 

@@ -89,6 +89,8 @@ def see_other(url: str, headers: list[tuple[str, str]] | None = None) -> Any:
     for name, value in headers or []:
         response.headers.add(name, value)
     return response
+
+
 # --8<-- [end:users]
 
 
@@ -118,6 +120,8 @@ def signup() -> Any:
     session.flash("Welcome! Your account is ready.", "success")
     # This browser gets a device cookie: its owner is never throttled with an attacker.
     return see_other("/", guard.device_cookie(user["id"]))
+
+
 # --8<-- [end:signup]
 
 
@@ -156,6 +160,8 @@ def login_page() -> Any:
     )
     session.flash(f"Signed in as {user['email']}.", "success")
     return see_other(next_url, device)
+
+
 # --8<-- [end:login]
 
 
@@ -183,6 +189,8 @@ def revoke_others() -> Any:
     ended = admin.revoke_all(current_user()["id"], keep=get_session().id)
     get_session().flash(f"Signed out of {ended} other device(s).", "success")
     return see_other("/devices")
+
+
 # --8<-- [end:devices]
 
 
@@ -213,4 +221,6 @@ def sign_out() -> Any:
     logout(session)
     session.flash("You have been signed out.")  # carried into the new anonymous session
     return see_other("/")
+
+
 # --8<-- [end:password]

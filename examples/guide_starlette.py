@@ -99,6 +99,8 @@ def see_other(url: str, headers: Sequence[tuple[str, str]] = ()) -> Response:
     for name, value in headers:
         response.headers.append(name, value)
     return response
+
+
 # --8<-- [end:users]
 
 
@@ -127,6 +129,8 @@ async def signup(request: Request) -> Response:
     session.flash("Welcome! Your account is ready.", "success")
     # This browser gets a device cookie: its owner is never throttled with an attacker.
     return see_other("/", guard.device_cookie(user["id"]))
+
+
 # --8<-- [end:signup]
 
 
@@ -165,6 +169,8 @@ async def login_page(request: Request) -> Response:
     )
     session.flash(f"Signed in as {user['email']}.", "success")
     return see_other(next_url, device)
+
+
 # --8<-- [end:login]
 
 
@@ -190,6 +196,8 @@ async def revoke_others(request: Request) -> Response:
     ended = await admin.revoke_all(user["id"], keep=get_session(request).id)
     get_session(request).flash(f"Signed out of {ended} other device(s).", "success")
     return see_other("/devices")
+
+
 # --8<-- [end:devices]
 
 
@@ -221,6 +229,8 @@ async def sign_out(request: Request) -> Response:
     logout(session)
     session.flash("You have been signed out.")  # carried into the new anonymous session
     return see_other("/")
+
+
 # --8<-- [end:password]
 
 
