@@ -16,11 +16,17 @@ Errors the middleware answers itself, as JSON:
 - any :class:`~coatcheck.errors.HTTPError` the app raises (``require_user`` uses this), and a
   :class:`~coatcheck.errors.PasswordError` as 422 ``invalid_password``.
 
+With ``error_renderer(scope, error)``, a browser's page request (``Accept`` prefers ``text/html``,
+no ``Authorization``) gets the HTML that function returns for each of these refusals instead,
+under the same status and headers; API requests keep the JSON. A redirect stays a redirect, and a
+renderer that returns ``None`` or raises (logged) leaves the JSON answer.
+
 A WebSocket handshake from another origin is refused (closed with 1008) before the app sees it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -30,15 +36,12 @@ from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
     MAX_FORM_BYTES,
-    JSONAnswer,
+    Answer,
+    Refusals,
     add_session_headers,
-    app_error_answer,
-    commit_error_answer,
     form_field,
-    json_answer,
     replace_header,
     secure_cookie_over_http,
-    unavailable_answer,
     wants_form_token,
 )
 from ._core.session import Session
@@ -52,12 +55,17 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UserLoader = Callable[[str], Awaitable[Any]]
+ErrorRenderer = Callable[[Scope, HTTPError], "str | None"]
+"""``error_renderer(scope, error)`` -> the HTML page for a refused page request, or ``None`` for
+the JSON answer. Sync (templates render synchronously); it gets the request's ASGI scope
+(``starlette.requests.Request(scope)`` reads it) and the :class:`~coatcheck.errors.HTTPError`
+being answered (``status_code``, ``body["error"]``: ``"csrf"``, ``"unauthenticated"``...)."""
 
 log = logging.getLogger("coatcheck")
 _REWRITTEN = frozenset({b"vary", b"cache-control"})
 
 
-async def send_answer(send: Send, answer: JSONAnswer) -> None:
+async def send_answer(send: Send, answer: Answer) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body})
@@ -69,7 +77,8 @@ class SessionMiddleware:
     ``user_loader(user_id)`` (async) gives the user object the integrations' ``current_user``
     returns. ``user_credential(user)`` (sync) gives the credential sessions were bound to at login
     (``login(..., credential=user.password_hash)``): a session whose credential changed since is
-    ended when its user is loaded.
+    ended when its user is loaded. ``error_renderer(scope, error)`` (sync) renders HTML pages for
+    the refusals of browsers' page requests (see :data:`ErrorRenderer`).
     """
 
     def __init__(
@@ -79,11 +88,13 @@ class SessionMiddleware:
         manager: AsyncSessionManager,
         user_loader: UserLoader | None = None,
         user_credential: UserCredential | None = None,
+        error_renderer: ErrorRenderer | None = None,
     ) -> None:
         self.app = app
         self.manager = manager
         self.user_loader = user_loader
         self.user_credential = user_credential
+        self.error_renderer = error_renderer
         self._warned_insecure = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,12 +111,16 @@ class SessionMiddleware:
             scope.get("headers", []),
             client[0] if client else "",
         )
+        render = (
+            functools.partial(self.error_renderer, scope)
+            if self.error_renderer is not None and scope["type"] == "http"
+            else None
+        )
+        refusals = Refusals(request, render)
         too_large = cookie_header_error(request)
         if too_large is not None:
             if scope["type"] == "http":
-                await send_answer(
-                    send, json_answer(too_large.status_code, too_large.body, too_large.headers)
-                )
+                await send_answer(send, refusals.answer(too_large))
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
@@ -120,7 +135,7 @@ class SessionMiddleware:
             opened = await self.manager.open(request, form_csrf=form_csrf)
         except (StoreUnavailableError, ConflictError) as exc:
             if scope["type"] == "http":
-                await send_answer(send, unavailable_answer(exc))
+                await send_answer(send, refusals.unavailable(exc))
             else:
                 await send({"type": "websocket.close", "code": 1013})
             return
@@ -133,10 +148,7 @@ class SessionMiddleware:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            error = opened.error
-            await send_answer(
-                send, json_answer(error.status_code, error.body, [*error.headers, *extra])
-            )
+            await send_answer(send, refusals.answer(opened.error, extra))
             return
 
         scope["session"] = session
@@ -161,7 +173,7 @@ class SessionMiddleware:
                     committed = await self.manager.commit(session)
                 except (StoreUnavailableError, ConflictError, HTTPError) as exc:
                     replaced = True
-                    await send_answer(send, commit_error_answer(exc))
+                    await send_answer(send, refusals.unavailable(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 self._add_headers(scope, session, raw_headers, [*extra, *committed.headers])
@@ -171,7 +183,7 @@ class SessionMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except CoatcheckError as exc:
-            answer = app_error_answer(exc, extra)
+            answer = refusals.app_error(exc, extra)
             if answer is None or started:
                 raise
             await send_answer(send, answer)

@@ -19,12 +19,18 @@ Errors the middleware answers itself, as JSON (the same answers as the ASGI midd
 - any :class:`~coatcheck.errors.HTTPError` the app raises before calling ``start_response``, and a
   :class:`~coatcheck.errors.PasswordError` as 422 ``invalid_password``.
 
+With ``error_renderer(environ, error)``, a browser's page request (``Accept`` prefers
+``text/html``, no ``Authorization``) gets the HTML that function returns for each of these
+refusals instead, under the same status and headers; API requests keep the JSON. A redirect stays
+a redirect, and a renderer that returns ``None`` or raises (logged) leaves the JSON answer.
+
 The CSRF form field is read from a urlencoded body only when it has a ``Content-Length`` of at most
 :data:`~coatcheck._core.responses.MAX_FORM_BYTES`; the bytes read are put back as ``wsgi.input``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -36,16 +42,13 @@ from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
     MAX_FORM_BYTES,
+    Answer,
     Headers,
-    JSONAnswer,
+    Refusals,
     add_session_headers,
-    app_error_answer,
-    commit_error_answer,
     form_field,
-    json_answer,
     replace_header,
     secure_cookie_over_http,
-    unavailable_answer,
     wants_form_token,
 )
 from ._core.session import Session
@@ -58,11 +61,14 @@ if TYPE_CHECKING:
 
     from _typeshed import OptExcInfo
 
-__all__ = ["SessionMiddleware", "UserLoader", "request_view"]
+__all__ = ["ErrorRenderer", "SessionMiddleware", "UserLoader", "request_view"]
 
 
 UserLoader = Callable[[str], Any]
 """``user_loader(user_id)`` -> your user object, or ``None`` when it no longer exists."""
+ErrorRenderer = Callable[["WSGIEnvironment", HTTPError], "str | None"]
+"""``error_renderer(environ, error)`` -> the HTML page for a refused page request, or ``None`` for
+the JSON answer (see :data:`coatcheck.asgi.ErrorRenderer`)."""
 
 log = logging.getLogger("coatcheck")
 
@@ -96,8 +102,8 @@ def request_view(environ: WSGIEnvironment) -> RequestView:
 class SessionMiddleware:
     """WSGI middleware giving every request a coatcheck session in ``environ``.
 
-    ``user_loader`` and ``user_credential`` as for :class:`coatcheck.asgi.SessionMiddleware`
-    (both sync here).
+    ``user_loader``, ``user_credential`` and ``error_renderer`` as for
+    :class:`coatcheck.asgi.SessionMiddleware` (all sync here; the renderer gets the environ).
     """
 
     def __init__(
@@ -107,21 +113,26 @@ class SessionMiddleware:
         manager: SessionManager,
         user_loader: UserLoader | None = None,
         user_credential: UserCredential | None = None,
+        error_renderer: ErrorRenderer | None = None,
     ) -> None:
         self.app = app
         self.manager = manager
         self.user_loader = user_loader
         self.user_credential = user_credential
+        self.error_renderer = error_renderer
         self._warned_insecure = False
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = request_view(environ)
+        render = (
+            functools.partial(self.error_renderer, environ)
+            if self.error_renderer is not None
+            else None
+        )
+        refusals = Refusals(request, render)
         too_large = cookie_header_error(request)
         if too_large is not None:
-            return _answer(
-                start_response,
-                json_answer(too_large.status_code, too_large.body, too_large.headers),
-            )
+            return _answer(start_response, refusals.answer(too_large))
         form_csrf: str | None = None
         if wants_form_token(request, self.manager.config.csrf):
             body = _read_form_body(environ)
@@ -131,26 +142,22 @@ class SessionMiddleware:
         try:
             opened = self.manager.open(request, form_csrf=form_csrf)
         except (StoreUnavailableError, ConflictError) as exc:
-            return _answer(start_response, unavailable_answer(exc))
+            return _answer(start_response, refusals.unavailable(exc))
 
         extra = clear_cookie_headers(self.manager.config) if opened.clear_cookie else []
         if opened.error is not None:
-            error = opened.error
-            return _answer(
-                start_response,
-                json_answer(error.status_code, error.body, [*error.headers, *extra]),
-            )
+            return _answer(start_response, refusals.answer(opened.error, extra))
 
         session = opened.session
         environ["coatcheck.session"] = session
         environ["coatcheck.manager"] = self.manager
         environ["coatcheck.user_loader"] = self.user_loader
         environ["coatcheck.user_credential"] = self.user_credential
-        exchange = _Exchange(self, environ, request.scheme, session, extra, start_response)
+        exchange = _Exchange(self, environ, refusals, session, extra, start_response)
         try:
             result = self.app(environ, exchange.start_response)
         except CoatcheckError as exc:
-            answer = app_error_answer(exc, extra)
+            answer = refusals.app_error(exc, extra)
             if answer is None or exchange.started:
                 raise
             return _answer(start_response, answer)
@@ -171,14 +178,15 @@ class _Exchange:
         self,
         middleware: SessionMiddleware,
         environ: WSGIEnvironment,
-        scheme: str,
+        refusals: Refusals,
         session: Session,
         extra: Headers,
         start_response: StartResponse,
     ) -> None:
         self.middleware = middleware
         self.environ = environ
-        self.scheme = scheme
+        self.refusals = refusals
+        self.scheme = refusals.request.scheme
         self.session = session
         self.extra = extra
         self.server_start_response = start_response
@@ -196,7 +204,7 @@ class _Exchange:
             try:
                 committed = self.middleware.manager.commit(self.session)
             except (StoreUnavailableError, ConflictError, HTTPError) as exc:
-                answer = commit_error_answer(exc)
+                answer = self.refusals.unavailable(exc)
                 self.started = True
                 self.replacement = answer.body
                 self.server_start_response(_status_line(answer.status), answer.headers)
@@ -225,7 +233,7 @@ class _Exchange:
 
     def answer_error(self, exc: CoatcheckError) -> bytes | None:
         """Send the answer for an error raised before ``start_response``; ``None`` to re-raise."""
-        answer = app_error_answer(exc, self.extra)
+        answer = self.refusals.app_error(exc, self.extra)
         if answer is None or self.started:
             return None
         self.started = True
@@ -285,7 +293,7 @@ def _status_line(status: int) -> str:
         return f"{status} Unknown"
 
 
-def _answer(start_response: StartResponse, answer: JSONAnswer) -> list[bytes]:
+def _answer(start_response: StartResponse, answer: Answer) -> list[bytes]:
     start_response(_status_line(answer.status), answer.headers)
     return [answer.body]
 

@@ -210,3 +210,30 @@ async def test_login_path_with_a_query_gets_next_appended() -> None:
     location = urlsplit(response.headers["location"])
     assert (response.status_code, location.path) == (303, "/login")
     assert parse_qs(location.query) == {"lang": ["en"], "next": ["/page?x=1"]}
+
+
+async def test_csrf_input_is_not_escaped_again_by_jinja() -> None:
+    """{{ csrf_input(request) }} in an autoescaped Jinja2 template renders the hidden field
+    itself, not its escaped text (csrf_input returns HTML, which has __html__)."""
+    import jinja2
+
+    template = jinja2.Environment(autoescape=True).from_string(
+        "<form method=post>{{ csrf_input(request) }}</form>"
+    )
+
+    async def form(request: Request) -> Response:
+        return HTMLResponse(template.render(csrf_input=csrf_input, request=request))
+
+    manager = AsyncSessionManager(AsyncMemoryStore(), test_config())
+    app = Starlette(routes=[Route("/form", form), Route("/login", _login, methods=["POST"])])
+    app.add_middleware(SessionMiddleware, manager=manager)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        await c.post("/login")
+        html = (await c.get("/form")).text
+    token = c.cookies["XSRF-TOKEN"]
+    assert html == f'<form method=post><input type="hidden" name="_csrf" value="{token}"></form>'
+
+
+async def _login(request: Request) -> Response:
+    login(get_session(request), "1")
+    return Response(status_code=204)

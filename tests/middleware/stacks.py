@@ -104,9 +104,11 @@ def stack(
     async_store: AsyncStore | None = None,
     records: MemoryStore | None = None,
     base_url: str = BASE,
+    error_page: Callable[[str, HTTPError], str | None] | None = None,
 ) -> Iterator[Stack]:
     """The app on stack ``name`` over a memory store (``records``, or a new one), or over the
-    store given for that stack."""
+    store given for that stack. ``error_page(path, error)`` is given to the middleware as its
+    ``error_renderer``, the path read from the stack's own request object (scope or environ)."""
     config = config or test_config()
     clock = FakeClock()
     records = records if records is not None else MemoryStore()
@@ -120,7 +122,12 @@ def stack(
         async_manager = AsyncSessionManager(
             inner if sealed else counting, config, clock=clock, hooks=hooks
         )
-        app: Any = asgi_app(async_manager)
+        app: Any = asgi_app(
+            async_manager,
+            error_renderer=(
+                (lambda scope, error: error_page(scope["path"], error)) if error_page else None
+            ),
+        )
         manager = async_manager
     else:
         sync_inner = sync_store or records
@@ -129,7 +136,15 @@ def stack(
         sync_manager = SessionManager(
             sync_inner if sealed else sync_counting, config, clock=clock, hooks=hooks
         )
-        app = WSGIMiddleware(wsgi_app(sync_manager), manager=sync_manager)
+        app = WSGIMiddleware(
+            wsgi_app(sync_manager),
+            manager=sync_manager,
+            error_renderer=(
+                (lambda environ, error: error_page(environ["PATH_INFO"], error))
+                if error_page
+                else None
+            ),
+        )
         manager, counting = sync_manager, sync_counting
     ip = "127.0.0.1"
     with ExitStack() as exits:
@@ -140,7 +155,7 @@ def stack(
 # -- the ASGI app ---------------------------------------------------------------------------------
 
 
-def asgi_app(manager: AsyncSessionManager) -> Starlette:
+def asgi_app(manager: AsyncSessionManager, error_renderer: Any = None) -> Starlette:
     admin = AsyncSessionAdmin(manager)
     guard = AsyncLoginGuard(manager, THROTTLE)
 
@@ -237,7 +252,7 @@ def asgi_app(manager: AsyncSessionManager) -> Starlette:
             Route("/sessions", sessions),
         ]
     )
-    app.add_middleware(ASGIMiddleware, manager=manager)
+    app.add_middleware(ASGIMiddleware, manager=manager, error_renderer=error_renderer)
     return app
 
 

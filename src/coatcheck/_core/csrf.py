@@ -16,10 +16,17 @@ Bearer requests are exempt: a browser never attaches an ``Authorization`` header
 from __future__ import annotations
 
 import hmac
+from html import escape
 
 from ..errors import HTTPError
 from .config import CSRFConfig
 from .http import RequestView, is_unsafe
+
+
+def hidden_input(field: str, token: str) -> str:
+    """The hidden form field that carries the CSRF token, its name and value HTML-escaped (the
+    integrations mark it safe for their templates)."""
+    return f'<input type="hidden" name="{escape(field)}" value="{escape(token)}">'
 
 
 def csrf_error(reason: str) -> HTTPError:

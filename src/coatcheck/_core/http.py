@@ -179,6 +179,46 @@ def _in_networks(address: str, networks: Sequence[str]) -> bool:
     return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def _accepted(accept: str) -> Iterable[tuple[str, float]]:
+    """``(media type, q)`` for each range of an ``Accept`` header; a malformed q counts as 0."""
+    for part in accept.split(","):
+        media, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                q = q if 0.0 <= q <= 1.0 else 0.0
+        yield media.strip().lower(), q
+
+
+def wants_page(request: RequestView) -> bool:
+    """Whether a request is a browser's page request rather than an API call.
+
+    The rule: a request without an ``Authorization`` header whose ``Accept`` names HTML
+    (``text/html`` or ``application/xhtml+xml``) with a weight no lower than any JSON type's.
+    Browsers send ``text/html`` first for every navigation and form submission; ``fetch()``,
+    curl, httpx and test clients send ``*/*`` or nothing, and API clients ``application/json``,
+    so they all count as APIs (wildcards say nothing about HTML).
+    """
+    if request.get("authorization"):
+        return False
+    html = json_ = 0.0
+    for accept in request.get_all("accept"):
+        for media, q in _accepted(accept):
+            if media in _HTML_TYPES:
+                html = max(html, q)
+            elif media == "application/json" or media.endswith("+json"):
+                json_ = max(json_, q)
+    return html > 0 and html >= json_
+
+
 def is_unsafe(method: str) -> bool:
     return method.upper() not in SAFE_METHODS
 

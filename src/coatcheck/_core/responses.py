@@ -11,6 +11,12 @@ Rules written here:
   422 ``invalid_password`` for a refused password, and any :class:`~coatcheck.errors.HTTPError`
   as its own status, body and headers (also when raised by the commit: a sealed session too
   large for a cookie is a 413).
+- Error pages: with an app's renderer (``error_renderer``), a refusal (status 400 or more) of a
+  page request (:func:`~coatcheck._core.http.wants_page`: a browser asking for HTML) is answered
+  with the HTML the renderer returns, under the same status and headers (``Retry-After``,
+  ``WWW-Authenticate``, cleared cookies) plus ``Cache-Control: no-store``. A redirect (the 303 to
+  the login page) stays a redirect; API requests keep the JSON; a renderer that returns ``None``
+  leaves the JSON; one that raises is logged and the JSON is sent -- never a 500.
 - A response that read the session, sets a cookie or carries a fresh token varies on ``Cookie``
   (or ``Authorization`` for bearer sessions). One that sets a token is ``no-store``, replacing the
   app's own ``Cache-Control``; otherwise ``private, no-store`` unless the app chose a policy.
@@ -21,14 +27,15 @@ Rules written here:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..errors import ConflictError, HTTPError, PasswordError, StoreUnavailableError
 from .config import CSRFConfig, SessionConfig
-from .http import RequestView, is_unsafe
+from .http import RequestView, is_unsafe, wants_page
 from .session import Session
 
 Headers = list[tuple[str, str]]
@@ -45,24 +52,31 @@ INSECURE_COOKIE_WARNING = (
 )
 
 
+log = logging.getLogger("coatcheck")
+
+
 @dataclass(frozen=True, slots=True)
-class JSONAnswer:
-    """A complete response the middleware sends instead of the app's."""
+class Answer:
+    """A complete response the middleware sends instead of the app's (JSON, or an error page)."""
 
     status: int
     headers: Headers
     body: bytes
 
 
+JSONAnswer = Answer
+
+PageRenderer = Callable[[HTTPError], "str | None"]
+"""The app's error renderer, bound by a driver to the request being refused."""
+
+
 # -- error answers --------------------------------------------------------------------------
 
 
-def json_answer(
-    status: int, body: dict[str, Any], headers: Sequence[tuple[str, str]]
-) -> JSONAnswer:
+def json_answer(status: int, body: dict[str, Any], headers: Sequence[tuple[str, str]]) -> Answer:
     """A JSON response: content type, length and ``no-store`` first, then ``headers``."""
     payload = json.dumps(body).encode()
-    return JSONAnswer(
+    return Answer(
         status,
         [
             ("content-type", "application/json"),
@@ -74,40 +88,103 @@ def json_answer(
     )
 
 
-def unavailable_body(
-    error: StoreUnavailableError | ConflictError,
-) -> tuple[dict[str, str], Headers]:
-    """The 503 body and its ``Retry-After`` header for a store outage or a lost write race."""
-    retry_after = getattr(error, "retry_after", DEFAULT_RETRY_AFTER)
-    return {"error": "store_unavailable"}, [("retry-after", str(retry_after))]
+def html_answer(status: int, page: str, headers: Sequence[tuple[str, str]]) -> Answer:
+    """An HTML error page: content type, length and ``no-store`` first, then ``headers``."""
+    payload = page.encode("utf-8")
+    return Answer(
+        status,
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            ("content-length", str(len(payload))),
+            ("cache-control", "no-store"),
+            *headers,
+        ],
+        payload,
+    )
 
 
-def unavailable_answer(error: StoreUnavailableError | ConflictError) -> JSONAnswer:
-    body, headers = unavailable_body(error)
-    return json_answer(503, body, headers)
-
-
-def commit_error_answer(error: StoreUnavailableError | ConflictError | HTTPError) -> JSONAnswer:
-    """The answer sent instead of the app's when committing the session failed: 503 for an
-    outage or a lost race, or the error's own status (413 for a sealed session too large)."""
+def as_http_error(error: BaseException) -> HTTPError | None:
+    """The HTTP answer coatcheck gives for ``error``, or ``None`` for an error it does not answer:
+    an :class:`HTTPError` as itself, a refused password as 422 ``invalid_password``, a store
+    outage or a write that kept losing as 503 ``store_unavailable`` with ``Retry-After``."""
     if isinstance(error, HTTPError):
-        return json_answer(error.status_code, error.body, error.headers)
-    return unavailable_answer(error)
-
-
-def app_error_answer(error: BaseException, extra: Sequence[tuple[str, str]]) -> JSONAnswer | None:
-    """The answer for an exception the app raised before responding, or ``None`` to re-raise.
-
-    ``extra`` are headers the middleware owes the client anyway (clearing a bad cookie); they go
-    on every answer except the 503, which says nothing about the session.
-    """
-    if isinstance(error, HTTPError):
-        return json_answer(error.status_code, error.body, [*error.headers, *extra])
+        return error
     if isinstance(error, PasswordError):
-        return json_answer(422, {"error": "invalid_password", "message": str(error)}, extra)
+        return HTTPError(422, {"error": "invalid_password", "message": str(error)})
     if isinstance(error, StoreUnavailableError | ConflictError):
-        return unavailable_answer(error)
+        return unavailable_error(error)
     return None
+
+
+def unavailable_error(error: StoreUnavailableError | ConflictError) -> HTTPError:
+    """The 503 ``store_unavailable`` with ``Retry-After`` for a store outage or a lost race."""
+    retry_after = getattr(error, "retry_after", DEFAULT_RETRY_AFTER)
+    return HTTPError(
+        503, {"error": "store_unavailable"}, headers=(("retry-after", str(retry_after)),)
+    )
+
+
+class Refusals:
+    """How the middleware answers one request's refusals: JSON, or the app's error page.
+
+    ``request`` is the request being answered; ``render`` the app's renderer bound to it (the
+    drivers pass their own request object), ``None`` for JSON only.
+    """
+
+    __slots__ = ("render", "request")
+
+    def __init__(self, request: RequestView, render: PageRenderer | None = None) -> None:
+        self.request = request
+        self.render = render
+
+    def answer(self, error: HTTPError, extra: Sequence[tuple[str, str]] = ()) -> Answer:
+        """The answer for ``error``, with ``extra`` headers (clearing a bad cookie) after its own:
+        the renderer's page when the rules in this module's docstring allow one, else JSON."""
+        headers = [*error.headers, *extra]
+        page = self._page(error)
+        if page is not None:
+            return html_answer(error.status_code, page, headers)
+        return json_answer(error.status_code, error.body, headers)
+
+    def unavailable(self, error: StoreUnavailableError | ConflictError | HTTPError) -> Answer:
+        """The answer sent instead of the app's when the store failed (503), or when committing
+        raised an :class:`HTTPError` (413 for a sealed session too large). The 503 says nothing
+        about the session, so it carries no session headers."""
+        if isinstance(error, HTTPError):
+            return self.answer(error)
+        return self.answer(unavailable_error(error))
+
+    def app_error(self, error: BaseException, extra: Sequence[tuple[str, str]]) -> Answer | None:
+        """The answer for an exception the app raised before responding, or ``None`` to re-raise.
+
+        ``extra`` are headers the middleware owes the client anyway (clearing a bad cookie); they
+        go on every answer except the 503, which says nothing about the session.
+        """
+        http_error = as_http_error(error)
+        if http_error is None:
+            return None
+        if isinstance(error, StoreUnavailableError | ConflictError):
+            return self.answer(http_error)
+        return self.answer(http_error, extra)
+
+    def _page(self, error: HTTPError) -> str | None:
+        if self.render is None or error.status_code < 400 or not wants_page(self.request):
+            return None
+        try:
+            page = self.render(error)
+        except Exception:
+            # The page is a courtesy: the JSON answer still says what happened.
+            log.exception(
+                "coatcheck: the error renderer raised; answering %d as JSON", error.status_code
+            )
+            return None
+        if page is not None and not isinstance(page, str):
+            log.error(
+                "coatcheck: the error renderer returned %s, not str or None; answering as JSON",
+                type(page).__name__,
+            )
+            return None
+        return page
 
 
 # -- headers on the app's response -----------------------------------------------------------

@@ -5,6 +5,10 @@
 - An anonymous request to a page answers 303 to the login page, whose URL carries the page as a
   safe, local ``next`` (:func:`coatcheck._core.redirects.login_redirect_url`: appended with ``&``
   when the login path already has a query).
+- Whether an anonymous request is sent to the login page: always when its route says it is a
+  page (``redirect=True``), never when it says it is an API (``redirect=False``); when the route
+  does not say, only when the app names a login view and the request is a browser's page request
+  (:func:`coatcheck._core.http.wants_page`: ``Accept`` prefers HTML, no ``Authorization``).
 - A signed-in user whose last full login is older than a sensitive action allows answers 401
   ``{"error": "reauthentication_required"}``.
 """
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import HTTPError
+from .http import RequestView, wants_page
 from .record import Transport
 from .redirects import login_redirect_url
 from .session import Session
@@ -25,6 +30,7 @@ __all__ = [
     "bearer_challenge",
     "credential_fingerprint",
     "credential_matches",
+    "login_page_for",
     "reauthentication_required",
     "still_signed_in",
     "unauthenticated",
@@ -47,6 +53,26 @@ def unauthenticated(
         location = login_redirect_url(login_path, target)
         return HTTPError(303, {"error": "unauthenticated"}, headers=(("location", location),))
     return HTTPError(401, {"error": "unauthenticated"}, headers=bearer_challenge(transport))
+
+
+def login_page_for(
+    request: RequestView,
+    *,
+    redirect: bool | None,
+    login_path: str | None,
+    login_view: str | None,
+    default_login_path: str,
+) -> str | None:
+    """The login page an anonymous ``request`` is sent to, or ``None`` for a 401.
+
+    ``redirect`` and ``login_path`` are what the route said (``None``: nothing), ``login_view``
+    the app-wide login page (``None``: none), ``default_login_path`` ``SessionConfig.login_path``.
+    """
+    if redirect is None:
+        if login_view is None or not wants_page(request):
+            return None
+        return login_path or login_view
+    return (login_path or default_login_path) if redirect else None
 
 
 def reauthentication_required() -> HTTPError:

@@ -12,6 +12,11 @@
     @login_required(redirect=True)        # pages: 303 to /login?next=/account
     def account(): ...
 
+With ``Coatcheck(app, ..., login_view="/login")``, ``@login_required`` sends browsers' page
+requests to the login page by itself and still answers API calls with a 401 (the rule is
+:func:`coatcheck._core.signin.login_page_for`); ``error_renderer=`` renders coatcheck's refusals
+(403 CSRF, 401, 429, 503...) as HTML pages for browsers.
+
 The coatcheck session is :func:`get_session`; Flask's own ``flask.session`` (a signed cookie) is
 left alone. Helpers read the request's WSGI environ, so they work in any view, blueprint or
 ``before_request`` function of an app set up with :class:`Coatcheck`.
@@ -25,10 +30,11 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 from urllib.parse import quote
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from markupsafe import Markup
 
 from .._core import signin
+from .._core.csrf import hidden_input
 from .._core.http import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
@@ -38,7 +44,7 @@ from .._core.http import (
     parse_json_object,
 )
 from .._core.redirects import safe_next
-from .._core.responses import app_error_answer
+from .._core.responses import Refusals
 from .._core.session import Session
 from .._core.signin import UserCredential
 from ..admin import SessionAdmin
@@ -51,14 +57,16 @@ from ..errors import (
     StoreUnavailableError,
 )
 from ..manager import SessionManager
-from ..wsgi import SessionMiddleware, UserLoader
+from ..wsgi import SessionMiddleware, UserLoader, request_view
 
 __all__ = [
     "Coatcheck",
+    "ErrorRenderer",
     "csrf_input",
     "csrf_token",
     "current_user",
     "error_response",
+    "flashes",
     "fresh_login_required",
     "get_manager",
     "get_session",
@@ -80,13 +88,31 @@ _USER_KEY = "_coatcheck_user"
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar and "/", without "%"
 _NOT_INSTALLED = "coatcheck is not set up on this app: Coatcheck(app, manager=...)"
 
+ErrorRenderer = Callable[[HTTPError], "str | None"]
+"""``error_renderer(error)`` -> the HTML page for a refused page request, or ``None`` for JSON.
+Called in a request context (``render_template``, ``flask.request`` and ``url_for`` work); for
+refusals made before the session opened (a store outage, an oversized ``Cookie``) or the CSRF
+check, the coatcheck helpers have no session to read and raise, so keep them out of error
+templates."""
+
 
 class Coatcheck:
     """The Flask extension: wraps ``app.wsgi_app`` with the session middleware.
 
     It also renders coatcheck's errors raised in views as JSON (``HTTPError`` with its status,
     ``PasswordError`` as 422, store outages as 503 with ``Retry-After``) and adds the
-    :func:`csrf_input` template global.
+    :func:`csrf_input`, :func:`current_user` and :func:`flashes` template globals.
+
+    ``login_view`` (a path, usually ``manager.config.login_path``) is the app-wide login page:
+    ``@login_required`` without ``redirect=`` then sends an anonymous page request there (303,
+    with a safe ``next``) and answers an API request 401. A page request is a browser's: its
+    ``Accept`` prefers ``text/html`` and it has no ``Authorization`` header; ``fetch()``, API
+    clients and test clients that send no ``Accept: text/html`` are APIs. ``redirect=True`` or
+    ``False`` on a route overrides the rule.
+
+    ``error_renderer(error)`` renders the refusals of page requests as HTML (see
+    :data:`ErrorRenderer`); API requests, and any refusal it returns ``None`` for or raises on
+    (logged), keep the JSON answer.
     """
 
     def __init__(
@@ -96,22 +122,39 @@ class Coatcheck:
         manager: SessionManager,
         user_loader: UserLoader | None = None,
         user_credential: UserCredential | None = None,
+        login_view: str | None = None,
+        error_renderer: ErrorRenderer | None = None,
     ) -> None:
         self.manager = manager
         self.user_loader = user_loader
         self.user_credential = user_credential
+        if login_view is not None and (not login_view.startswith("/") or login_view[:2] == "//"):
+            raise ConfigurationError("login_view must be a same-site absolute path, like /login")
+        self.login_view = login_view
+        self.error_renderer = error_renderer
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         if "coatcheck" in app.extensions:
             raise ConfigurationError("Coatcheck is already set up on this app")
+        renderer = self.error_renderer
+
+        def render_in_context(environ: Any, error: HTTPError) -> str | None:
+            # A refusal the middleware answers itself comes before Flask saw the request: give
+            # the renderer the request context that render_template and url_for need.
+            if renderer is None:
+                return None
+            with app.request_context(environ):
+                return renderer(error)
+
         # Flask's documented way to add WSGI middleware; mypy sees a method being replaced.
         app.wsgi_app = SessionMiddleware(  # type: ignore[method-assign]
             app.wsgi_app,
             manager=self.manager,
             user_loader=self.user_loader,
             user_credential=self.user_credential,
+            error_renderer=render_in_context if renderer is not None else None,
         )
         app.extensions["coatcheck"] = self
         cookie_name = self.manager.config.cookie.effective_name
@@ -126,11 +169,21 @@ class Coatcheck:
         for error in (HTTPError, PasswordError, StoreUnavailableError, ConflictError):
             app.register_error_handler(error, error_response)
         app.add_template_global(csrf_input, "csrf_input")
+        app.add_template_global(current_user, "current_user")
+        app.add_template_global(flashes, "flashes")
+
+
+def _extension() -> Coatcheck | None:
+    extension = current_app.extensions.get("coatcheck")
+    return extension if isinstance(extension, Coatcheck) else None
 
 
 def error_response(error: Exception) -> Response:
-    """The JSON response for a coatcheck error (what :class:`Coatcheck` answers in views)."""
-    answer = app_error_answer(error, [])
+    """The response for a coatcheck error (what :class:`Coatcheck` answers in views): JSON, or
+    the app's ``error_renderer`` page for a browser's page request."""
+    extension = _extension()
+    renderer = extension.error_renderer if extension is not None else None
+    answer = Refusals(request_view(request.environ), renderer).app_error(error, [])
     if answer is None:
         raise error
     return Response(answer.body, status=answer.status, headers=answer.headers)
@@ -181,17 +234,39 @@ def current_user() -> Any | None:
     return user
 
 
+def flashes() -> list[dict[str, Any]]:
+    """The messages flashed to this request, each ``{"message": ..., "category": ...}``
+    (``get_session().flash(message, category="info")`` queues one); a Jinja global.
+
+    Reading them delivers them: they are shown once. A request that does not read them (a
+    redirect) leaves them for the next one.
+    """
+    return get_session().flashes
+
+
 def require_user() -> Any:
-    """The signed-in user, or raise a 401 ``{"error": "unauthenticated"}`` :class:`HTTPError`."""
+    """The signed-in user, or raise a 401 ``{"error": "unauthenticated"}`` :class:`HTTPError`
+    (a 303 to the login page for a page request, when :class:`Coatcheck` has a ``login_view``)."""
     user = current_user()
     if user is None:
-        raise _unauthenticated(redirect=False, login_path=None)
+        raise _unauthenticated(redirect=None, login_path=None)
     return user
 
 
-def _unauthenticated(*, redirect: bool, login_path: str | None) -> HTTPError:
-    if redirect:
-        path = login_path or get_manager().config.login_path
+def _login_page(redirect: bool | None, login_path: str | None) -> str | None:
+    extension = _extension()
+    return signin.login_page_for(
+        request_view(request.environ),
+        redirect=redirect,
+        login_path=login_path,
+        login_view=extension.login_view if extension is not None else None,
+        default_login_path=get_manager().config.login_path,
+    )
+
+
+def _unauthenticated(*, redirect: bool | None, login_path: str | None) -> HTTPError:
+    path = _login_page(redirect, login_path)
+    if path is not None:
         # Flask's path is percent-decoded; encode it again so an escaped "?", "#" or "%" in it
         # stays part of the path.
         target = quote(request.script_root + request.path, safe=_PATH_SAFE)
@@ -205,16 +280,23 @@ def _unauthenticated(*, redirect: bool, login_path: str | None) -> HTTPError:
 def login_required(view: View[P, R], /) -> View[P, R | Response]: ...
 @overload
 def login_required(
-    *, redirect: bool = False, login_path: str | None = None
+    *, redirect: bool | None = None, login_path: str | None = None
 ) -> Callable[[View[P, R]], View[P, R | Response]]: ...
 def login_required(
-    view: View[P, R] | None = None, /, *, redirect: bool = False, login_path: str | None = None
+    view: View[P, R] | None = None,
+    /,
+    *,
+    redirect: bool | None = None,
+    login_path: str | None = None,
 ) -> View[P, R | Response] | Callable[[View[P, R]], View[P, R | Response]]:
     """Run the view only for a signed-in user (see :func:`current_user`).
 
     Otherwise 401 ``{"error": "unauthenticated"}`` (APIs), or with ``redirect=True`` (pages) a 303
     to the login page (``login_path``, default ``SessionConfig.login_path``) carrying this page
-    as a safe, local ``next``. Use bare (``@login_required``) or with arguments.
+    as a safe, local ``next``. Left out, ``redirect`` follows the app: with
+    ``Coatcheck(login_view=...)`` a browser's page request is redirected there and an API request
+    gets the 401; without, every request gets the 401. Use bare (``@login_required``) or with
+    arguments.
     """
 
     def decorate(view: View[P, R]) -> View[P, R | Response]:
@@ -230,13 +312,13 @@ def login_required(
 
 
 def fresh_login_required(
-    max_age: float = 300, *, redirect: bool = False, login_path: str | None = None
+    max_age: float = 300, *, redirect: bool | None = None, login_path: str | None = None
 ) -> Callable[[View[P, R]], View[P, R | Response]]:
     """For sensitive actions: the user must have logged in within ``max_age`` seconds.
 
     Anonymous requests are answered as by :func:`login_required`; a signed-in user whose login
     is older gets 401 ``{"error": "reauthentication_required"}`` (ask for the password again), or
-    with ``redirect=True`` a 303 to the login page.
+    a 303 to the login page when :func:`login_required` would redirect.
     """
     if callable(max_age):
         raise TypeError("fresh_login_required takes max_age: use @fresh_login_required(300)")
@@ -247,9 +329,9 @@ def fresh_login_required(
             if current_user() is None:
                 return error_response(_unauthenticated(redirect=redirect, login_path=login_path))
             if not is_fresh(get_session(), max_age):
-                error = _unauthenticated(redirect=redirect, login_path=login_path)
-                if not redirect:
-                    error = signin.reauthentication_required()
+                error = signin.reauthentication_required()
+                if _login_page(redirect, login_path) is not None:
+                    error = _unauthenticated(redirect=redirect, login_path=login_path)
                 return error_response(error)
             return view(*args, **kwargs)
 
@@ -265,10 +347,7 @@ def csrf_token() -> str:
 
 def csrf_input() -> Markup:
     """A ready hidden form field carrying the CSRF token (HTML-escaped); a Jinja global."""
-    # Markup.format escapes its arguments.
-    return Markup('<input type="hidden" name="{}" value="{}">').format(
-        get_manager().config.csrf.form_field, csrf_token()
-    )
+    return Markup(hidden_input(get_manager().config.csrf.form_field, csrf_token()))  # noqa: S704
 
 
 def issue_token(user_id: str, *, label: str = "", credential: str | bytes | None = None) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import HTTPConnection, Request
 
 from .._core import signin
+from .._core.csrf import hidden_input
 from .._core.http import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
@@ -130,12 +131,24 @@ def csrf_token(request: HTTPConnection) -> str:
     return get_session(request).csrf_token
 
 
-def csrf_input(request: HTTPConnection) -> str:
-    """A ready hidden form field carrying the CSRF token (HTML-escaped)."""
-    from html import escape
+class HTML(str):
+    """Text that is already HTML: Jinja2 (and markupsafe) insert it as is, without escaping it
+    again, because it has ``__html__``. Everywhere else it is a plain ``str``."""
 
+    __slots__ = ()
+
+    def __html__(self) -> str:
+        return str(self)
+
+
+def csrf_input(request: HTTPConnection) -> HTML:
+    """A ready hidden form field carrying the CSRF token (its name and value HTML-escaped).
+
+    It is :class:`HTML`, so ``{{ csrf_input(request) }}`` in a Jinja2 template (autoescaped, as
+    Starlette's ``Jinja2Templates`` sets it up) renders the field, not its escaped text.
+    """
     field = get_manager(request).config.csrf.form_field
-    return f'<input type="hidden" name="{escape(field)}" value="{escape(csrf_token(request))}">'
+    return HTML(hidden_input(field, csrf_token(request)))
 
 
 async def issue_token(
