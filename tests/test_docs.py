@@ -78,6 +78,7 @@ def test_every_test_named_in_docs_exists() -> None:
             )
             if name not in defined:
                 missing.append(f"{doc.relative_to(ROOT)}: {path}::{name}")
+    assert not missing, "\n".join(sorted(missing))
 
 
 def test_every_test_named_in_reliability_md_exists() -> None:
