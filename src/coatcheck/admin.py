@@ -70,13 +70,15 @@ class _Flows:
             return with_events(_value(purge), lambda _: [])
         return purge
 
-    def password_changed(self, session: Session) -> Reported:
+    def password_changed(self, session: Session, credential: str | bytes | None = None) -> Reported:
         user_id = session.user_id
         if user_id is None:
             raise ValueError("password_changed needs a signed-in session")
-        return self._password_changed(session, user_id)
+        return self._password_changed(session, user_id, credential)
 
-    def _password_changed(self, session: Session, user_id: str) -> Reported:
+    def _password_changed(
+        self, session: Session, user_id: str, credential: str | bytes | None
+    ) -> Reported:
         ended: tuple[int, list[SessionEvent]] = (0, [])
         if self.can_revoke:
             ended = yield from self.revoke_all(user_id, session.id, "password-change")
@@ -91,6 +93,8 @@ class _Flows:
         # A plain regenerate keeps what the session was: remember-me, auth time, deadlines.
         session.regenerate()
         session.rotate_csrf()
+        if credential is not None:
+            session.bind_credential(credential)
         return ended
 
 
@@ -148,16 +152,22 @@ class AsyncSessionAdmin:
         """
         return await self.manager.perform(self._flows.revoke_all(user_id, keep, "revoke-all"))
 
-    async def password_changed(self, session: Session) -> int:
+    async def password_changed(
+        self, session: Session, *, credential: str | bytes | None = None
+    ) -> int:
         """After the signed-in user of ``session`` changed their password: end their other
         sessions now (``on_revoke`` reason ``"password-change"``) and rotate this one at commit
         (a new id and CSRF token; remember-me, auth time and deadlines kept).
+
+        ``credential`` (the new password hash) re-binds this session to it, for sessions signed
+        in with ``login(..., credential=...)``: without it, this session would still carry the
+        old credential's fingerprint and be signed out on its next request.
 
         Returns how many other sessions ended (0 for sealed sessions, which cannot be counted;
         without a revocation record they cannot be ended at all, which is logged). Raises
         ``ValueError`` for an anonymous session.
         """
-        return await self.manager.perform(self._flows.password_changed(session))
+        return await self.manager.perform(self._flows.password_changed(session, credential))
 
     async def purge_expired(self, *, batch: int = 500, max_batches: int | None = None) -> int:
         """Delete expired records in batches of ``batch``; returns how many were deleted
@@ -191,8 +201,8 @@ class SessionAdmin:
     def revoke_all(self, user_id: str, *, keep: str | None = None) -> int:
         return self.manager.perform(self._flows.revoke_all(user_id, keep, "revoke-all"))
 
-    def password_changed(self, session: Session) -> int:
-        return self.manager.perform(self._flows.password_changed(session))
+    def password_changed(self, session: Session, *, credential: str | bytes | None = None) -> int:
+        return self.manager.perform(self._flows.password_changed(session, credential))
 
     def purge_expired(self, *, batch: int = 500, max_batches: int | None = None) -> int:
         return self.manager.perform(self._flows.purge_expired(batch, max_batches))

@@ -42,6 +42,7 @@ from ._core.responses import (
     wants_form_token,
 )
 from ._core.session import Session
+from ._core.signin import UserCredential
 from .errors import CoatcheckError, ConflictError, HTTPError, StoreUnavailableError
 from .manager import AsyncSessionManager
 
@@ -63,7 +64,13 @@ async def send_answer(send: Send, answer: JSONAnswer) -> None:
 
 
 class SessionMiddleware:
-    """ASGI middleware giving every HTTP request a coatcheck session."""
+    """ASGI middleware giving every HTTP request a coatcheck session.
+
+    ``user_loader(user_id)`` (async) gives the user object the integrations' ``current_user``
+    returns. ``user_credential(user)`` (sync) gives the credential sessions were bound to at login
+    (``login(..., credential=user.password_hash)``): a session whose credential changed since is
+    ended when its user is loaded.
+    """
 
     def __init__(
         self,
@@ -71,10 +78,12 @@ class SessionMiddleware:
         *,
         manager: AsyncSessionManager,
         user_loader: UserLoader | None = None,
+        user_credential: UserCredential | None = None,
     ) -> None:
         self.app = app
         self.manager = manager
         self.user_loader = user_loader
+        self.user_credential = user_credential
         self._warned_insecure = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,6 +143,7 @@ class SessionMiddleware:
         scope["coatcheck.session"] = session
         scope["coatcheck.manager"] = self.manager
         scope["coatcheck.user_loader"] = self.user_loader
+        scope["coatcheck.user_credential"] = self.user_credential
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)  # read-only: a websocket has no response headers
             return

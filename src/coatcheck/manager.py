@@ -128,7 +128,12 @@ class _Manager:
         return lifecycle.commit_session(session, self.config, self.clock())
 
     def issue_flow(
-        self, user_id: str, user_agent: str, ip: str, label: str
+        self,
+        user_id: str,
+        user_agent: str,
+        ip: str,
+        label: str,
+        credential: str | bytes | None = None,
     ) -> Flow[tuple[SessionRecord, str]]:
         if self.sealed is not None:
             self.sealed.issue_token()  # raises: bearer tokens need a server store
@@ -140,6 +145,7 @@ class _Manager:
             user_agent=user_agent,
             ip=ip,
             label=label,
+            credential=credential,
         )
 
     def _after_issue(
@@ -219,10 +225,18 @@ class AsyncSessionManager(_Manager):
         return committed
 
     async def issue_token(
-        self, user_id: str, *, user_agent: str = "", ip: str = "", label: str = ""
+        self,
+        user_id: str,
+        *,
+        user_agent: str = "",
+        ip: str = "",
+        label: str = "",
+        credential: str | bytes | None = None,
     ) -> str:
-        """Create a bearer session for ``user_id`` and return its token."""
-        record, token = await self.run(self.issue_flow(user_id, user_agent, ip, label))
+        """Create a bearer session for ``user_id`` and return its token; bound to
+        ``credential`` when given, as by :func:`coatcheck.login`."""
+        flow = self.issue_flow(user_id, user_agent, ip, label, credential)
+        record, token = await self.run(flow)
         if self._follow_commits:
             await self._finish(*self._after_issue(record))
         return token
@@ -330,9 +344,16 @@ class SessionManager(_Manager):
         return committed
 
     def issue_token(
-        self, user_id: str, *, user_agent: str = "", ip: str = "", label: str = ""
+        self,
+        user_id: str,
+        *,
+        user_agent: str = "",
+        ip: str = "",
+        label: str = "",
+        credential: str | bytes | None = None,
     ) -> str:
-        record, token = self.run(self.issue_flow(user_id, user_agent, ip, label))
+        flow = self.issue_flow(user_id, user_agent, ip, label, credential)
+        record, token = self.run(flow)
         if self._follow_commits:
             self._finish(*self._after_issue(record))
         return token

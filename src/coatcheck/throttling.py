@@ -101,15 +101,23 @@ class _Guard:
     def _success_flow(self, attempt: Attempt) -> Flow[None]:
         return throttle.succeeded(self.config, attempt.keys, attempt.decision, self._clock())
 
+    def device_cookie(self, identity: str, presented: str | None = None) -> Headers:
+        """Headers that set a device cookie for the account ``identity`` without an attempt:
+        for the browser that just created the account, so that from its first login on its owner
+        is throttled on their own, never locked out by someone else's failures. ``presented`` is
+        the device cookie the request carried (its other accounts' entries are kept)."""
+        return self._device_cookie(f"user:{identity}", presented)
+
     def _device_headers(self, attempt: Attempt) -> Headers:
-        if attempt.subject is None or self.config.device_threshold is None:
+        if attempt.subject is None:
+            return []
+        return self._device_cookie(attempt.subject, attempt.presented_device)
+
+    def _device_cookie(self, subject: str, presented: str | None) -> Headers:
+        if self.config.device_threshold is None:
             return []
         value = throttle.issue_device_cookie(
-            self._secret,
-            attempt.subject,
-            self._clock(),
-            self.config.device_lifetime,
-            attempt.presented_device,
+            self._secret, subject, self._clock(), self.config.device_lifetime, presented
         )
         cookie = set_cookie(
             self._cookie,

@@ -49,6 +49,7 @@ from ._core.responses import (
     wants_form_token,
 )
 from ._core.session import Session
+from ._core.signin import UserCredential
 from .errors import CoatcheckError, ConflictError, HTTPError, StoreUnavailableError
 from .manager import SessionManager
 
@@ -93,7 +94,11 @@ def request_view(environ: WSGIEnvironment) -> RequestView:
 
 
 class SessionMiddleware:
-    """WSGI middleware giving every request a coatcheck session in ``environ``."""
+    """WSGI middleware giving every request a coatcheck session in ``environ``.
+
+    ``user_loader`` and ``user_credential`` as for :class:`coatcheck.asgi.SessionMiddleware`
+    (both sync here).
+    """
 
     def __init__(
         self,
@@ -101,10 +106,12 @@ class SessionMiddleware:
         *,
         manager: SessionManager,
         user_loader: UserLoader | None = None,
+        user_credential: UserCredential | None = None,
     ) -> None:
         self.app = app
         self.manager = manager
         self.user_loader = user_loader
+        self.user_credential = user_credential
         self._warned_insecure = False
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -138,6 +145,7 @@ class SessionMiddleware:
         environ["coatcheck.session"] = session
         environ["coatcheck.manager"] = self.manager
         environ["coatcheck.user_loader"] = self.user_loader
+        environ["coatcheck.user_credential"] = self.user_credential
         exchange = _Exchange(self, environ, request.scheme, session, extra, start_response)
         try:
             result = self.app(environ, exchange.start_response)

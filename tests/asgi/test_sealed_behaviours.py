@@ -6,6 +6,7 @@ Starlette app. Then the adversarial cookies of the sealed mode: never a 500.
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -352,3 +353,44 @@ async def test_oversized_data_is_a_413_and_the_cookie_is_kept(sealed: Env) -> No
     assert "set-cookie" not in response.headers
     assert sealed.client.cookies[COOKIE] == before
     assert (await sealed.client.get("/me")).json() == {"user": "u1"}
+
+
+@pytest.mark.parametrize("url", [SEALED, SEALED_REVOKING])
+async def test_a_full_anonymous_session_can_always_sign_in(url: str) -> None:
+    """Found by an attack on the demo: an anonymous cart filled right up to the cookie limit made
+    the login answer 413 (and registration 413 after creating the account). An anonymous seal is
+    refused 256 bytes early; signing the fullest one in with a 64-character user id, remember-me
+    and a credential fingerprint fits in 4096 bytes."""
+    config = test_config(secret=SECRET)
+    manager = AsyncSessionManager(async_store_from_url(url), config, clock=FakeClock())
+
+    async def fill(request: Request) -> Response:
+        get_session(request)["blob"] = request.query_params["data"]
+        return Response(status_code=204)
+
+    async def login(request: Request) -> Response:
+        auth.login(get_session(request), "u" * 64, remember=True, credential="hash")
+        return Response(status_code=204)
+
+    app = Starlette(
+        routes=[Route("/fill", fill, methods=["POST"]), Route("/login", login, methods=["POST"])]
+    )
+    app.add_middleware(SessionMiddleware, manager=manager)
+    data = secrets.token_urlsafe(3000)  # incompressible
+    low, high = 0, len(data)  # the longest prefix an anonymous seal accepts
+    transport = httpx.ASGITransport(app=app)
+    while low < high:
+        middle = (low + high + 1) // 2
+        async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
+            status = (await c.post("/fill", params={"data": data[:middle]})).status_code
+        assert status in (204, 413)
+        low, high = (middle, high) if status == 204 else (low, middle - 1)
+    async with httpx.AsyncClient(transport=transport, base_url="https://t") as c:
+        assert (await c.post("/fill", params={"data": data[:low]})).status_code == 204
+        csrf = {"x-xsrf-token": c.cookies["XSRF-TOKEN"]}
+        signed_in = await c.post("/login", headers=csrf)
+        assert signed_in.status_code == 204
+        cookie = next(
+            v for v in signed_in.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}=")
+        )
+        assert 4096 - 256 < len(cookie) <= 4096

@@ -375,6 +375,44 @@ def test_password_guessing_through_a_session_is_throttled(base: str) -> None:
     assert right.status_code == 429
 
 
+def test_an_attack_on_the_account_does_not_block_the_owners_password_change(base: str) -> None:
+    """Found by an attack: wrong current passwords were counted per account, so an attacker's
+    failed logins locked the owner (a bearer client, or a browser that just registered) out of
+    changing the password. They are counted per session now."""
+    with client(base, "127.0.0.61") as owner:
+        user = register(owner, f"alice.{uuid.uuid4().hex[:8]}@example.com")
+        statuses = lock_out(base, user["email"], first_octet=61)
+        changed = owner.post(
+            "/api/password",
+            json={"current_password": PASSWORD, "new_password": "a new passphrase"},
+            headers=xsrf(owner),
+        )
+    assert 429 in statuses
+    assert changed.status_code == 204, changed.text
+
+
+def test_a_login_with_the_old_password_ends_with_the_password_change(base: str) -> None:
+    """Sessions are bound to the password they signed in with: after a change, a session (and a
+    bearer token) signed in with the old one is refused, the changing session keeps working."""
+    with client(base, "127.0.0.62") as owner, client(base, "127.0.0.63") as other:
+        user = register(owner, f"alice.{uuid.uuid4().hex[:8]}@example.com")
+        assert login(other, user["email"]).status_code == 200
+        issued = other.post(
+            "/api/token", json={"email": user["email"], "password": PASSWORD}, headers=xsrf(other)
+        )
+        bearer = {"authorization": f"Bearer {issued.json()['token']}"}
+        changed = owner.post(
+            "/api/password",
+            json={"current_password": PASSWORD, "new_password": "a new passphrase"},
+            headers=xsrf(owner),
+        )
+        assert changed.status_code == 204
+        assert owner.get("/api/me").status_code == 200
+        assert other.get("/api/me").status_code == 401
+        assert other.get("/api/me", headers=bearer).status_code == 401
+        assert owner.get("/api/me").status_code == 200
+
+
 # -- 7. smaller ones ---------------------------------------------------------------------------
 
 
@@ -388,7 +426,8 @@ def test_token_response_is_not_cacheable(base: str) -> None:
 
 def test_registration_probing_is_throttled_new_accounts_are_not(base: str) -> None:
     """Registrations that hit a taken email are limited per address (409 five times, then 429
-    with Retry-After), while new accounts from one address keep being created."""
+    with Retry-After, for any registration from that address while the wait lasts), while new
+    accounts from an address that probes nothing keep being created."""
     taken = signed_up(base, "127.0.0.72")["email"]
     with client(base, "127.0.0.73") as prober:
         probes = [
@@ -400,7 +439,11 @@ def test_registration_probing_is_throttled_new_accounts_are_not(base: str) -> No
         with client(base, "127.0.0.74") as newcomer:
             body = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD}
             created.append(newcomer.post("/api/register", json=body).status_code)
+    with client(base, "127.0.0.73") as prober:
+        body = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "password": PASSWORD}
+        after_probing = prober.post("/api/register", json=body)
     statuses = [r.status_code for r in probes]
+    assert after_probing.status_code == 429  # what the README says: the address waits
     assert statuses[:5] == [409] * 5
     assert 429 in statuses
     assert all(r.headers["retry-after"].isdigit() for r in probes if r.status_code == 429)

@@ -163,6 +163,34 @@ def test_cart_grown_past_4kb_is_refused_with_413(plain: str) -> None:
         assert c.get("/api/me").status_code == 200
 
 
+def fill_anonymous_cart(c: httpx.Client) -> int:
+    """Items of random text (incompressible) until the anonymous seal is full (413)."""
+    added = 0
+    while True:
+        item = f"{added:03d}-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        response = unsafe(c, "POST", "/api/cart", json={"item": item})
+        if response.status_code != 201:
+            assert response.status_code == 413, response.text
+            return added
+        added += 1
+
+
+def test_a_full_anonymous_cart_still_registers_and_logs_in(plain: str) -> None:
+    """Found by an attack: with the anonymous cart filled to the cookie limit, login answered 413
+    and registration 413 after creating the account. Both work now, and the cart is kept."""
+    with client(plain) as c:
+        added = fill_anonymous_cart(c)
+        assert added > 10
+        user = register(c)  # asserts 201
+        assert len(c.get("/api/cart").json()["items"]) == added
+        assert unsafe(c, "POST", "/api/logout").status_code == 204
+    with client(plain) as c:
+        fill_anonymous_cart(c)
+        body = {"email": user["email"], "password": PASSWORD, "remember": True}
+        assert unsafe(c, "POST", "/api/login", json=body).status_code == 200
+        assert c.get("/api/me").json() == user
+
+
 def test_logout_ends_a_replayed_cookie(revoking: str) -> None:
     """With a revocation record: register, cart across login, logout, and the old cookie
     replayed afterwards is refused."""

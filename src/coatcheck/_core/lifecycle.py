@@ -285,14 +285,14 @@ def _apply(
 
 
 def auth_hash_for(base: SessionRecord | None, session: Session, config: SessionConfig) -> str:
-    """The credential fingerprint to store: a login's (empty when it gave no credential), none
-    once the user changes otherwise, else the one stored."""
-    if session.authenticated_now:
-        credential, user_id = session.credential, session.user_id
-        if credential is None or user_id is None:
-            return ""
+    """The credential fingerprint to store: the one this request signed in or re-bound with,
+    none after a login without one or once the user changes otherwise, else the one stored."""
+    credential, user_id = session.credential, session.user_id
+    if credential is not None and user_id is not None:
         return signin.credential_fingerprint(config.secret, user_id, credential)
-    return "" if session.user_changed or base is None else base.auth_hash
+    if session.authenticated_now or session.user_changed or base is None:
+        return ""
+    return base.auth_hash
 
 
 def _ended(session: Session, changes: Changes) -> Committed:
@@ -485,9 +485,11 @@ def create_session(
     user_agent: str = "",
     ip: str = "",
     label: str = "",
+    credential: str | bytes | None = None,
 ) -> Flow[tuple[SessionRecord, str]]:
-    """Store a new session (signed in as ``user_id`` now, when given) and return it with its
-    token: for bearer tokens, and for tests that sign a client in without a password."""
+    """Store a new session (signed in as ``user_id`` now, when given, and bound to
+    ``credential`` when given) and return it with its token: for bearer tokens, and for tests
+    that sign a client in without a password."""
     record, token = new_record(
         now=now,
         config=config,
@@ -500,6 +502,8 @@ def create_session(
         ip=ip,
     )
     record.label = label
+    if credential is not None and user_id is not None:
+        record.auth_hash = signin.credential_fingerprint(config.secret, user_id, credential)
     if not (yield Put(record, 0)):
         raise ConflictError("a freshly generated session id already exists")
     return record, token

@@ -18,6 +18,9 @@ Rules written here:
   that reaches the browser last wins.
 - A cookie never exceeds 4096 bytes: a larger session is refused with
   :class:`~coatcheck.errors.SessionTooLargeError` (413) and the browser keeps its previous cookie.
+  An anonymous session is refused :data:`SIGN_IN_HEADROOM` bytes earlier, so that signing it in
+  (which adds the user id, auth time, credential fingerprint and a remember-me ``Max-Age``)
+  always fits: a full anonymous cart never makes the login fail.
 
 The revocation record (with ``sealed://?revocations=<store URL>``): one record per user, under
 the reserved id :func:`revocation_id` (never a valid token id), holding ``after`` (sessions issued
@@ -59,6 +62,9 @@ MAX_COOKIE_BYTES = 4096
 """The longest ``Set-Cookie`` value written: name, value and attributes together. RFC 6265
 (6.1) asks browsers to keep at least 4096 bytes per cookie counting all three; Chrome and Firefox
 count name and value only, so this bound holds under every reading."""
+SIGN_IN_HEADROOM = 256
+"""Bytes an anonymous session's cookie leaves free for signing in: enough for user ids of up to
+64 characters (the others are measured in ``tests/core/test_sealed_flow.py``)."""
 MAX_DENIED = 64
 """Deny entries kept per user; one more folds them into ``after`` (see :func:`_fold`)."""
 REVOCATION_ID_PREFIX = "rv."
@@ -352,8 +358,11 @@ class SealedMode:
         value = self.sealer.seal(dump_payload(record, issued_at))
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
-        if len(cookie) > MAX_COOKIE_BYTES:
-            raise SessionTooLargeError(len(cookie), MAX_COOKIE_BYTES)
+        limit = (
+            MAX_COOKIE_BYTES if record.user_id is not None else MAX_COOKIE_BYTES - SIGN_IN_HEADROOM
+        )
+        if len(cookie) > limit:
+            raise SessionTooLargeError(len(cookie), limit)
 
         if new_id and base is not None and base.user_id is not None and self.revocations:
             # Copies of the old seal end with its id, as a server store deletes the old record.

@@ -242,6 +242,7 @@ class Session(MutableMapping[str, Any]):
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
+            or self._credential is not None
             or changes
         )
 
@@ -306,6 +307,15 @@ class Session(MutableMapping[str, Any]):
             self._remember = remember
         self.regenerate()
         self.rotate_csrf()
+
+    def bind_credential(self, credential: str | bytes) -> None:
+        """Bind this signed-in session to ``credential`` from its commit on, without a new
+        sign-in (auth time and deadlines kept): after a password change, the session that made
+        it keeps working under the new password while every other one bound to the old stops."""
+        if self._user_id is None:
+            raise ValueError("bind_credential needs a signed-in session")
+        self.accessed = True
+        self._credential = credential
 
     # -- mapping --------------------------------------------------------------------------
     def _touch_data(self) -> None:

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import HTTPError
 from .record import Transport
 from .redirects import login_redirect_url
+from .session import Session
 
 __all__ = [
     "bearer_challenge",
     "credential_fingerprint",
     "credential_matches",
     "reauthentication_required",
+    "still_signed_in",
     "unauthenticated",
 ]
 
@@ -80,3 +84,38 @@ def credential_matches(
         hmac.compare_digest(credential_fingerprint(secret, user_id, credential), fingerprint)
         for secret in secrets
     )
+
+
+UserCredential = Callable[[Any], "str | bytes | None"]
+"""``user_credential(user)`` -> the credential a session of ``user`` is bound to now (the
+password hash, say); ``None`` when the user has none (such a bound session is ended)."""
+
+
+def still_signed_in(
+    session: Session, user: Any, user_credential: UserCredential | None, secrets: tuple[str, ...]
+) -> bool:
+    """Whether the loaded ``user`` may use ``session``: always, unless the session is bound to a
+    credential that the user no longer has. Then the session is ended (deleted at commit, its
+    cookies cleared) and the caller treats the request as anonymous.
+
+    A session that signs in or is re-bound in this very request (``session.credential`` set) is
+    checked at its next request: its fingerprint is written at this request's commit.
+    """
+    fingerprint = session.auth_hash
+    if user_credential is None or not fingerprint or session.credential is not None:
+        return True
+    user_id = session.user_id
+    if user_id is None or session.user_changed:
+        return True
+    credential = user_credential(user)
+    if credential is not None:
+        newest, *older = reversed(secrets)
+        if credential_matches((newest,), user_id, fingerprint, credential):
+            return True
+        if credential_matches(tuple(older), user_id, fingerprint, credential):
+            # Made under a secret being rotated out: fingerprinted again under the newest one
+            # (like a re-sealed cookie), so removing the old secret later keeps this session.
+            session.bind_credential(credential)
+            return True
+    session.destroy()
+    return False

@@ -16,6 +16,7 @@ is a few lines on top of the library's helpers. What it shows beyond sessions:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -56,6 +57,10 @@ MAX_BODY_BYTES = 64 * 1024
 REGISTER_THROTTLE = ThrottleConfig(ip_threshold=5, window=60 * 60, max_delay=60 * 60)
 """Per address: 5 registrations that hit a taken email per hour, then 1, 2, 4 ... s apart: at
 most 5 + 11 taken emails found per hour (384 a day) where there was no limit."""
+PASSWORD_THROTTLE = ThrottleConfig(ip_threshold=None, device_threshold=None)
+"""Wrong current passwords on a password change, counted per session (5, then 1, 2, 4 ... s
+apart, at most 15 min): a stolen session cannot guess fast, and an attacker's failed logins on the
+account (counted by the login guard) never lock its owner out of changing the password."""
 SECURITY_HEADERS = [
     # No other site may frame the demo's pages (clickjacking).
     (b"content-security-policy", b"frame-ancestors 'none'"),
@@ -76,6 +81,7 @@ class Demo:
     hasher: PasswordHasher
     guard: AsyncLoginGuard
     register_guard: AsyncLoginGuard
+    password_guard: AsyncLoginGuard
 
 
 def _demo(request: Request) -> Demo:
@@ -129,23 +135,26 @@ async def _authenticate(
 ) -> tuple[User, list[tuple[str, str]]]:
     """Check email + password with throttling; raises 401/429 the same way for every failure.
 
-    ``user`` set: a signed-in user confirming their password (the password change). Returns the
-    user and the headers that set a fresh device cookie.
+    ``user`` set: a signed-in user confirming their password (the password change), throttled
+    per session. Returns the user (with its hash as stored now) and the headers that set a fresh
+    device cookie.
     """
     demo = _demo(request)
+    guard = demo.guard
     if user is None:
         email = _email(body)
         password = _str_field(body, "password", max_len=4096)
         user = await demo.users.by_email(email)
+        attempt = await guard.check(
+            email,
+            get_session(request).ip,
+            identity=user.id if user is not None else None,
+            device=request.cookies.get(guard.device_cookie_name),
+        )
     else:
-        email = user.email
         password = _str_field(body, "current_password", max_len=4096)
-    attempt = await demo.guard.check(
-        email,
-        get_session(request).ip,
-        identity=user.id if user is not None else None,
-        device=request.cookies.get(demo.guard.device_cookie_name),
-    )
+        guard = demo.password_guard
+        attempt = await guard.check(f"session:{get_session(request).id}", None)
     try:
         result = await demo.hasher.check_password_async(
             user.password_hash if user is not None else None, password
@@ -154,9 +163,10 @@ async def _authenticate(
         result = None
     if user is None or result is None or not result.ok:
         raise HTTPError(401, {"error": "invalid_credentials"})
-    headers = await demo.guard.succeeded(attempt)
+    headers = await guard.succeeded(attempt)
     if result.new_hash is not None:
         await demo.users.set_password_hash(user.id, result.new_hash)
+        user = dataclasses.replace(user, password_hash=result.new_hash)
     return user, headers
 
 
@@ -167,13 +177,16 @@ def _with_headers(response: Response, headers: list[tuple[str, str]]) -> Respons
 
 
 async def register(request: Request) -> Response:
-    user = await create_account(request, await _json_body(request))
-    return JSONResponse(user.public(), status_code=201)
+    user, headers = await create_account(request, await _json_body(request))
+    return _with_headers(JSONResponse(user.public(), status_code=201), headers)
 
 
-async def create_account(request: Request, body: dict[str, Any]) -> User:
-    """Create the account ``body`` describes and sign it in on this session (the JSON API and
-    the pages). Raises 422 (invalid input), 409 (email taken), 429 (too many taken emails)."""
+async def create_account(
+    request: Request, body: dict[str, Any]
+) -> tuple[User, list[tuple[str, str]]]:
+    """Create the account ``body`` describes and sign it in on this session; returns the user and
+    headers for the response (the JSON API and the pages). Raises 422 (invalid input), 409 (email
+    taken), 429 (too many taken emails)."""
     demo = _demo(request)
     email = _email(body)
     password = _str_field(body, "password", max_len=4096)
@@ -190,8 +203,10 @@ async def create_account(request: Request, body: dict[str, Any]) -> User:
     if user is None:
         raise HTTPError(409, {"error": "email_taken"})
     await demo.register_guard.succeeded(attempt)
-    auth.login(get_session(request), user.id)
-    return user
+    auth.login(get_session(request), user.id, credential=user.password_hash)
+    # The browser that created the account is a known device from its first login on.
+    headers = demo.guard.device_cookie(user.id, request.cookies.get(demo.guard.device_cookie_name))
+    return user, headers
 
 
 async def login(request: Request) -> Response:
@@ -206,7 +221,7 @@ async def sign_in(request: Request, body: dict[str, Any]) -> tuple[User, list[tu
     demo = _demo(request)
     user, headers = await _authenticate(request, body)
     remember = body.get("remember") is True and demo.manager.config.allow_remember
-    auth.login(get_session(request), user.id, remember=remember)
+    auth.login(get_session(request), user.id, remember=remember, credential=user.password_hash)
     return user, headers
 
 
@@ -216,10 +231,10 @@ async def me(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    session = get_session(request)
-    auth.logout(session)
-    headers = {"clear-site-data": '"cookies"'} if session.transport == "cookie" else {}
-    return Response(status_code=204, headers=headers)
+    # The session's cookies are cleared by name; no Clear-Site-Data: it would also erase the
+    # device cookie that keeps this browser's owner from being locked out by an attacker.
+    auth.logout(get_session(request))
+    return Response(status_code=204)
 
 
 async def token(request: Request) -> Response:
@@ -236,7 +251,8 @@ async def token(request: Request) -> Response:
     body = await _json_body(request)
     label = _text_field(body, "label", required=False, max_len=100)
     user, headers = await _authenticate(request, body)
-    issued = await issue_token(request, user.id, label=label)  # also makes the answer no-store
+    # Also makes the answer no-store; the token is bound to the password like a login.
+    issued = await issue_token(request, user.id, label=label, credential=user.password_hash)
     return _with_headers(
         JSONResponse({"token": issued, "token_type": "bearer"}, status_code=201), headers
     )
@@ -278,10 +294,12 @@ async def change_password(
         raise _invalid(str(exc)) from None
     await demo.users.set_password_hash(user.id, new_hash)
     session = get_session(request)
+    # This session is bound to the new hash; every other one, bound to the old, is refused at
+    # its next request even when its login was still running while this change was made.
     if demo.admin.can_revoke:  # not with sealed cookies and no revocation record
-        await demo.admin.password_changed(session)  # end the others, rotate this one
+        await demo.admin.password_changed(session, credential=new_hash)  # end the others too
     else:
-        auth.login(session, user.id, remember=session.remember)  # rotate this one
+        auth.login(session, user.id, remember=session.remember, credential=new_hash)
     return headers
 
 
@@ -327,6 +345,10 @@ async def sign_out_others(request: Request, user: User) -> int | None:
     count = await demo.admin.revoke_all(user.id, keep=get_session(request).id)
     # Sealed sessions cannot be counted: every other one issued until now has ended.
     return None if demo.manager.sealed is not None else count
+
+
+def _password_hash(user: User) -> str:
+    return user.password_hash
 
 
 async def csrf(request: Request) -> Response:
@@ -426,6 +448,7 @@ def create_app(
         hasher=hasher or PasswordHasher(),
         guard=AsyncLoginGuard(manager, throttle or ThrottleConfig()),
         register_guard=AsyncLoginGuard(manager, REGISTER_THROTTLE, purpose="register"),
+        password_guard=AsyncLoginGuard(manager, PASSWORD_THROTTLE, purpose="password"),
     )
 
     @asynccontextmanager
@@ -453,6 +476,11 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.demo = demo
     app.state.new_device_notices = notices
-    app.add_middleware(SessionMiddleware, manager=manager, user_loader=users.by_id)
+    app.add_middleware(
+        SessionMiddleware,
+        manager=manager,
+        user_loader=users.by_id,
+        user_credential=_password_hash,  # sessions signed in with an old password end
+    )
     app.add_middleware(HostAndFraming, allowed_hosts=list(allowed_hosts))
     return app

@@ -325,14 +325,14 @@ async def signup(request: Request) -> Response:
     form = await _form(request)
     body = {k: form.get(k, "") for k in ("email", "name", "password")}
     try:
-        user = await api.create_account(request, body)
+        user, headers = await api.create_account(request, body)
     except HTTPError as exc:
         if exc.status_code >= 500:
             raise
         _flash(request, _problem(exc), "error")
         return _see("/signup")
     _flash(request, f"Welcome, {user.name or user.email}! Your account is ready.")
-    return _see("/")
+    return _see("/", headers)
 
 
 async def logout(request: Request) -> Response:

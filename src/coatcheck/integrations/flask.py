@@ -40,6 +40,7 @@ from .._core.http import (
 from .._core.redirects import safe_next
 from .._core.responses import app_error_answer
 from .._core.session import Session
+from .._core.signin import UserCredential
 from ..admin import SessionAdmin
 from ..auth import is_fresh, logout
 from ..errors import (
@@ -94,9 +95,11 @@ class Coatcheck:
         *,
         manager: SessionManager,
         user_loader: UserLoader | None = None,
+        user_credential: UserCredential | None = None,
     ) -> None:
         self.manager = manager
         self.user_loader = user_loader
+        self.user_credential = user_credential
         if app is not None:
             self.init_app(app)
 
@@ -105,7 +108,10 @@ class Coatcheck:
             raise ConfigurationError("Coatcheck is already set up on this app")
         # Flask's documented way to add WSGI middleware; mypy sees a method being replaced.
         app.wsgi_app = SessionMiddleware(  # type: ignore[method-assign]
-            app.wsgi_app, manager=self.manager, user_loader=self.user_loader
+            app.wsgi_app,
+            manager=self.manager,
+            user_loader=self.user_loader,
+            user_credential=self.user_credential,
         )
         app.extensions["coatcheck"] = self
         cookie_name = self.manager.config.cookie.effective_name
@@ -150,10 +156,13 @@ def current_user() -> Any | None:
     """The signed-in user from your ``user_loader``, or ``None``.
 
     Loaded once per request and user id (kept on ``flask.g``), so a login or logout earlier in the
-    same request is seen. A session whose user no longer loads (deleted account) is anonymous.
+    same request is seen. A session whose user no longer loads (deleted account) is anonymous;
+    so is one bound at login to a credential the user no longer has (``user_credential``), which
+    is ended.
     Without a ``user_loader`` the user id itself is returned.
     """
-    user_id = get_session().user_id
+    session = get_session()
+    user_id = session.user_id
     cached: tuple[str | None, Any] | None = g.get(_USER_KEY)
     if cached is not None and cached[0] == user_id:
         return cached[1]
@@ -161,6 +170,13 @@ def current_user() -> Any | None:
     user: Any | None = None
     if user_id is not None:
         user = loader(user_id) if loader is not None else user_id
+        if user is not None and not signin.still_signed_in(
+            session,
+            user,
+            request.environ.get("coatcheck.user_credential"),
+            get_manager().config.secrets,
+        ):
+            user_id, user = None, None
     setattr(g, _USER_KEY, (user_id, user))
     return user
 
@@ -255,15 +271,20 @@ def csrf_input() -> Markup:
     )
 
 
-def issue_token(user_id: str, *, label: str = "") -> str:
-    """Create a bearer session for ``user_id`` (for API clients) and return its token.
+def issue_token(user_id: str, *, label: str = "", credential: str | bytes | None = None) -> str:
+    """Create a bearer session for ``user_id`` (for API clients) and return its token; bound to
+    ``credential`` when given, as by :func:`coatcheck.login`.
 
     The response to this request is then sent with ``Cache-Control: no-store`` (it carries the
     token), whatever the view set.
     """
     session = get_session()
     token = get_manager().issue_token(
-        str(user_id), user_agent=session.user_agent, ip=session.ip, label=label
+        str(user_id),
+        user_agent=session.user_agent,
+        ip=session.ip,
+        label=label,
+        credential=credential,
     )
     request.environ[NO_STORE_KEY] = True
     return token

@@ -54,7 +54,9 @@ def get_manager(request: HTTPConnection) -> AsyncSessionManager:
 async def current_user(request: Request) -> Any | None:
     """The signed-in user from your ``user_loader`` (cached per request), or ``None``.
 
-    A session whose user no longer loads (deleted account) counts as anonymous.
+    A session whose user no longer loads (deleted account) counts as anonymous. With the
+    middleware's ``user_credential``, so does a session bound at login to a credential the user
+    no longer has (a password changed since): that session is ended.
     """
     session = get_session(request)
     user_id = session.user_id
@@ -65,6 +67,13 @@ async def current_user(request: Request) -> Any | None:
     user: Any | None = None
     if user_id is not None:
         user = await loader(user_id) if loader is not None else user_id
+        if user is not None and not signin.still_signed_in(
+            session,
+            user,
+            request.scope.get("coatcheck.user_credential"),
+            get_manager(request).config.secrets,
+        ):
+            user_id, user = None, None
     request.scope[_USER_KEY] = (user_id, user)
     return user
 
@@ -129,15 +138,26 @@ def csrf_input(request: HTTPConnection) -> str:
     return f'<input type="hidden" name="{escape(field)}" value="{escape(csrf_token(request))}">'
 
 
-async def issue_token(request: HTTPConnection, user_id: str, *, label: str = "") -> str:
-    """Create a bearer session for ``user_id`` (for API clients) and return its token.
+async def issue_token(
+    request: HTTPConnection,
+    user_id: str,
+    *,
+    label: str = "",
+    credential: str | bytes | None = None,
+) -> str:
+    """Create a bearer session for ``user_id`` (for API clients) and return its token; bound to
+    ``credential`` when given, as by :func:`coatcheck.login`.
 
     The response to this request is then sent with ``Cache-Control: no-store`` (it carries the
     token), whatever the endpoint set.
     """
     session = get_session(request)
     token = await get_manager(request).issue_token(
-        str(user_id), user_agent=session.user_agent, ip=session.ip, label=label
+        str(user_id),
+        user_agent=session.user_agent,
+        ip=session.ip,
+        label=label,
+        credential=credential,
     )
     request.scope[NO_STORE_KEY] = True
     return token
