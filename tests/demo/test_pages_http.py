@@ -132,6 +132,29 @@ def test_wrong_password_flash_is_shown_once(base: str) -> None:
         assert flashes(c.get("/login")) == ["Invalid email or password."]
 
 
+def test_remember_me_box_makes_a_lasting_cookie(base: str) -> None:
+    """Logging in with the "remember" box ticked sets a persistent session cookie; without it
+    the cookie ends with the browser."""
+    with client(base, "127.0.1.19") as c:
+        email = sign_up(c)
+        post(c, "/logout", {})
+        c.get("/")
+        token = csrf(c.get("/login"))
+        plain = c.post("/login", data={"_csrf": token, "email": email, "password": PASSWORD})
+        post(c, "/logout", {})
+        token = csrf(c.get("/login"))
+        data = {"_csrf": token, "email": email, "password": PASSWORD, "remember": "on"}
+        remembered = c.post("/login", data=data)
+
+    def session_cookie(response: httpx.Response) -> str:
+        return next(
+            v for v in response.headers.get_list("set-cookie") if v.startswith("coatcheck_session=")
+        ).lower()
+
+    assert "max-age" not in session_cookie(plain)
+    assert "max-age" in session_cookie(remembered)
+
+
 def test_throttled_login_tells_the_wait(base: str) -> None:
     """After repeated wrong passwords the login page says how many seconds to wait."""
     with client(base, "127.0.1.3") as c:
