@@ -18,6 +18,25 @@ import coatcheck.errors
 ROOT = Path(__file__).parent.parent
 
 
+def test_session_public_surface_is_pinned() -> None:
+    """What an application may use on a Session: its mapping methods and these. The lifecycle
+    internals the core reads at commit (changes, flags, the loaded record) are private."""
+    from collections.abc import MutableMapping
+
+    public = {
+        name
+        for name in dir(coatcheck.Session)
+        if not name.startswith("_") and name not in dir(MutableMapping)
+    }
+    assert public == {
+        "accessed", "add_to_set", "auth_hash", "auth_time", "bind_credential", "created_at",
+        "csrf_token", "destroy", "discard_from_set", "flash", "flashes", "id", "increment", "ip",
+        "is_destroyed", "is_modified", "is_new", "last_seen_at", "now", "presented_xsrf",
+        "regenerate", "remember", "rotate_csrf", "token", "transport", "typed", "user_agent",
+        "user_id",
+    }  # fmt: skip
+
+
 def test_all_is_pinned() -> None:
     """coatcheck.__all__ lists exactly the supported top-level names, and each exists."""
     assert sorted(coatcheck.__all__) == sorted(

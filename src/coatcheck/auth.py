@@ -39,9 +39,9 @@ def login(
     if previous is not None and previous != user_id:
         # Another user signing in on this session (a shared computer): like Django, start
         # from an empty session, so nothing of the previous user's is handed over.
-        session.forget_contents()
+        session._forget_contents()
     session.user_id = user_id
-    session.mark_authenticated(remember=remember, credential=credential)
+    session._mark_authenticated(remember=remember, credential=credential)
 
 
 def logout(session: Session) -> None:

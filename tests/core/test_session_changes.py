@@ -37,7 +37,7 @@ def test_untouched_keys_are_not_changes() -> None:
     manager, token = setup(a=[1], b={"x": 1})
     session = manager.open(request(token)).session
     assert session["a"] == [1]
-    assert not session.changes()
+    assert not session._changes()
     assert not session.is_modified
 
 
@@ -46,7 +46,7 @@ def test_nested_mutation_is_a_change() -> None:
     manager, token = setup(a=[1])
     session = manager.open(request(token)).session
     session["a"].append(2)
-    changes = session.changes()
+    changes = session._changes()
     assert changes.set == {"a": [1, 2]}
     assert changes.loaded == {"a": [1]}
 
@@ -57,7 +57,7 @@ def test_delete_and_re_add_same_value_is_no_change() -> None:
     session = manager.open(request(token)).session
     del session["a"]
     session["a"] = 1
-    assert not session.changes()
+    assert not session._changes()
 
 
 def test_increment_and_set_ops_return_and_store_values() -> None:
@@ -172,7 +172,7 @@ def test_in_place_changes_between_json_types_are_found(loaded: object, mutate: A
     manager, token = setup(v=loaded)
     session = manager.open(request(token)).session
     mutate(session["v"])
-    assert list(session.changes().set) == ["v"]
+    assert list(session._changes().set) == ["v"]
 
 
 def test_scalar_type_change_by_assignment_is_found() -> None:
@@ -181,7 +181,7 @@ def test_scalar_type_change_by_assignment_is_found() -> None:
     session = manager.open(request(token)).session
     session["a"] = 1.0
     session["b"] = True
-    assert sorted(session.changes().set) == ["a", "b"]
+    assert sorted(session._changes().set) == ["a", "b"]
 
 
 def test_unread_flash_waits_for_the_request_that_reads_it() -> None:

@@ -147,7 +147,7 @@ class Watch:
 
 def is_reauthentication(session: Session) -> bool:
     """The session was already signed in as the user who just signed in on it again."""
-    base = session.record
+    base = session._record
     return base is not None and base.user_id is not None and base.user_id == session.user_id
 
 
@@ -163,13 +163,13 @@ def after_commit(
 
     ``session`` is read after its commit; committing changes none of what is read here.
     """
-    base = session.record
+    base = session._record
     if session.is_destroyed:
         if base is None or base.user_id is None:
             return [], None
         return [_request_event("logout", base, session, now)], None
     written = committed.record
-    if not session.authenticated_now or written is None or written.user_id is None:
+    if not session._authenticated_now or written is None or written.user_id is None:
         return [], None
     if is_reauthentication(session):
         return [_request_event("reauthentication", written, session, now)], None

@@ -263,20 +263,20 @@ def _apply(
     A shallow copy is enough: values that changed come from the session, and records are
     serialised by the store on write, so nothing here is shared with what is stored.
     """
-    loaded = base is session.record
+    loaded = base is session._record
     data = changes.apply_to(base.data) if loaded else changes.merge_into(base.data)
     new = dataclasses.replace(
         base,
         data=data,
         flash=[
-            *session.unread_flashes,
-            *([] if session.drops_stored_flashes else base.flash),
-            *session.outgoing_flashes,
+            *session._unread_flashes,
+            *([] if session._drop_stored_flashes else base.flash),
+            *session._outgoing_flashes,
         ],
-        user_id=session.user_id if session.user_changed else base.user_id,
-        csrf_token=tokens.new_csrf_token() if session.csrf_rotation_requested else base.csrf_token,
+        user_id=session.user_id if session._user_changed else base.user_id,
+        csrf_token=tokens.new_csrf_token() if session._rotate_csrf else base.csrf_token,
         remember=session.remember,
-        auth_time=session.auth_time if session.authenticated_now else base.auth_time,
+        auth_time=session.auth_time if session._authenticated_now else base.auth_time,
         auth_hash=auth_hash_for(base, session, config),
         version=base.version + 1,
     )
@@ -287,10 +287,10 @@ def _apply(
 def auth_hash_for(base: SessionRecord | None, session: Session, config: SessionConfig) -> str:
     """The credential fingerprint to store: the one this request signed in or re-bound with,
     none after a login without one or once the user changes otherwise, else the one stored."""
-    credential, user_id = session.credential, session.user_id
+    credential, user_id = session._credential, session.user_id
     if credential is not None and user_id is not None:
         return signin.credential_fingerprint(config.secret, user_id, credential)
-    if session.authenticated_now or session.user_changed or base is None:
+    if session._authenticated_now or session._user_changed or base is None:
         return ""
     return base.auth_hash
 
@@ -299,7 +299,7 @@ def _ended(session: Session, changes: Changes) -> Committed:
     """The session ended (logout, revocation, expiry, a login elsewhere moved it) while this
     request ran, so what it wrote is not stored. A request that only read gets its answer; one
     whose changes are dropped gets 409 instead of an answer that says they were saved."""
-    if changes or session.outgoing_flashes or session.user_changed:
+    if changes or session._outgoing_flashes or session._user_changed:
         raise session_ended_error()
     return Committed()
 
@@ -329,10 +329,10 @@ def _fill(
     fresh.data, fresh.flash, fresh.user_id = merged.data, merged.flash, merged.user_id
     fresh.auth_time, fresh.auth_hash = merged.auth_time, merged.auth_hash
     if current is not fresh:
-        if not session.authenticated_now:
+        if not session._authenticated_now:
             fresh.created_at = current.created_at
             fresh.absolute_expires_at = current.absolute_expires_at
-        if not session.csrf_rotation_requested:
+        if not session._rotate_csrf:
             fresh.csrf_token = current.csrf_token
     fresh.version = 1
     _stamp(fresh, now, config)
@@ -376,13 +376,13 @@ def clear_cookie_headers(config: SessionConfig) -> list[tuple[str, str]]:
 
 def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[Committed]:
     """Write what the request changed and say which headers to send."""
-    base = session.record
+    base = session._record
     if session.is_destroyed:
         if base is not None:
             yield Delete((base.id,))
         if session.transport != "cookie":
             return Committed()
-        data, flash = session.carried_past_logout()
+        data, flash = session._carried_past_logout()
         if data or flash:
             # What the app put in the session after logout (a "signed out" flash) starts the
             # anonymous session that follows: nothing of the signed-in one is in it.
@@ -403,13 +403,11 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
             return Committed(clear_cookie_headers(config))
         return Committed()
 
-    changes = session.changes()
+    changes = session._changes()
     if config.data_validator is not None and (changes or base is None):
-        config.data_validator(session.data_snapshot())
-    rotate = session.regenerate_requested and not (
-        base is not None and session.transport == "bearer"
-    )
-    if rotate or (base is None and session.needs_storing()):
+        config.data_validator(session._data_snapshot())
+    rotate = session._regenerate and not (base is not None and session.transport == "bearer")
+    if rotate or (base is None and session._needs_storing()):
         fresh, token = new_record(
             now=now,
             config=config,
@@ -437,7 +435,7 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
                     or moved.secret_hash != base.secret_hash
                     or is_expired(moved, now, config)
                 ):
-                    if not session.authenticated_now:
+                    if not session._authenticated_now:
                         # A plain regenerate does not outlive a revocation.
                         return _ended(session, changes)
                     # A login is a fresh authentication: it proceeds from what it loaded.
@@ -455,7 +453,7 @@ def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[
         return Committed()  # anonymous and empty: never stored, no cookie
 
     touch_due = now - base.last_seen_at >= config.effective_touch_interval
-    if not (session.is_modified_by(changes) or touch_due):
+    if not (session._is_modified_by(changes) or touch_due):
         return Committed(_cookie_headers(session, base, None, config))
 
     current = base

@@ -328,7 +328,7 @@ class SealedMode:
         sealed = session if isinstance(session, SealedSession) else None
         known = sealed.revocations if sealed is not None else None
         known_read = sealed.revocations_read if sealed is not None else False
-        base = session.record
+        base = session._record
         if session.is_destroyed:
             if base is not None and base.user_id is not None and self.revocations:
                 old_id, deadline = base.id, base.absolute_expires_at
@@ -344,7 +344,7 @@ class SealedMode:
                 return Committed(clear_cookie_headers(config))
             return Committed()
 
-        new_id = session.regenerate_requested or (base is None and session.needs_storing())
+        new_id = session._regenerate or (base is None and session._needs_storing())
         if base is None and not new_id:
             return Committed()  # anonymous and empty: no cookie
         if base is not None and not new_id:
@@ -370,7 +370,7 @@ class SealedMode:
                 base,
                 _issued_at(sealed, base),
                 record,
-                login=session.authenticated_now,
+                login=session._authenticated_now,
             )
             written = yield from edit_revocations(
                 base.user_id, retire, now, config, known=known, known_read=known_read
@@ -443,10 +443,10 @@ def _next_record(
     starts the clocks again; a plain regenerate keeps them, so the absolute timeout and
     revoke-all still count from the start.
     """
-    base = session.record
+    base = session._record
     remember = session.remember
     idle, absolute = config.timeouts(remember=remember)
-    if base is None or issued_at is None or session.authenticated_now:
+    if base is None or issued_at is None or session._authenticated_now:
         created_at, absolute_expires_at, issued_at = now, now + absolute, now
     else:
         created_at, absolute_expires_at = base.created_at, base.absolute_expires_at
@@ -454,8 +454,8 @@ def _next_record(
         record_id, flash, csrf_token = tokens.new_id(), [], ""
     else:
         record_id = tokens.new_id() if new_id else base.id
-        flash = [] if session.drops_stored_flashes else base.flash
-        csrf_token = "" if session.csrf_rotation_requested else base.csrf_token
+        flash = [] if session._drop_stored_flashes else base.flash
+        csrf_token = "" if session._rotate_csrf else base.csrf_token
     record = SessionRecord(
         id=record_id,
         secret_hash="",
@@ -465,8 +465,8 @@ def _next_record(
         absolute_expires_at=absolute_expires_at,
         version=1,
         user_id=session.user_id,
-        data=dict(session.data_snapshot()),  # typed views written back
-        flash=[*session.unread_flashes, *flash, *session.outgoing_flashes],
+        data=dict(session._data_snapshot()),  # typed views written back
+        flash=[*session._unread_flashes, *flash, *session._outgoing_flashes],
         csrf_token=csrf_token or tokens.new_csrf_token(),
         auth_time=session.auth_time,
         transport="cookie",

@@ -223,22 +223,18 @@ class Session(MutableMapping[str, Any]):
         return self._record is None
 
     @property
-    def record(self) -> SessionRecord | None:
-        return self._record
-
-    @property
     def is_modified(self) -> bool:
         """True when committing would change the stored record (touches aside)."""
-        return self.is_modified_by(self.changes())
+        return self._is_modified_by(self._changes())
 
-    def is_modified_by(self, changes: Changes) -> bool:
+    def _is_modified_by(self, changes: Changes) -> bool:
         return bool(
             self._destroyed
             or self._regenerate
             or self._user_changed
             or self._outgoing_flashes
             or self._drop_stored_flashes
-            or self.unread_flashes
+            or self._unread_flashes
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
@@ -249,10 +245,6 @@ class Session(MutableMapping[str, Any]):
     @property
     def is_destroyed(self) -> bool:
         return self._destroyed
-
-    @property
-    def regenerate_requested(self) -> bool:
-        return self._regenerate
 
     # -- times and metadata ---------------------------------------------------------------
     @property
@@ -295,7 +287,7 @@ class Session(MutableMapping[str, Any]):
             self._user_id = value
             self._user_changed = True
 
-    def mark_authenticated(
+    def _mark_authenticated(
         self, *, remember: bool | None = None, credential: str | bytes | None = None
     ) -> None:
         """Stamp a full authentication now: new id, new CSRF token, auth time = now; bound to
@@ -430,12 +422,12 @@ class Session(MutableMapping[str, Any]):
             for key, value in data.items():
                 self[key] = value
 
-    def data_snapshot(self) -> dict[str, Any]:
+    def _data_snapshot(self) -> dict[str, Any]:
         """The data as the request leaves it (typed views written back)."""
         self._write_back_views()
         return self._data
 
-    def changes(self) -> Changes:
+    def _changes(self) -> Changes:
         """What this request did to the data: keys set to a new value (nested mutation
         included, found by comparing with the snapshot) and keys removed."""
         self._write_back_views()
@@ -485,19 +477,11 @@ class Session(MutableMapping[str, Any]):
         return list(self._incoming_flashes)
 
     @property
-    def unread_flashes(self) -> list[Any]:
+    def _unread_flashes(self) -> list[Any]:
         """Messages this request claimed but did not read: they go back to the store."""
         return [] if self._flashes_read else list(self._incoming_flashes)
 
-    @property
-    def outgoing_flashes(self) -> list[Any]:
-        return list(self._outgoing_flashes)
-
-    @property
-    def drops_stored_flashes(self) -> bool:
-        return self._drop_stored_flashes
-
-    def forget_contents(self) -> None:
+    def _forget_contents(self) -> None:
         """Drop all data and flash messages (queued, delivered and still stored) at commit."""
         self._forget_data()
         self._incoming_flashes.clear()
@@ -520,10 +504,6 @@ class Session(MutableMapping[str, Any]):
     def rotate_csrf(self) -> None:
         self._rotate_csrf = True
 
-    @property
-    def csrf_rotation_requested(self) -> bool:
-        return self._rotate_csrf
-
     def destroy(self) -> None:
         """Delete the stored session at commit and clear the cookie; the data is dropped now."""
         self._forget_data()
@@ -531,29 +511,16 @@ class Session(MutableMapping[str, Any]):
         self._user_id = None
 
     @property
-    def authenticated_now(self) -> bool:
-        return self._authenticated_now
-
-    @property
-    def credential(self) -> str | bytes | None:
-        """The credential this request signed in with, to be fingerprinted at commit."""
-        return self._credential
-
-    @property
     def auth_hash(self) -> str:
         """The stored fingerprint of the credential this session signed in with ('' if none)."""
         return self._record.auth_hash if self._record is not None else ""
 
-    @property
-    def user_changed(self) -> bool:
-        return self._user_changed
-
-    def needs_storing(self) -> bool:
+    def _needs_storing(self) -> bool:
         """A new session is stored only once it holds something worth keeping."""
         return bool(self._data or self._user_id is not None or self._outgoing_flashes)
 
-    def carried_past_logout(self) -> tuple[dict[str, Any], list[Any]]:
+    def _carried_past_logout(self) -> tuple[dict[str, Any], list[Any]]:
         """What a destroyed session hands to the anonymous session that follows it: the data set
         after ``destroy()`` and the flash messages not yet shown (Flask keeps a flash across
         ``logout_user()``; "You have been signed out" is the classic case)."""
-        return dict(self._data), [*self.unread_flashes, *self._outgoing_flashes]
+        return dict(self._data), [*self._unread_flashes, *self._outgoing_flashes]

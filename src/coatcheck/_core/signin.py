@@ -98,14 +98,14 @@ def still_signed_in(
     credential that the user no longer has. Then the session is ended (deleted at commit, its
     cookies cleared) and the caller treats the request as anonymous.
 
-    A session that signs in or is re-bound in this very request (``session.credential`` set) is
+    A session that signs in or is re-bound in this very request (``session._credential`` set) is
     checked at its next request: its fingerprint is written at this request's commit.
     """
     fingerprint = session.auth_hash
-    if user_credential is None or not fingerprint or session.credential is not None:
+    if user_credential is None or not fingerprint or session._credential is not None:
         return True
     user_id = session.user_id
-    if user_id is None or session.user_changed:
+    if user_id is None or session._user_changed:
         return True
     credential = user_credential(user)
     if credential is not None:
