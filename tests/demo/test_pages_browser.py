@@ -49,10 +49,17 @@ def _flashes(page) -> list[str]:  # type: ignore[no-untyped-def]
     return [text.strip() for text in page.locator(".flash").all_inner_texts()]
 
 
+def _click(page, selector: str) -> None:  # type: ignore[no-untyped-def]
+    """Click a link or a form's button and wait for the page it leads to (after redirects):
+    reading the page before that would see the old one."""
+    with page.expect_navigation():
+        page.click(selector)
+
+
 def _log_in(page, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
     page.fill("#login-form input[name=email]", email)
     page.fill("#login-form input[name=password]", password)
-    page.click("#login-form button")
+    _click(page, "#login-form button")
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
@@ -66,21 +73,21 @@ def test_pages_flow_in_a_browser(chromium, tmp_path: Path, javascript: bool) -> 
         laptop_context = chromium.new_context(java_script_enabled=javascript, viewport=VIEWPORT)
         laptop = laptop_context.new_page()
         laptop.goto(base + "/")
-        laptop.click("#story-coat-check button")
+        _click(laptop, "#story-coat-check button")
         assert _flashes(laptop) == ["Saved “The coat check”."]
         assert laptop.locator("#saved li").all_inner_texts() == ["The coat check"]
 
-        laptop.click("text=Sign up")
+        _click(laptop, "header a[href='/signup']")
         laptop.fill("#signup-form input[name=email]", email)
         laptop.fill("#signup-form input[name=name]", "Ann")
         laptop.fill("#signup-form input[name=password]", PASSWORD)
-        laptop.click("#signup-form button")
+        _click(laptop, "#signup-form button")
         assert _flashes(laptop) == ["Welcome, Ann! Your account is ready."]
         assert laptop.locator("#saved li").all_inner_texts() == ["The coat check"]
         cookies = {c["name"]: c for c in laptop_context.cookies()}
         assert cookies["coatcheck_session"]["httpOnly"] is True
 
-        laptop.click("#logout")
+        _click(laptop, "#logout")
         assert _flashes(laptop) == ["You are signed out."]
         assert laptop.locator("header a[href='/login']").count() == 1
 
@@ -114,10 +121,10 @@ def test_pages_flow_in_a_browser(chromium, tmp_path: Path, javascript: bool) -> 
         if javascript:
             _screenshot(laptop, "devices.png")
 
-        laptop.click("#devices tr:has-text('Firefox') button:has-text('Revoke')")
+        _click(laptop, "#devices tr:has-text('Firefox') button:has-text('Revoke')")
         assert _flashes(laptop) == ["Signed out that device."]
         assert laptop.locator("#devices tbody tr").count() == 1
-        phone.click("text=Account")  # its next click
+        _click(phone, "header a[href='/account']")  # its next click
         assert phone.url == base + "/login?next=/account"
         assert phone.locator("header a[href='/login']").count() == 1
 
@@ -126,24 +133,24 @@ def test_pages_flow_in_a_browser(chromium, tmp_path: Path, javascript: bool) -> 
         laptop.reload()
         laptop.fill("#password-form input[name=current_password]", PASSWORD)
         laptop.fill("#password-form input[name=new_password]", NEW_PASSWORD)
-        laptop.click("#password-form button")
+        _click(laptop, "#password-form button")
         assert _flashes(laptop) == ["Password changed. Your other devices were signed out."]
         laptop.reload()
         assert _flashes(laptop) == []
         assert laptop.locator("#devices tbody tr").count() == 1
 
-        phone.click("text=Account")
+        _click(phone, "header a[href='/account']")
         assert phone.url == base + "/login?next=/account"
         _log_in(phone, email, PASSWORD)
         assert _flashes(phone) == ["Invalid email or password."]
         _log_in(phone, email, NEW_PASSWORD)
         assert phone.url == base + "/account"
 
-        laptop.click("#revoke-others")
+        _click(laptop, "#revoke-others")
         done, told = _flashes(laptop)  # the phone's new sign-in is news to the laptop again
         assert done == "Signed out everywhere else (1 other session(s))."
         assert told.startswith("A new device signed in to your account: Firefox 126 on Windows")
-        phone.click("header .brand")
+        _click(phone, "header .brand")
         assert phone.locator("header a[href='/login']").count() == 1
         laptop_context.close()
         phone_context.close()
