@@ -41,7 +41,7 @@ def test_register_cart_logout_login_in_a_browser(browser, tmp_path: Path) -> Non
     with demo_server(tmp_path) as base:
         context = browser.new_context()
         page = context.new_page()
-        page.goto(base + "/")
+        page.goto(base + "/app")
         page.wait_for_selector("text=Not signed in.")
 
         page.fill("#cart-form input[name=item]", "umbrella")
@@ -73,7 +73,7 @@ def test_register_cart_logout_login_in_a_browser(browser, tmp_path: Path) -> Non
         page.wait_for_selector("#cart li:has-text('boots')")
 
         other = browser.new_context().new_page()
-        other.goto(base + "/")
+        other.goto(base + "/app")
         other.fill("#login-form input[name=email]", email)
         other.fill("#login-form input[name=password]", "correct horse battery")
         other.click("#login-form button")
@@ -97,7 +97,7 @@ def test_sealed_cookies_in_a_browser(browser, tmp_path: Path) -> None:  # type: 
     store = "sealed://?revocations=" + quote(f"sqlite:///{tmp_path / 'rv.db'}", safe="")
     with demo_server(tmp_path, store=store) as base:
         page = browser.new_context().new_page()
-        page.goto(base + "/")
+        page.goto(base + "/app")
         page.fill("#cart-form input[name=item]", "umbrella")
         page.click("#cart-form button")
         page.wait_for_selector("#cart li:has-text('umbrella')")
@@ -110,7 +110,7 @@ def test_sealed_cookies_in_a_browser(browser, tmp_path: Path) -> None:  # type: 
         assert "coatcheck_session=" not in page.evaluate("document.cookie")
 
         other = browser.new_context().new_page()
-        other.goto(base + "/")
+        other.goto(base + "/app")
         other.fill("#login-form input[name=email]", email)
         other.fill("#login-form input[name=password]", "correct horse battery")
         other.click("#login-form button")

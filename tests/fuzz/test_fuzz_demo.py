@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import httpx
 import pytest
@@ -24,6 +25,15 @@ from coatcheck.testing import test_config
 from coatcheck.throttling import ThrottleConfig
 
 PASSWORD = "correct horse battery"
+FORM_POSTS = [
+    ("POST", "/saved"),
+    ("POST", "/login"),
+    ("POST", "/signup"),
+    ("POST", "/logout"),
+    ("POST", "/account/password"),
+    ("POST", "/account/revoke"),
+    ("POST", "/account/revoke-others"),
+]
 ENDPOINTS = [
     ("POST", "/api/register"),
     ("POST", "/api/login"),
@@ -42,8 +52,15 @@ ENDPOINTS = [
     ("DELETE", "/api/sessions/..%2F..%2Fetc"),
     ("GET", "/"),
     ("PUT", "/api/cart"),
+    # The server-rendered pages (coatcheck.demo.pages).
+    ("GET", "/login?next=//evil.example"),
+    ("GET", "/account"),
+    ("GET", "/signup"),
+    ("GET", "/app"),
+    *FORM_POSTS,
 ]
 FIELDS = ["email", "password", "name", "item", "current_password", "new_password", "label"]
+FORM_FIELDS = [*FIELDS, "next", "remember", "story", "action", "session_id", "_csrf"]
 # Text that includes lone surrogates (JSON can spell them as \ud800) and control characters.
 weird_text = st.text(
     alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
@@ -158,3 +175,43 @@ def test_no_input_gets_a_500(
     response = demo.request(method, path, content=body, headers=raw)
     demo.client.cookies.clear()
     assert response.status_code < 500, (response.status_code, response.text)
+
+
+form_value = st.one_of(
+    weird_text.map(lambda text: text.encode("utf-8", "surrogatepass")),
+    st.binary(max_size=40),
+    st.sampled_from([b"a@example.com", PASSWORD.encode(), b"coat-check", b"remove", b"on"]),
+)
+form_body = st.lists(
+    st.tuples(st.sampled_from(FORM_FIELDS).map(str.encode) | st.binary(max_size=10), form_value),
+    max_size=6,
+).flatmap(
+    lambda pairs: st.sampled_from(
+        [
+            # Escaped (what a browser sends) or raw bytes (what a hostile client may).
+            b"&".join(
+                quote_from_bytes(k).encode() + b"=" + quote_from_bytes(v).encode() for k, v in pairs
+            ),
+            b"&".join(k + b"=" + v for k, v in pairs),
+        ]
+    )
+)
+
+
+@given(st.sampled_from(FORM_POSTS), form_body, st.booleans())
+@example(("POST", "/login"), b"email=%ED%A0%80&password=%00", True)
+@example(("POST", "/signup"), b"email=a%40example.com&password=x&name=%E2%80%AE", False)
+def test_no_form_post_gets_a_500(
+    demo: Demo, endpoint: tuple[str, str], body: bytes, signed_in: bool
+) -> None:
+    """Urlencoded forms with any fields and bytes (escaped or raw, lone surrogates, NULs),
+    signed in with the CSRF token or anonymous, get a 303 or a 4xx, never a 500."""
+    method, path = endpoint
+    headers: dict[str, Any] = _signed_in(demo) if signed_in else {}
+    headers["content-type"] = "application/x-www-form-urlencoded"
+    response = demo.request(method, path, content=body, headers=headers)
+    demo.client.cookies.clear()
+    assert response.status_code == 303 or 400 <= response.status_code < 500, (
+        response.status_code,
+        response.text,
+    )

@@ -1,4 +1,5 @@
-"""The demo app that ``coatcheck demo`` serves: a JSON API and one page that drives it.
+"""The demo app that ``coatcheck demo`` serves: a JSON API, one page at ``/app`` that drives it,
+and server-rendered pages beside them (:mod:`coatcheck.demo.pages`).
 
 It is also the reference for wiring coatcheck into a Starlette/FastAPI app: every endpoint below
 is a few lines on top of the library's helpers. What it shows beyond sessions:
@@ -45,6 +46,7 @@ from ..integrations.starlette import (
 from ..manager import AsyncSessionManager
 from ..passwords import PasswordHasher
 from ..stores.base import AsyncStore
+from ..stores.sealed import AsyncSealedStore
 from ..throttling import AsyncLoginGuard, ThrottleConfig, canonical_login_name
 from .users import User, UserRepository
 
@@ -175,8 +177,17 @@ def _with_headers(response: Response, headers: list[tuple[str, str]]) -> Respons
 
 
 async def register(request: Request) -> Response:
+    user, headers = await create_account(request, await _json_body(request))
+    return _with_headers(JSONResponse(user.public(), status_code=201), headers)
+
+
+async def create_account(
+    request: Request, body: dict[str, Any]
+) -> tuple[User, list[tuple[str, str]]]:
+    """Create the account ``body`` describes and sign it in on this session; returns the user and
+    headers for the response (the JSON API and the pages). Raises 422 (invalid input), 409 (email
+    taken), 429 (too many taken emails)."""
     demo = _demo(request)
-    body = await _json_body(request)
     email = _email(body)
     password = _str_field(body, "password", max_len=4096)
     name = _text_field(body, "name", required=False).strip()
@@ -195,16 +206,23 @@ async def register(request: Request) -> Response:
     auth.login(get_session(request), user.id, credential=user.password_hash)
     # The browser that created the account is a known device from its first login on.
     headers = demo.guard.device_cookie(user.id, request.cookies.get(demo.guard.device_cookie_name))
-    return _with_headers(JSONResponse(user.public(), status_code=201), headers)
+    return user, headers
 
 
 async def login(request: Request) -> Response:
+    user, headers = await sign_in(request, await _json_body(request))
+    return _with_headers(JSONResponse(user.public()), headers)
+
+
+async def sign_in(request: Request, body: dict[str, Any]) -> tuple[User, list[tuple[str, str]]]:
+    """Check ``body``'s email and password (throttled) and sign the user in on this session;
+    returns the user and headers for the response (the JSON API and the pages). Raises 401
+    (wrong email or password), 422 (invalid input), 429 (throttled, with ``Retry-After``)."""
     demo = _demo(request)
-    body = await _json_body(request)
     user, headers = await _authenticate(request, body)
     remember = body.get("remember") is True and demo.manager.config.allow_remember
     auth.login(get_session(request), user.id, remember=remember, credential=user.password_hash)
-    return _with_headers(JSONResponse(user.public()), headers)
+    return user, headers
 
 
 async def me(request: Request) -> Response:
@@ -255,9 +273,18 @@ async def cart(request: Request) -> Response:
 
 
 async def password(request: Request) -> Response:
-    demo = _demo(request)
     user: User = await require_user(request)
-    body = await _json_body(request)
+    headers = await change_password(request, user, await _json_body(request))
+    return _with_headers(Response(status_code=204), headers)
+
+
+async def change_password(
+    request: Request, user: User, body: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Change ``user``'s password after checking the current one (throttled like a login); the
+    user's other sessions end and this one is rotated. Returns headers for the response (the
+    JSON API and the pages). Raises 401 (wrong current password), 422, 429."""
+    demo = _demo(request)
     new = _str_field(body, "new_password", max_len=4096)
     # The current password is guessed through a session like a login: same counts, same 429.
     user, headers = await _authenticate(request, body, user)
@@ -273,7 +300,7 @@ async def password(request: Request) -> Response:
         await demo.admin.password_changed(session, credential=new_hash)  # end the others too
     else:
         auth.login(session, user.id, remember=session.remember, credential=new_hash)
-    return _with_headers(Response(status_code=204), headers)
+    return headers
 
 
 async def sessions(request: Request) -> Response:
@@ -308,11 +335,16 @@ async def revoke_one(request: Request) -> Response:
 
 
 async def revoke_others(request: Request) -> Response:
-    demo = _demo(request)
     user: User = await require_user(request)
+    return JSONResponse({"revoked": await sign_out_others(request, user)})
+
+
+async def sign_out_others(request: Request, user: User) -> int | None:
+    """End every session of ``user`` but this one; how many (``None`` with sealed cookies)."""
+    demo = _demo(request)
     count = await demo.admin.revoke_all(user.id, keep=get_session(request).id)
     # Sealed sessions cannot be counted: every other one issued until now has ended.
-    return JSONResponse({"revoked": None if demo.manager.sealed is not None else count})
+    return None if demo.manager.sealed is not None else count
 
 
 def _password_hash(user: User) -> str:
@@ -401,7 +433,13 @@ def create_app(
     ``allowed_hosts`` are the ``Host`` names answered (others get 400: DNS rebinding);
     ``coatcheck demo`` passes the address it is bound to.
     """
-    manager = AsyncSessionManager(store, config)
+    from . import pages  # the pages use this module's account functions
+
+    notices = pages.NewDeviceNotices()
+    # A sign-in from a new device is told to the user's other sessions (not with sealed cookies:
+    # no list of sessions exists to compare with).
+    hooks = None if isinstance(store, AsyncSealedStore) else pages.hooks(notices)
+    manager = AsyncSessionManager(store, config, hooks=hooks)
     users = UserRepository(users_url)
     demo = Demo(
         manager=manager,
@@ -421,7 +459,8 @@ def create_app(
         await manager.close()
 
     routes = [
-        Route("/", index),
+        *pages.page_routes(),
+        Route("/app", index),
         Route("/api/register", register, methods=["POST"]),
         Route("/api/login", login, methods=["POST"]),
         Route("/api/me", me, methods=["GET"]),
@@ -436,6 +475,7 @@ def create_app(
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.demo = demo
+    app.state.new_device_notices = notices
     app.add_middleware(
         SessionMiddleware,
         manager=manager,
