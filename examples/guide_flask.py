@@ -142,6 +142,7 @@ def login_page() -> Any:
         session.ip,
         identity=user["id"] if user else None,
         device=request.cookies.get(guard.device_cookie_name),
+        credential=user["password_hash"] if user else None,  # device cookies die with it
     )
     checked = hasher.check_password(  # also costs a hash for unknown emails
         user["password_hash"] if user else None, request.form.get("password", "")
@@ -212,7 +213,9 @@ def change_password() -> Any:
     session = get_session()
     ended = admin.password_changed(session, credential=new_hash)
     session.flash(f"Password changed; {ended} other device(s) signed out.", "success")
-    return see_other("/devices")
+    # Device cookies are bound to the password: this browser gets one for the new one.
+    presented = request.cookies.get(guard.device_cookie_name)
+    return see_other("/devices", guard.device_cookie(user["id"], presented, credential=new_hash))
 
 
 @app.post("/logout")

@@ -151,6 +151,7 @@ async def login_page(request: Request) -> Response:
         session.ip,
         identity=user["id"] if user else None,
         device=request.cookies.get(guard.device_cookie_name),
+        credential=user["password_hash"] if user else None,  # device cookies die with it
     )
     checked = await hasher.check_password_async(  # also costs a hash for unknown emails
         user["password_hash"] if user else None, fields.get("password", "")
@@ -221,7 +222,9 @@ async def change_password(request: Request) -> Response:
     session = get_session(request)
     ended = await admin.password_changed(session, credential=new_hash)
     session.flash(f"Password changed; {ended} other device(s) signed out.", "success")
-    return see_other("/devices")
+    # Device cookies are bound to the password: this browser gets one for the new one.
+    presented = request.cookies.get(guard.device_cookie_name)
+    return see_other("/devices", guard.device_cookie(user["id"], presented, credential=new_hash))
 
 
 async def sign_out(request: Request) -> Response:

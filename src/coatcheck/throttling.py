@@ -75,13 +75,18 @@ class _Guard:
         return device_cookie_name(self._cookie)
 
     def _attempt(
-        self, account: str | None, ip: str | None, identity: str | None, device: str | None
+        self,
+        account: str | None,
+        ip: str | None,
+        identity: str | None,
+        device: str | None,
+        credential: str | bytes | None,
     ) -> tuple[Attempt, Flow[Decision]]:
         subject = None
         nonce = None
         if account is not None:
             subject = (
-                f"user:{identity}"
+                throttle.device_subject(identity, credential)
                 if identity is not None
                 else "name:" + throttle.throttle_name(account)
             )
@@ -101,12 +106,19 @@ class _Guard:
     def _success_flow(self, attempt: Attempt) -> Flow[None]:
         return throttle.succeeded(self.config, attempt.keys, attempt.decision, self._clock())
 
-    def device_cookie(self, identity: str, presented: str | None = None) -> Headers:
+    def device_cookie(
+        self,
+        identity: str,
+        presented: str | None = None,
+        *,
+        credential: str | bytes | None = None,
+    ) -> Headers:
         """Headers that set a device cookie for the account ``identity`` without an attempt:
-        for the browser that just created the account, so that from its first login on its owner
-        is throttled on their own, never locked out by someone else's failures. ``presented`` is
-        the device cookie the request carried (its other accounts' entries are kept)."""
-        return self._device_cookie(f"user:{identity}", presented)
+        for the browser that just created the account or changed its password, so that its
+        owner is throttled on their own, never locked out by someone else's failures.
+        ``presented`` is the device cookie the request carried (its other accounts' entries are
+        kept); ``credential`` as for :meth:`AsyncLoginGuard.check`."""
+        return self._device_cookie(throttle.device_subject(identity, credential), presented)
 
     def _device_headers(self, attempt: Attempt) -> Headers:
         if attempt.subject is None:
@@ -148,14 +160,21 @@ class AsyncLoginGuard(_Guard):
         *,
         identity: str | None = None,
         device: str | None = None,
+        credential: str | bytes | None = None,
     ) -> Attempt:
         """Count this attempt; raise a 429 :class:`~coatcheck.errors.HTTPError` when refused.
 
         ``account`` is the submitted name, ``identity`` the user id your lookup found for it
         (``None`` when none), ``device`` the value of the :attr:`device_cookie_name` cookie the
-        request carried. Call it before verifying the password, for unknown accounts too.
+        request carried, ``credential`` the account's current password hash: device cookies
+        are bound to it, so a password change ends every device cookie issued before it. Call
+        it before verifying the password, for unknown accounts too.
+
+        A browser with a valid device cookie for the account is counted on that cookie alone
+        (5 attempts, then backoff): attackers' failures on the account or from its address do
+        not lock it out.
         """
-        attempt, flow = self._attempt(account, ip, identity, device)
+        attempt, flow = self._attempt(account, ip, identity, device, credential)
         decision = await self.manager.run(flow)
         await self.manager.fire(events.throttled(account, ip, decision, self._clock()))
         return self._finish(attempt, decision)
@@ -190,8 +209,9 @@ class LoginGuard(_Guard):
         *,
         identity: str | None = None,
         device: str | None = None,
+        credential: str | bytes | None = None,
     ) -> Attempt:
-        attempt, flow = self._attempt(account, ip, identity, device)
+        attempt, flow = self._attempt(account, ip, identity, device, credential)
         decision = self.manager.run(flow)
         self.manager.fire(events.throttled(account, ip, decision, self._clock()))
         return self._finish(attempt, decision)

@@ -14,6 +14,7 @@ from coatcheck._core.throttle import (
     ThrottleKeys,
     canonical_login_name,
     check,
+    device_subject,
     issue_device_cookie,
     succeeded,
     throttle_keys,
@@ -427,6 +428,29 @@ def test_device_cookies_can_be_turned_off() -> None:
     for n in range(5):
         login.attempt(ip=f"198.51.100.{n}", identity="user-1")
     assert login.attempt(identity="user-1", device="nonce-1").allowed is False
+
+
+def test_a_device_is_not_locked_out_by_its_own_address(login: Login) -> None:
+    """Found by an attack: failures from the owner's address (an office NAT, an attacker on the
+    same network) locked the owner's browser out, device cookie or not, because the address was
+    checked first. A valid device cookie is counted on its own key only."""
+    for n in range(40):
+        login.attempt(f"someone{n}@example.com", ip="192.0.2.7")
+    assert login.attempt(ip="192.0.2.7", identity="user-1").allowed is False
+    owner = login.attempt(ip="192.0.2.7", identity="user-1", device="nonce-of-owner")
+    assert owner.allowed is True
+
+
+def test_device_cookies_die_with_the_credential() -> None:
+    """Found by an attack: device cookies hoarded while the old password was known each gave
+    five more guesses at the new one. Bound to the credential, they end with a password change
+    (and a cookie bound to one account's credential is not another account's)."""
+    before, after = device_subject("1", "hash-1"), device_subject("1", "hash-2")
+    cookie = issue_device_cookie(SECRET, before, T0, 100)
+    assert valid_device(SECRET, cookie, before, T0) is not None
+    assert valid_device(SECRET, cookie, after, T0) is None
+    assert valid_device(SECRET, cookie, device_subject("2", "hash-1"), T0) is None
+    assert device_subject("1") == "user:1"  # no credential given: bound to the account only
 
 
 def test_device_cookie_is_bound_to_its_account() -> None:

@@ -195,6 +195,58 @@ def test_the_owner_signs_in_during_an_attack_from_other_addresses(base: str) -> 
     assert (during.status_code, during.json()) == (200, user)
 
 
+def test_the_owner_signs_in_while_their_own_address_is_locked(base: str) -> None:
+    """Found by an attack: 40 failed logins (on made-up emails) from the owner's address locked
+    the owner out for 15 minutes although their browser held a device cookie. A browser with a
+    valid device cookie is counted on that cookie only."""
+    address = "127.0.0.25"
+    with client(base, address) as owner:
+        user = register(owner, f"alice.{uuid.uuid4().hex[:8]}@example.com")
+        owner.post("/api/logout", headers=xsrf(owner))
+        with client(base, address) as attacker:
+            statuses = [
+                login(attacker, f"victim{n}.{uuid.uuid4().hex[:6]}@example.com").status_code
+                for n in range(40)
+            ]
+            refused = login(attacker, user["email"])
+        signed_in = login(owner, user["email"])
+    assert 429 in statuses
+    assert refused.status_code == 429  # a browser without the cookie waits
+    assert (signed_in.status_code, signed_in.json()) == (200, user)
+
+
+def test_device_cookies_hoarded_before_a_password_change_get_no_guesses(base: str) -> None:
+    """Found by an attack: someone who knew the password logged in ten times, kept the ten
+    device cookies (five guesses each), and after the owner changed the password had fifty
+    guesses at the new one. Device cookies are bound to the password: after the change, the
+    hoarded ones count on the account like any stranger's attempts."""
+    with client(base, "127.0.0.26") as owner:
+        user = register(owner, f"alice.{uuid.uuid4().hex[:8]}@example.com")
+        hoard = []
+        for n in range(4):
+            with client(base, f"127.0.26.{n + 1}") as thief:
+                assert login(thief, user["email"]).status_code == 200
+                hoard.append(thief.cookies[DEVICE])
+        changed = owner.post(
+            "/api/password",
+            json={"current_password": PASSWORD, "new_password": "a new passphrase"},
+            headers=xsrf(owner),
+        )
+        assert changed.status_code == 204
+        statuses = []
+        for n, device in enumerate(hoard):
+            for guess in range(3):
+                with client(base, f"127.0.27.{3 * n + guess + 1}") as thief:
+                    thief.cookies.set(DEVICE, device)
+                    statuses.append(login(thief, user["email"], f"guess {guess}").status_code)
+        # The owner's browser got a device cookie for the new password with the change.
+        owner.post("/api/logout", headers=xsrf(owner))
+        mine = login(owner, user["email"], "a new passphrase")
+    assert statuses.count(401) <= 6  # the account's 5 (6 with a parallel edge), not 4 x 3
+    assert 429 in statuses
+    assert mine.status_code == 200
+
+
 def test_an_office_behind_one_address_is_not_locked_out(base: str) -> None:
     """The per-address limit counts failures only: 40 sign-ins from one NAT address within a
     few seconds all succeed (beyond the 30th, they were refused before, 1, 3, 7 ... s apart)."""

@@ -191,6 +191,21 @@ def test_a_full_anonymous_cart_still_registers_and_logs_in(plain: str) -> None:
         assert c.get("/api/me").json() == user
 
 
+def test_a_full_signed_in_cart_signs_in_again_with_remember_me(plain: str) -> None:
+    """Found by an attack: a signed-in session's cart filled to the limit, then the same user
+    logging in again with remember-me (which adds a Max-Age and a flag) answered 413. Data
+    writes stop 256 bytes short of the limit, so the re-login fits."""
+    with client(plain) as c:
+        user = register(c)
+        added = fill_anonymous_cart(c)  # signed in here: the same requests
+        assert added > 10
+        body = {"email": user["email"], "password": PASSWORD, "remember": True}
+        again = unsafe(c, "POST", "/api/login", json=body)
+        assert again.status_code == 200, again.text
+        assert c.get("/api/me").json() == user
+        assert len(c.get("/api/cart").json()["items"]) == added
+
+
 def test_logout_ends_a_replayed_cookie(revoking: str) -> None:
     """With a revocation record: register, cart across login, logout, and the old cookie
     replayed afterwards is refused."""

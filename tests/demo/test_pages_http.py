@@ -249,6 +249,21 @@ def test_forms_without_the_token_or_from_another_site_are_refused(base: str) -> 
         assert same_site.status_code == 303
 
 
+def test_a_browser_gets_its_refusal_as_a_page_an_api_client_as_json(base: str) -> None:
+    """The demo's ``error_renderer``: a form posted without ``_csrf`` by a browser (``Accept``
+    prefers HTML) gets an HTML 403 page saying what to do; the same refusal for a client that
+    asks for anything (``*/*``) stays the library's JSON."""
+    with client(base, "127.0.1.16") as c:
+        sign_up(c)
+        browser = c.post("/logout", data={}, headers={"accept": "text/html,*/*;q=0.8"})
+        api = c.post("/logout", data={}, headers={"accept": "*/*"})
+        assert browser.status_code == api.status_code == 403
+        assert browser.headers["content-type"].startswith("text/html")
+        assert "This form has expired" in browser.text
+        assert api.json()["error"] == "csrf"
+        assert signed_in_as(c) == "Ann"
+
+
 def test_devices_revoke_one_and_sign_out_everywhere_else(base: str) -> None:
     """The account page lists each session with a readable browser name, IP, times and a "this
     device" marker; Revoke signs that device out at its next request; "Sign out everywhere else"

@@ -572,3 +572,34 @@ def test_purpose_must_be_a_word() -> None:
     """A purpose is a key label: anything but an identifier is refused at start-up."""
     with pytest.raises(ValueError, match="purpose"):
         LoginGuard(SessionManager(MemoryStore(), test_config()), purpose="a:b")
+
+
+async def test_a_client_hanging_up_mid_body_ends_the_request_without_an_error() -> None:
+    """Found by an attack on the demo: a client that sent half a JSON body and closed the
+    connection made ``read_json`` raise Starlette's ``ClientDisconnect``, logged as an application
+    error (a 500 to every monitor). It is a 400 ``incomplete_body`` now, answered to nobody."""
+    env = build()
+    messages = [
+        {"type": "http.request", "body": b'{"item":', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "https", "path": "/echo", "raw_path": b"/echo", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 5000), "server": ("testserver", 443),
+        "headers": [
+            (b"host", b"testserver"), (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+        ],
+    }  # fmt: skip
+    await env.app(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert b"incomplete_body" in sent[1]["body"]

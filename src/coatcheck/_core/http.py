@@ -267,6 +267,14 @@ def body_too_large(max_bytes: int) -> HTTPError:
     )
 
 
+def body_incomplete() -> HTTPError:
+    """The answer for a body whose client went away before sending all of it (nobody reads it:
+    it ends the request without a 500 and without an error logged for a client's hang-up)."""
+    return HTTPError(
+        400, {"error": "incomplete_body", "message": "the client left before the body ended"}
+    )
+
+
 def parse_json_object(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """A JSON object from ``raw``, or a 422 :class:`HTTPError`; never another exception."""
     if _too_deep(raw, max_depth):

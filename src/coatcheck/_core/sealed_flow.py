@@ -18,9 +18,10 @@ Rules written here:
   that reaches the browser last wins.
 - A cookie never exceeds 4096 bytes: a larger session is refused with
   :class:`~coatcheck.errors.SessionTooLargeError` (413) and the browser keeps its previous cookie.
-  An anonymous session is refused :data:`SIGN_IN_HEADROOM` bytes earlier, so that signing it in
-  (which adds the user id, auth time, credential fingerprint and a remember-me ``Max-Age``)
-  always fits: a full anonymous cart never makes the login fail.
+  A request that changes the session's data is refused :data:`SIGN_IN_HEADROOM` bytes earlier,
+  so that what other requests add -- a sign-in (user id, auth time, credential fingerprint,
+  remember-me ``Max-Age``), a flash message, a touch -- always fits: a full cart never makes a
+  login, a re-login with remember-me or a page view fail.
 
 The revocation record (with ``sealed://?revocations=<store URL>``): one record per user, under
 the reserved id :func:`revocation_id` (never a valid token id), holding ``after`` (sessions issued
@@ -63,8 +64,9 @@ MAX_COOKIE_BYTES = 4096
 (6.1) asks browsers to keep at least 4096 bytes per cookie counting all three; Chrome and Firefox
 count name and value only, so this bound holds under every reading."""
 SIGN_IN_HEADROOM = 256
-"""Bytes an anonymous session's cookie leaves free for signing in: enough for user ids of up to
-64 characters (the others are measured in ``tests/core/test_sealed_flow.py``)."""
+"""Bytes a data write leaves free for what requests that write no data add (a sign-in with a
+user id of up to 64 characters, remember-me, a flash message, a touch)."""
+DATA_LIMIT = MAX_COOKIE_BYTES - SIGN_IN_HEADROOM
 MAX_DENIED = 64
 """Deny entries kept per user; one more folds them into ``after`` (see :func:`_fold`)."""
 REVOCATION_ID_PREFIX = "rv."
@@ -358,10 +360,8 @@ class SealedMode:
         value = self.sealer.seal(dump_payload(record, issued_at))
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
-        limit = (
-            MAX_COOKIE_BYTES if record.user_id is not None else MAX_COOKIE_BYTES - SIGN_IN_HEADROOM
-        )
-        if len(cookie) > limit:
+        if len(cookie) > DATA_LIMIT and (len(cookie) > MAX_COOKIE_BYTES or session._changes()):
+            limit = DATA_LIMIT if len(cookie) <= MAX_COOKIE_BYTES else MAX_COOKIE_BYTES
             raise SessionTooLargeError(len(cookie), limit)
 
         if new_id and base is not None and base.user_id is not None and self.revocations:

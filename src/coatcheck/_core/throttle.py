@@ -268,12 +268,18 @@ def check(config: ThrottleConfig, keys: ThrottleKeys, now: float) -> Flow[Decisi
     """Count one attempt and decide whether it may go on to the password check.
 
     Call it once per attempt, *before* verifying the password; when it refuses, answer with
-    :func:`throttled_error` and do not verify. The address is counted first; an attempt refused
-    for its address is not counted against the account, so one noisy address cannot keep adding
-    to its victims' counts. With a device key the device is counted instead of the account;
-    otherwise the attempt is counted under both account keys and refused if either refuses.
+    :func:`throttled_error` and do not verify. With a device key (a browser that signed in to
+    this account with its current credential before) only the device is counted: neither the
+    account's count nor its address's, so an attacker -- from anywhere, or from behind the
+    owner's own NAT -- cannot lock the owner's browser out. Otherwise the address is counted
+    first; an attempt refused for its address is not counted against the account, so one noisy
+    address cannot keep adding to its victims' counts; then the attempt is counted under both
+    account keys and refused if either refuses.
     """
     credit_until: float | None = None
+    if keys.device is not None and config.device_threshold is not None:
+        count, ends_at = yield Hit(keys.device, now, config.window)
+        return _decide(config, config.device_threshold, count, ends_at, now)
     if keys.ip is not None and keys.ip_credit is not None and config.ip_threshold is not None:
         attempts, ends_at = yield Hit(keys.ip, now, config.window)
         # A credits window that opens now is made to end with the attempts window.
@@ -290,11 +296,7 @@ def check(config: ThrottleConfig, keys: ThrottleKeys, now: float) -> Flow[Decisi
         by_ip = _decide(config, config.ip_threshold, failures, ends_at, now)
         if not by_ip.allowed:
             return by_ip
-    scopes: list[tuple[str, int]]
-    if keys.device is not None and config.device_threshold is not None:
-        scopes = [(keys.device, config.device_threshold)]
-    else:
-        scopes = [(k, config.account_threshold) for k in (keys.account, keys.identity) if k]
+    scopes = [(k, config.account_threshold) for k in (keys.account, keys.identity) if k]
     # Both account keys name one account: each attempt is counted under both, even one the
     # first refuses, or a refusal under one spelling would not push back the next chance of
     # another spelling of the same account.
@@ -340,6 +342,17 @@ def throttled_error(decision: Decision) -> HTTPError:
 
 
 # -- device cookies -------------------------------------------------------------------------
+
+
+def device_subject(identity: str, credential: str | bytes | None = None) -> str:
+    """What a device cookie for the account ``identity`` is bound to: the account and, when
+    given, its current credential (the password hash), so that a password change ends every
+    device cookie issued before it -- someone who once knew the password cannot hoard device
+    cookies (each with its own guesses) to try for the new one."""
+    if credential is None:
+        return f"user:{identity}"
+    raw = credential.encode("utf-8", "surrogatepass") if isinstance(credential, str) else credential
+    return f"user:{identity}:" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 def valid_device(secret: str, cookie: str | None, subject: str, now: float) -> str | None:

@@ -150,6 +150,8 @@ async def _authenticate(
             get_session(request).ip,
             identity=user.id if user is not None else None,
             device=request.cookies.get(guard.device_cookie_name),
+            # Device cookies die with the password: none hoarded before a change gets guesses.
+            credential=user.password_hash if user is not None else None,
         )
     else:
         password = _str_field(body, "current_password", max_len=4096)
@@ -164,10 +166,25 @@ async def _authenticate(
     if user is None or result is None or not result.ok:
         raise HTTPError(401, {"error": "invalid_credentials"})
     headers = await guard.succeeded(attempt)
-    if result.new_hash is not None:
-        await demo.users.set_password_hash(user.id, result.new_hash)
+    if result.new_hash is not None and await demo.users.set_password_hash(
+        # Only over the hash just checked: a password change that landed meanwhile wins (else
+        # this rehash of the old password would bring the old password back).
+        user.id,
+        result.new_hash,
+        replacing=user.password_hash,
+    ):
         user = dataclasses.replace(user, password_hash=result.new_hash)
+        if headers:  # the device cookie follows the hash it is bound to
+            headers = _device_cookie(request, user)
     return user, headers
+
+
+def _device_cookie(request: Request, user: User) -> list[tuple[str, str]]:
+    """Headers that set a device cookie for ``user``'s current password (after registration
+    and a password change: that browser stays a known device)."""
+    guard = _demo(request).guard
+    presented = request.cookies.get(guard.device_cookie_name)
+    return guard.device_cookie(user.id, presented, credential=user.password_hash)
 
 
 def _with_headers(response: Response, headers: list[tuple[str, str]]) -> Response:
@@ -205,8 +222,7 @@ async def create_account(
     await demo.register_guard.succeeded(attempt)
     auth.login(get_session(request), user.id, credential=user.password_hash)
     # The browser that created the account is a known device from its first login on.
-    headers = demo.guard.device_cookie(user.id, request.cookies.get(demo.guard.device_cookie_name))
-    return user, headers
+    return user, _device_cookie(request, user)
 
 
 async def login(request: Request) -> Response:
@@ -300,7 +316,8 @@ async def change_password(
         await demo.admin.password_changed(session, credential=new_hash)  # end the others too
     else:
         auth.login(session, user.id, remember=session.remember, credential=new_hash)
-    return headers
+    # The old password's device cookies ended with it; this browser gets one for the new.
+    return [*headers, *_device_cookie(request, dataclasses.replace(user, password_hash=new_hash))]
 
 
 async def sessions(request: Request) -> Response:
@@ -481,6 +498,7 @@ def create_app(
         manager=manager,
         user_loader=users.by_id,
         user_credential=_password_hash,  # sessions signed in with an old password end
+        error_renderer=pages.error_page,  # refusals of page requests as pages, not JSON
     )
     app.add_middleware(HostAndFraming, allowed_hosts=list(allowed_hosts))
     return app

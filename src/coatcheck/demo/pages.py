@@ -35,6 +35,7 @@ from ..hooks import Hooks
 from ..integrations.starlette import (
     current_user,
     get_session,
+    read_body,
     require_user_page,
     revoke_session,
 )
@@ -202,6 +203,43 @@ async def _render(request: Request, template: str, **context: Any) -> Response:
     return HTMLResponse(html)
 
 
+_ERROR_PAGES = {
+    "csrf": (
+        "This form has expired",
+        "The page you sent it from was too old, or the form came from another site. Go back, "
+        "reload the page and try again.",
+    ),
+    "too_many_attempts": ("Too many attempts", "Wait {wait} and try again."),
+    "store_unavailable": (
+        "Try again in a moment",
+        "The session store is not answering. Nothing was changed; try again in {wait}.",
+    ),
+    "cookie_too_large": (
+        "Your cookies are too large",
+        "This browser sent more cookie data than the site accepts. Clear this site's cookies.",
+    ),
+    "session_too_large": (
+        "Your session is full",
+        "It would not fit in one cookie any more. Remove something and try again.",
+    ),
+}
+
+
+def error_page(scope: Any, error: HTTPError) -> str:
+    """The library's refusals of a browser's page request (a form posted without its CSRF field,
+    a throttled login, a store outage) as a page instead of JSON; API requests still get JSON.
+    Rendered without the session: a refusal may come before it was opened."""
+    code = str(error.body.get("error", ""))
+    title, message = _ERROR_PAGES.get(
+        code, ("Something went wrong", "The request could not be completed.")
+    )
+    retry = dict(error.headers).get("retry-after", "")
+    wait = f"{retry} seconds" if retry.isdigit() else "a moment"
+    return _env.get_template("error.html").render(
+        user=None, flashes=[], csrf="", title=title, message=message.format(wait=wait)
+    )
+
+
 def _saved(request: Request) -> list[str]:
     saved = get_session(request).get("saved", [])
     return [s for s in saved if isinstance(s, str)] if isinstance(saved, list) else []
@@ -241,16 +279,10 @@ async def _form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise HTTPError(415, {"error": "unsupported_media_type", "message": f"send {FORM_TYPE}"})
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            raise HTTPError(413, {"error": "body_too_large"})
-        chunks.append(chunk)
+    body = await read_body(request, max_bytes=MAX_FORM_BYTES)
     try:
         pairs = parse_qsl(
-            b"".join(chunks).decode("utf-8"),
+            body.decode("utf-8"),
             keep_blank_values=True,
             max_num_fields=MAX_FORM_FIELDS,
             errors="strict",

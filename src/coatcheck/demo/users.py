@@ -128,8 +128,16 @@ class UserRepository:
         """The user with this canonical email, or ``None``."""
         return await self._one(users.c.email == email)
 
-    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+    async def set_password_hash(
+        self, user_id: str, password_hash: str, *, replacing: str | None = None
+    ) -> bool:
+        """Store ``password_hash``; with ``replacing``, only while the stored hash is still that
+        one (a rehash on login must not undo a password change made meanwhile). True if stored."""
+        clause = users.c.id == user_id
+        if replacing is not None:
+            clause = sa.and_(clause, users.c.password_hash == replacing)
         async with _unavailable_on_failure(), self.engine.begin() as conn:
-            await conn.execute(
-                users.update().where(users.c.id == user_id).values(password_hash=password_hash)
+            result = await conn.execute(
+                users.update().where(clause).values(password_hash=password_hash)
             )
+        return bool(result.rowcount)

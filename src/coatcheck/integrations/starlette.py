@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from .._core import signin
 from .._core.csrf import hidden_input
@@ -23,6 +23,7 @@ from .._core.http import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     NO_STORE_KEY,
+    body_incomplete,
     body_too_large,
     json_body_headers_error,
     parse_json_object,
@@ -205,11 +206,21 @@ async def read_json(
     )
     if problem is not None:
         raise problem
+    return parse_json_object(await read_body(request, max_bytes=max_bytes), max_depth)
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The request's body, read with a limit: 413 as soon as the stream passes ``max_bytes``
+    (reading stops there), 400 ``incomplete_body`` when the client leaves before it ends
+    (Starlette's ``ClientDisconnect``, which would otherwise be logged as an application error)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise body_too_large(max_bytes)
-        chunks.append(chunk)
-    return parse_json_object(b"".join(chunks), max_depth)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise body_too_large(max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise body_incomplete() from None
+    return b"".join(chunks)
