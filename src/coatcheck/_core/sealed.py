@@ -25,15 +25,24 @@ Rules written here:
   absolute deadline, issued] (epoch seconds to the millisecond), ``c`` CSRF token, ``d`` data,
   and when set ``u`` user id, ``f`` pending flash messages, ``a`` auth time, ``r`` remember-me.
   A payload that is not exactly that shape is refused like a forged seal.
+- **Opened seals are remembered.** A browser sends the same cookie on every request until the
+  session is re-sealed, so :class:`OpenedSeals` keeps, per exact cookie value, what opening it
+  gave (made only from a seal that opened and a payload that passed every check): the next
+  request with the same value skips base64, AES-GCM and JSON. Nothing is trusted that was not
+  checked: the key ring of a :class:`Sealer` never changes, opening is deterministic, and
+  expiry and revocations are decided afresh on every request from the remembered times. Bounded
+  (:data:`OPENED_SEALS_KEPT` values, the oldest forgotten first); each request gets its own copy.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
+import marshal
 import math
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -282,3 +291,87 @@ def load_payload(plaintext: bytes) -> SealedState | None:
         auth_hash=auth_hash,
     )
     return SealedState(record, issued_at)
+
+
+# -- opened seals, remembered ----------------------------------------------------------------
+
+OPENED_SEALS_KEPT = 1024
+"""Cookie values :class:`OpenedSeals` remembers (a few MiB at most: a value is under 4 KiB)."""
+
+_IMAGE_FORMAT = 2  # marshal format 2: no object references, binary floats
+_Image = tuple[tuple[Any, ...], bytes, bytes, float, bool]
+"""(the record's scalar fields, its data and flash marshalled, issued at, newest key)"""
+
+
+class OpenedSeals:
+    """What opening each recently seen cookie value gave, so that opening it again is a lookup.
+
+    Made by :meth:`remember` from a :class:`SealedState` that :func:`load_payload` just built
+    from an authentic seal; :meth:`recall` gives a fresh copy (its data and flash rebuilt from
+    ``marshal`` bytes this process made from decoded JSON values, so requests share nothing).
+    Thread-safe: lookups are one dict access, insertions take a lock.
+    """
+
+    def __init__(self, kept: int = OPENED_SEALS_KEPT) -> None:
+        self._kept = kept
+        self._images: dict[str, _Image] = {}
+        self._lock = threading.Lock()
+
+    def recall(self, value: str) -> tuple[SealedState, bool] | None:
+        """``(state, sealed with the newest key)`` for a value opened before, else ``None``."""
+        image = self._images.get(value)
+        if image is None:
+            return None
+        scalars, data, flash, issued_at, newest = image
+        (session_id, created_at, last_seen_at, absolute_expires_at, user_id, csrf_token,
+         auth_time, remember, auth_hash) = scalars  # fmt: skip
+        record = SessionRecord(
+            id=session_id,
+            secret_hash="",
+            created_at=created_at,
+            last_seen_at=last_seen_at,
+            expires_at=absolute_expires_at,
+            absolute_expires_at=absolute_expires_at,
+            version=1,
+            user_id=user_id,
+            # S302: bytes this process marshalled itself from a checked, decoded payload.
+            data=marshal.loads(data),  # noqa: S302
+            flash=marshal.loads(flash) if flash else [],  # noqa: S302
+            csrf_token=csrf_token,
+            auth_time=auth_time,
+            transport="cookie",
+            remember=remember,
+            auth_hash=auth_hash,
+        )
+        return SealedState(record, issued_at), newest
+
+    def remember(self, value: str, state: SealedState, newest: bool) -> None:
+        """Keep what opening ``value`` gave (call before anything changes ``state``)."""
+        record = state.record
+        image: _Image = (
+            (
+                record.id,
+                record.created_at,
+                record.last_seen_at,
+                record.absolute_expires_at,
+                record.user_id,
+                record.csrf_token,
+                record.auth_time,
+                record.remember,
+                record.auth_hash,
+            ),
+            marshal.dumps(record.data, _IMAGE_FORMAT),
+            marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b"",
+            state.issued_at,
+            newest,
+        )
+        with self._lock:
+            images = self._images
+            if len(images) >= self._kept:
+                # The oldest remembered first: dicts keep insertion order.
+                for stale in list(images)[: max(1, self._kept // 8)]:
+                    del images[stale]
+            images[value] = image
+
+    def __len__(self) -> int:
+        return len(self._images)

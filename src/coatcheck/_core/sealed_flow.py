@@ -56,7 +56,7 @@ from .lifecycle import (
 )
 from .ops import Flow, Get, Put
 from .record import SessionRecord
-from .sealed import SealedState, Sealer, dump_payload, load_payload
+from .sealed import OpenedSeals, SealedState, Sealer, dump_payload, load_payload
 from .session import Session
 
 MAX_COOKIE_BYTES = 4096
@@ -251,6 +251,8 @@ class SealedMode:
         self.config = config
         self.revocations = revocations
         self.sealer = Sealer(config.secrets, purpose=PURPOSE, name=config.cookie.effective_name)
+        self.opened = OpenedSeals()
+        """Cookie values opened recently, so that the same cookie is not decrypted again."""
 
     # -- open -------------------------------------------------------------------------------
 
@@ -282,11 +284,18 @@ class SealedMode:
         rv_record: SessionRecord | None = None
         rv_read = False
         for value in presented.values:  # several cookies of one name: the first valid one wins
-            opened = self.sealer.open(value)
-            if opened is None:
-                continue
-            state = load_payload(opened[0])
-            if state is None or is_expired(state.record, now, config):
+            recalled = self.opened.recall(value)
+            if recalled is None:
+                opened = self.sealer.open(value)
+                if opened is None:
+                    continue
+                loaded = load_payload(opened[0])
+                if loaded is None:
+                    continue
+                self.opened.remember(value, loaded, opened[1])
+                recalled = loaded, opened[1]
+            state, is_newest = recalled
+            if is_expired(state.record, now, config):
                 continue  # checked before the revocation read: dead seals cost no round trip
             user_id = state.record.user_id
             if self.revocations and user_id is not None:
@@ -294,7 +303,7 @@ class SealedMode:
                 if is_revoked(read, state.record.id, state.issued_at):
                     continue
                 rv_record, rv_read = read, True
-            found, newest = state, opened[1]
+            found, newest = state, is_newest
             break
         if found is None:
             return Opened(anonymous(), clear_cookie=True)
