@@ -328,6 +328,11 @@ class Session(MutableMapping[str, Any]):
         self._snapshot(key)
         return self._data[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # The same as Mapping.get (a snapshot first), without raising KeyError for a missing key.
+        self._snapshot(key)
+        return self._data.get(key, default)
+
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError("session keys must be str")
