@@ -177,7 +177,8 @@ class SessionMiddleware:
                     await send_answer(send, refusals.unavailable(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
-                self._add_headers(scope, session, raw_headers, [*extra, *committed.headers])
+                ours = [*extra, *committed.headers] if extra else committed.headers
+                self._add_headers(scope, session, raw_headers, ours)
                 message["headers"] = raw_headers
             await send(message)
 

@@ -164,3 +164,24 @@ def test_bounded() -> None:
         assert len(seals) <= 8
     assert seals.recall(values[-1]) is not None
     assert seals.recall(values[0]) is None
+
+
+def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
+    """The value a commit seals is remembered with what opening it would give, so the next
+    request with it opens the same session without decrypting."""
+    mode = SealedMode(config(NEW), revocations=False)
+    session = open_with(mode, seal_of(mode)).session
+    session["n"] = 2
+    committed = finish(mode.commit(session, NOW + 20))
+    assert committed.record is not None
+    name = mode.config.cookie.effective_name
+    value = next(
+        v.split(";")[0].split("=", 1)[1]
+        for k, v in committed.headers
+        if k == "set-cookie" and v.startswith(name + "=")
+    )
+    recalled = mode.opened.recall(value)
+    opened = mode.sealer.open(value)
+    assert opened is not None
+    assert recalled == (load_payload(opened[0]), True)
+    assert open_with(mode, value).session["n"] == 2

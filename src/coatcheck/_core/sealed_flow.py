@@ -366,7 +366,8 @@ class SealedMode:
 
         issued_at = _issued_at(sealed, base)
         record, issued_at = _next_record(session, new_id, issued_at, now, config)
-        value = self.sealer.seal(dump_payload(record, issued_at))
+        plaintext = dump_payload(record, issued_at)
+        value = self.sealer.seal(plaintext)
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
         if len(cookie) > DATA_LIMIT and (len(cookie) > MAX_COOKIE_BYTES or session._changes()):
@@ -387,6 +388,11 @@ class SealedMode:
             if not written:
                 return Committed(clear_cookie_headers(config))
 
+        # The browser sends this value next: remember what it opens to, as opening it would
+        # (decoded from the very bytes sealed), so that the next request skips the decryption.
+        state = load_payload(plaintext)
+        if state is not None:
+            self.opened.remember(value, state, True)
         headers = [("set-cookie", cookie), *_xsrf_headers(session, record.csrf_token, config)]
         if new_id:
             session.token = value

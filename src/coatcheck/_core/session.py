@@ -435,19 +435,18 @@ class Session(MutableMapping[str, Any]):
     def _changes(self) -> Changes:
         """What this request did to the data: keys set to a new value (nested mutation
         included, found by comparing with the snapshot) and keys removed."""
-        self._write_back_views()
+        if self._typed_views:
+            self._write_back_views()
         if self._keys_loaded is None:
             return _NO_CHANGES  # the data was never touched
         if not self._reshaped:
             # Nothing was assigned or deleted: only a list or an object handed out can have
             # been changed, in place. The common read-only request ends here.
             data = self._data
-            mutated = {
-                k: data[k]
-                for k, snapshot in self._loaded.items()
-                if type(snapshot) is bytes and not _unchanged(snapshot, data[k])
-            }
-            if not mutated:
+            for k, snapshot in self._loaded.items():
+                if type(snapshot) is bytes and not _unchanged(snapshot, data[k]):
+                    break
+            else:
                 return _NO_CHANGES
         keys_loaded = self._keys_loaded
         loaded = self._loaded
