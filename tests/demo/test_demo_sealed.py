@@ -284,3 +284,46 @@ def test_unique_users_do_not_share_carts(plain: str) -> None:
         b.post("/api/cart", json={"item": "b-item"})
         assert b.get("/api/cart").json() == {"items": ["b-item"]}
         assert a.get("/api/cart").json()["items"][0].startswith("a-")
+
+
+# -- the pages on sealed cookies (found by an attack on the pages) ------------------------------
+
+
+def form(c: httpx.Client, path: str, data: dict[str, str], page: str = "/") -> httpx.Response:
+    token = c.get(page).text.split('name="_csrf" value="', 1)[1].split('"', 1)[0]
+    return c.post(path, data={"_csrf": token, **data})
+
+
+def test_pages_sign_up_with_a_long_name_beside_a_full_cart(plain: str) -> None:
+    """The page signup's welcome flash names the user; beside a full anonymous cart it did not
+    fit, and the signup answered 413 after creating the account. The flash is dropped instead."""
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    with client(plain) as c:
+        added = fill_anonymous_cart(c)
+        signed_up = form(c, "/signup", {"email": email, "password": PASSWORD, "name": "a" * 150})
+        assert signed_up.status_code == 303, signed_up.text
+        assert c.get("/api/me").json()["email"] == email
+        assert len(c.get("/api/cart").json()["items"]) == added
+
+
+def test_pages_logout_flash_on_sealed_cookies(plain: str) -> None:
+    """The "signed out" flash was lost on sealed cookies (the server stores kept it)."""
+    with client(plain) as c:
+        register(c)
+        assert form(c, "/logout", {}).status_code == 303
+        page = c.get("/")
+        assert "You are signed out." in page.text
+        assert "You are signed out." not in c.get("/").text
+
+
+def test_plain_sealed_account_page_offers_no_sign_out_elsewhere(plain: str) -> None:
+    """Without a revocation record other sealed sessions cannot be ended: the account page does
+    not offer "Sign out everywhere else" (it answered 501), and a hand-made post is a flash."""
+    with client(plain) as c:
+        register(c)
+        account = c.get("/account")
+        assert "Sign out everywhere else" not in account.text
+        assert "cannot be signed out from here" in account.text
+        posted = form(c, "/account/revoke-others", {}, "/account")
+        assert posted.status_code == 303
+        assert "cannot be signed out from another device" in c.get("/account").text

@@ -361,6 +361,35 @@ def test_a_new_device_is_told_once_to_the_devices_signed_in_before(base: str) ->
         assert flashes(phone.get("/")) == []
 
 
+def test_every_earlier_device_is_told_and_an_attacker_cannot_use_up_the_warning(
+    base: str,
+) -> None:
+    """Found by an attack: the first session to load a page took the warning away from every
+    other one, and an attacker signing in a few more times from its own session used up the
+    owner's warnings. Each session signed in before a new device is told once, whatever the
+    others do."""
+    with (
+        client(base, "127.0.1.30") as laptop,
+        client(base, "127.0.1.31", FIREFOX) as phone,
+        client(base, "127.0.1.32", "curl/8.0") as attacker,
+    ):
+        email = sign_up(laptop)
+        laptop.get("/")
+        assert log_in(phone, email).status_code == 303
+        phone.get("/")
+        assert log_in(attacker, email).status_code == 303
+        for n in range(6):  # more sign-ins, each from "another device", read by the attacker
+            with client(base, f"127.0.1.{40 + n}", f"curl/{n}.0") as again:
+                assert log_in(again, email).status_code == 303
+            attacker.get("/")
+        laptop_told = flashes(laptop.get("/"))
+        phone_told = flashes(phone.get("/"))
+    assert any("from 127.0.1.32" in m for m in laptop_told)  # the attacker's first sign-in
+    assert any("from 127.0.1.32" in m for m in phone_told)
+    assert len(laptop_told) == 8  # the phone, the attacker and its six more sign-ins
+    assert len(phone_told) == 7
+
+
 def test_form_validation_errors_are_flashes(base: str) -> None:
     """Bad input on a form (invalid email, taken email, empty password, control characters in
     the name, unknown story) is a 303 back with a flash, never a JSON error."""

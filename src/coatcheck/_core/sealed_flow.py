@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,10 +68,15 @@ SIGN_IN_HEADROOM = 256
 """Bytes a data write leaves free for what requests that write no data add (a sign-in with a
 user id of up to 64 characters, remember-me, a flash message, a touch)."""
 DATA_LIMIT = MAX_COOKIE_BYTES - SIGN_IN_HEADROOM
+FLASH_DROPPED = (
+    "coatcheck: %d flash message(s) dropped: with them the sealed session would not fit in one "
+    "cookie"
+)
 MAX_DENIED = 64
 """Deny entries kept per user; one more folds them into ``after`` (see :func:`_fold`)."""
 REVOCATION_ID_PREFIX = "rv."
 PURPOSE = "cookie"
+log = logging.getLogger("coatcheck")
 
 BEARER_REFUSED = (
     "bearer tokens are not used with sealed cookie sessions; use a server store for API tokens"
@@ -351,6 +357,19 @@ class SealedMode:
                     known=known,
                     known_read=known_read,
                 )
+            data, flash = session._carried_past_logout()
+            if data or flash:
+                # As on a server store: what the app put in the session around the logout (a
+                # "signed out" flash) starts the anonymous session that follows.
+                carried = _anonymous_record(data, flash, now, config)
+                value = self.sealer.seal(dump_payload(carried, now))
+                cookie = set_cookie(config.cookie, config.cookie.effective_name, value)
+                if len(cookie) <= DATA_LIMIT:
+                    session.token = value
+                    headers = [("set-cookie", cookie)]
+                    return Committed(
+                        [*headers, *_xsrf_headers(session, carried.csrf_token, config)]
+                    )
             if base is not None or session.presented_xsrf:
                 return Committed(clear_cookie_headers(config))
             return Committed()
@@ -370,6 +389,15 @@ class SealedMode:
         value = self.sealer.seal(plaintext)
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
+        if len(cookie) > MAX_COOKIE_BYTES and session._outgoing_flashes and not session._changes():
+            # A sign-in (or another write of no data) with a long flash message on a full
+            # session: the message is dropped rather than the sign-in refused.
+            kept = len(record.flash) - len(session._outgoing_flashes)
+            record.flash = record.flash[:kept]
+            value = self.sealer.seal(dump_payload(record, issued_at))
+            cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
+            if len(cookie) <= MAX_COOKIE_BYTES:
+                log.warning(FLASH_DROPPED, len(session._outgoing_flashes))
         if len(cookie) > DATA_LIMIT and (len(cookie) > MAX_COOKIE_BYTES or session._changes()):
             limit = DATA_LIMIT if len(cookie) <= MAX_COOKIE_BYTES else MAX_COOKIE_BYTES
             raise SessionTooLargeError(len(cookie), limit)
@@ -440,6 +468,27 @@ class SealedMode:
 
         yield from edit_revocations(user_id, end_all, now, self.config)
         return 0
+
+
+def _anonymous_record(
+    data: dict[str, Any], flash: list[Any], now: float, config: SessionConfig
+) -> SessionRecord:
+    """A new anonymous sealed session holding ``data`` and ``flash``."""
+    idle, absolute = config.timeouts(remember=False)
+    return SessionRecord(
+        id=tokens.new_id(),
+        secret_hash="",
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + min(idle, absolute),
+        absolute_expires_at=now + absolute,
+        version=1,
+        user_id=None,
+        data=data,
+        flash=flash,
+        csrf_token=tokens.new_csrf_token(),
+        transport="cookie",
+    )
 
 
 def _issued_at(sealed: SealedSession | None, base: SessionRecord | None) -> float | None:

@@ -525,6 +525,8 @@ class Session(MutableMapping[str, Any]):
 
     def _carried_past_logout(self) -> tuple[dict[str, Any], list[Any]]:
         """What a destroyed session hands to the anonymous session that follows it: the data set
-        after ``destroy()`` and the flash messages not yet shown (Flask keeps a flash across
-        ``logout_user()``; "You have been signed out" is the classic case)."""
-        return dict(self._data), [*self._unread_flashes, *self._outgoing_flashes]
+        after ``destroy()`` and the flash messages of this request ("You have been signed out",
+        the classic case; Flask keeps a flash across ``logout_user()``). Messages stored earlier
+        and never shown belonged to the signed-in user and end with the session: the next person
+        on that browser must not read them (found by an attack on the demo)."""
+        return dict(self._data), list(self._outgoing_flashes)

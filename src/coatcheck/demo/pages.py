@@ -74,53 +74,59 @@ _env = Environment(
 
 class NewDeviceNotices:
     """The ``on_new_device`` hook: remembers sign-ins from new devices, in this process, so that
-    each user's sessions signed in *before* one can be told about it once.
+    each of the user's sessions signed in *before* one is told about it once.
 
-    Bounded: at most :attr:`max_users` users (the oldest forgotten first), a few notices each,
-    none older than a day.
+    Every earlier session is told, each once (a notice is not used up by the first session that
+    reads it: an attacker's own session would otherwise take the owner's warning away). Bounded:
+    at most :attr:`max_users` users (the oldest forgotten first), the last :attr:`per_user`
+    sign-ins each, none older than a day, each remembering up to :attr:`max_told` sessions.
     """
 
     max_users = 10_000
-    per_user = 5
+    per_user = 20
+    max_told = 64
     max_age = 24 * 60 * 60
 
     def __init__(self) -> None:
-        self._pending: OrderedDict[str, list[SessionEvent]] = OrderedDict()
+        self._pending: OrderedDict[str, list[tuple[SessionEvent, set[float]]]] = OrderedDict()
 
     async def __call__(self, event: SessionEvent) -> None:
         if event.user_id is None:
             return
         notices = self._pending.pop(event.user_id, [])
-        notices = [*notices, event][-self.per_user :]
+        notices = [*notices, (event, set())][-self.per_user :]
         self._pending[event.user_id] = notices
         while len(self._pending) > self.max_users:
             self._pending.popitem(last=False)
 
     def take(self, user_id: str, session: Session) -> list[str]:
-        """The notices for ``session``, removed once told: sign-ins after its own, from another
-        device (its own sign-in, kept under its first id, is not news to it after a rotation)."""
+        """The notices ``session`` has not been told yet: sign-ins after its own, from another
+        device. A session is known by its sign-in time, which its id rotations keep."""
         notices = self._pending.get(user_id)
         auth_time = session.auth_time
         if not notices or auth_time is None:
             return []
-        fresh = [e for e in notices if e.at > time.time() - self.max_age]
-        told = [
-            e
-            for e in fresh
-            if e.session_id != session.id
-            and auth_time < e.at
-            and (e.user_agent, e.ip) != (session.user_agent, session.ip)
-        ]
-        kept = [e for e in fresh if e not in told]
-        if kept:
-            self._pending[user_id] = kept
+        fresh = [(e, told) for e, told in notices if e.at > time.time() - self.max_age]
+        if fresh:
+            self._pending[user_id] = fresh
         else:
             del self._pending[user_id]
-        return [
-            f"A new device signed in to your account: {browser_name(e.user_agent)}"
-            f" from {e.ip or 'an unknown address'}, at {_when(e.at)}."
-            for e in told
-        ]
+        messages = []
+        for event, told in fresh:
+            if (
+                event.session_id == session.id
+                or auth_time >= event.at
+                or (event.user_agent, event.ip) == (session.user_agent, session.ip)
+                or auth_time in told
+                or len(told) >= self.max_told
+            ):
+                continue
+            told.add(auth_time)
+            messages.append(
+                f"A new device signed in to your account: {browser_name(event.user_agent)}"
+                f" from {event.ip or 'an unknown address'}, at {_when(event.at)}."
+            )
+        return messages
 
 
 def hooks(notices: NewDeviceNotices) -> Hooks:
@@ -386,6 +392,7 @@ async def account(request: Request) -> Response:
         devices=devices,
         current=get_session(request).id,
         sealed=sealed,
+        can_revoke=demo.admin.can_revoke,
     )
 
 
@@ -415,6 +422,12 @@ async def change_password(request: Request) -> Response:
     return _see("/account", headers)
 
 
+_NO_REVOCATIONS = (
+    "Sealed cookies without a revocation record cannot be signed out from another device; "
+    "changing the password signs them out."
+)
+
+
 async def revoke(request: Request) -> Response:
     form = await _form(request)
     user = await _signed_in(request)
@@ -422,7 +435,9 @@ async def revoke(request: Request) -> Response:
         return _see(_login_page("/account"))
     session_id = form.get("session_id", "")
     current = session_id == get_session(request).id
-    if not await revoke_session(request, session_id, owner=user.id):
+    if not current and not request.app.state.demo.admin.can_revoke:
+        _flash(request, _NO_REVOCATIONS, "error")
+    elif not await revoke_session(request, session_id, owner=user.id):
         _flash(request, "That device was already signed out.", "error")
     elif current:
         get_session(request).flash("You signed this device out.")
@@ -437,6 +452,9 @@ async def revoke_others(request: Request) -> Response:
     user = await _signed_in(request)
     if user is None:
         return _see(_login_page("/account"))
+    if not request.app.state.demo.admin.can_revoke:
+        _flash(request, _NO_REVOCATIONS, "error")
+        return _see("/account")
     count = await api.sign_out_others(request, user)
     if count is None:
         _flash(request, "Signed out everywhere else.")
