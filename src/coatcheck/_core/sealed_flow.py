@@ -385,8 +385,7 @@ class SealedMode:
 
         issued_at = _issued_at(sealed, base)
         record, issued_at = _next_record(session, new_id, issued_at, now, config)
-        plaintext = dump_payload(record, issued_at)
-        value = self.sealer.seal(plaintext)
+        value, plaintext = self._seal(record, issued_at)
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
         if len(cookie) > MAX_COOKIE_BYTES and session._outgoing_flashes and not session._changes():
@@ -394,7 +393,7 @@ class SealedMode:
             # session: the message is dropped rather than the sign-in refused.
             kept = len(record.flash) - len(session._outgoing_flashes)
             record.flash = record.flash[:kept]
-            value = self.sealer.seal(dump_payload(record, issued_at))
+            value, plaintext = self._seal(record, issued_at)
             cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
             if len(cookie) <= MAX_COOKIE_BYTES:
                 log.warning(FLASH_DROPPED, len(session._outgoing_flashes))
@@ -426,6 +425,12 @@ class SealedMode:
             session.token = value
             return Committed(headers, value, record)
         return Committed(headers, record=record)
+
+    def _seal(self, record: SessionRecord, issued_at: float) -> tuple[str, bytes]:
+        """The cookie value for ``record``, with the very bytes sealed in it (what the value is
+        remembered as opening to, once it is sent)."""
+        plaintext = dump_payload(record, issued_at)
+        return self.sealer.seal(plaintext), plaintext
 
     # -- tokens and admin -------------------------------------------------------------------
 
