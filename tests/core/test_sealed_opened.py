@@ -167,8 +167,8 @@ def test_bounded() -> None:
 
 
 def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
-    """The value a commit seals is remembered with what opening it would give, so the next
-    request with it opens the same session without decrypting."""
+    """The value a commit seals is remembered with the bytes sealed in it, so the next request
+    with it opens the same session without decrypting (and the one after without decoding)."""
     mode = SealedMode(config(NEW), revocations=False)
     session = open_with(mode, seal_of(mode)).session
     session["n"] = 2
@@ -180,8 +180,8 @@ def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
         for k, v in committed.headers
         if k == "set-cookie" and v.startswith(name + "=")
     )
-    recalled = mode.opened.recall(value)
     opened = mode.sealer.open(value)
     assert opened is not None
-    assert recalled == (load_payload(opened[0]), True)
+    assert mode.opened.recall(value) == (load_payload(opened[0]), True)  # decoded now
+    assert mode.opened.recall(value) == (load_payload(opened[0]), True)  # and remembered so
     assert open_with(mode, value).session["n"] == 2

@@ -315,7 +315,7 @@ class OpenedSeals:
 
     def __init__(self, kept: int = OPENED_SEALS_KEPT) -> None:
         self._kept = kept
-        self._images: dict[str, _Image] = {}
+        self._images: dict[str, _Image | bytes] = {}
         self._lock = threading.Lock()
 
     def recall(self, value: str) -> tuple[SealedState, bool] | None:
@@ -323,6 +323,13 @@ class OpenedSeals:
         image = self._images.get(value)
         if image is None:
             return None
+        if isinstance(image, bytes):
+            # Sealed here and not opened since: the bytes sealed in it, still to be decoded.
+            state = load_payload(image)
+            if state is None:
+                return None
+            self.remember(value, state, True)
+            return state, True
         head, data, flash, tail, issued_at, newest = image
         # S302: bytes this process marshalled itself from a checked, decoded payload.
         loaded_data = marshal.loads(data)  # noqa: S302
@@ -361,6 +368,15 @@ class OpenedSeals:
             state.issued_at,
             newest,
         )
+        self._keep(value, image)
+
+    def remember_sealed(self, value: str, plaintext: bytes) -> None:
+        """Keep the bytes just sealed into ``value`` with the newest key: the browser sends it
+        next, and opening it would give these bytes back (decoded when it comes, not now, so a
+        write pays for no decoding)."""
+        self._keep(value, plaintext)
+
+    def _keep(self, value: str, image: _Image | bytes) -> None:
         with self._lock:
             images = self._images
             if len(images) >= self._kept:

@@ -415,11 +415,8 @@ class SealedMode:
             if not written:
                 return Committed(clear_cookie_headers(config))
 
-        # The browser sends this value next: remember what it opens to, as opening it would
-        # (decoded from the very bytes sealed), so that the next request skips the decryption.
-        state = load_payload(plaintext)
-        if state is not None:
-            self.opened.remember(value, state, True)
+        # The browser sends this value next: its request skips base64 and AES-GCM.
+        self.opened.remember_sealed(value, plaintext)
         headers = [("set-cookie", cookie), *_xsrf_headers(session, record.csrf_token, config)]
         if new_id:
             session.token = value
