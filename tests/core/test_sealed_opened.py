@@ -185,3 +185,21 @@ def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
     assert mode.opened.recall(value) == (load_payload(opened[0]), True)  # decoded now
     assert mode.opened.recall(value) == (load_payload(opened[0]), True)  # and remembered so
     assert open_with(mode, value).session["n"] == 2
+
+
+def test_fresh_seals_never_push_out_opened_ones() -> None:
+    """Values sealed here wait apart until they come back: a client that ignores Set-Cookie
+    (every write seals a value never seen again) cannot evict the values browsers keep sending."""
+    mode = SealedMode(config(NEW), revocations=False)
+    seals = OpenedSeals(kept=8)
+    opened = [seal_of(mode) for _ in range(8)]
+    for value in opened:
+        sealed = mode.sealer.open(value)
+        assert sealed is not None
+        state = load_payload(sealed[0])
+        assert state is not None
+        seals.remember(value, state, sealed[1])
+    for _ in range(50):
+        seals.remember_sealed(seal_of(mode), b"{}")
+    assert all(seals.recall(value) is not None for value in opened)
+    assert len(seals) <= 8 + 2

@@ -312,22 +312,28 @@ class OpenedSeals:
     Made by :meth:`remember` from a :class:`SealedState` that :func:`load_payload` just built
     from an authentic seal; :meth:`recall` gives a fresh copy (its data and flash rebuilt from
     ``marshal`` bytes this process made from decoded JSON values, so requests share nothing).
-    Thread-safe: lookups are one dict access, insertions take a lock.
+    Values sealed here (:meth:`remember_sealed`) wait in a separate, smaller memory until a
+    request brings them back, so clients that ignore ``Set-Cookie`` (every write then seals a
+    value that never returns) cannot push out the values browsers keep sending.
+    Thread-safe: lookups are dict accesses, insertions take a lock.
     """
 
     def __init__(self, kept: int = OPENED_SEALS_KEPT) -> None:
         self._kept = kept
-        self._images: dict[str, _Image | bytes] = {}
+        self._images: dict[str, _Image] = {}
+        self._sealed: dict[str, bytes] = {}
+        """value -> the plaintext sealed into it here, not yet seen in a request."""
         self._lock = threading.Lock()
 
     def recall(self, value: str) -> tuple[SealedState, bool] | None:
         """``(state, sealed with the newest key)`` for a value opened before, else ``None``."""
         image = self._images.get(value)
         if image is None:
-            return None
-        if isinstance(image, bytes):
-            # Sealed here and not opened since: the bytes sealed in it, still to be decoded.
-            state = load_payload(image)
+            plaintext = self._sealed.get(value)
+            if plaintext is None:
+                return None
+            # Sealed here and now sent back: decode the bytes sealed in it, once.
+            state = load_payload(plaintext)
             if state is None:
                 return None
             self.remember(value, state, True)
@@ -370,22 +376,25 @@ class OpenedSeals:
             state.issued_at,
             newest,
         )
-        self._keep(value, image)
+        with self._lock:
+            _bounded_insert(self._images, value, image, self._kept)
+            self._sealed.pop(value, None)
 
     def remember_sealed(self, value: str, plaintext: bytes) -> None:
         """Keep the bytes just sealed into ``value`` with the newest key: the browser sends it
         next, and opening it would give these bytes back (decoded when it comes, not now, so a
         write pays for no decoding)."""
-        self._keep(value, plaintext)
-
-    def _keep(self, value: str, image: _Image | bytes) -> None:
         with self._lock:
-            images = self._images
-            if len(images) >= self._kept:
-                # The oldest remembered first: dicts keep insertion order.
-                for stale in list(images)[: max(1, self._kept // 8)]:
-                    del images[stale]
-            images[value] = image
+            _bounded_insert(self._sealed, value, plaintext, max(1, self._kept // 4))
 
     def __len__(self) -> int:
-        return len(self._images)
+        return len(self._images) + len(self._sealed)
+
+
+def _bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> None:
+    """Insert into ``kept``, first forgetting the oldest eighth once it holds ``limit`` keys
+    (dicts keep insertion order). The caller holds the lock."""
+    if len(kept) >= limit:
+        for stale in list(kept)[: max(1, limit // 8)]:
+            del kept[stale]
+    kept[key] = value
