@@ -8,7 +8,8 @@ counts do not. Each case runs in its own ``valgrind --tool=callgrind`` process t
 ``--warmup`` requests and once with ``--warmup + --requests``; the difference divided by
 ``--requests`` is the cost of one request, start-up and imports cancelled out. The request is
 the one ``run.py`` and ``profile_read.py`` make (a signed-in visitor with a 5-item cart, over
-``https``, a GET through the ASGI middleware into a bare app).
+``https``, a GET through the ASGI middleware into a bare app), and the client keeps the cookies
+it is sent, as a browser (and ``run.py``) does.
 
 Printed: instructions per request for the bare app and each session layer, each layer's overhead
 (minus the bare app), and the ratios the issues set targets for:
@@ -75,11 +76,14 @@ async def child(case: str, n: int) -> None:
     cookie = jar.header if layer != "bare" else ""
     gc.collect()
     for _ in range(n):
-        # The cookie seeded stays valid: every write starts from the same session (the new
-        # cookie a signed or sealed write sends is not carried on, for every layer alike).
-        status, _ = await request(path, cookie)  # type: ignore[misc]
+        # Cookies are kept as a browser keeps them (as run.py does): a signed or sealed write
+        # sends a new cookie, and the next request carries it.
+        status, set_cookies = await request(path, cookie)  # type: ignore[misc]
         if status != 200:
             raise SystemExit(f"{path} answered {status}")
+        if set_cookies:
+            jar.update(set_cookies)
+            cookie = jar.header
 
 
 def count(case: str, n: int) -> int:

@@ -168,7 +168,8 @@ def test_bounded() -> None:
 
 def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
     """The value a commit seals is remembered with the bytes sealed in it, so the next request
-    with it opens the same session without decrypting (and the one after without decoding)."""
+    with it opens the same session without decrypting (and, once it is sent again, without
+    decoding)."""
     mode = SealedMode(config(NEW), revocations=False)
     session = open_with(mode, seal_of(mode)).session
     session["n"] = 2
@@ -182,8 +183,10 @@ def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
     )
     opened = mode.sealer.open(value)
     assert opened is not None
-    assert mode.opened.recall(value) == (load_payload(opened[0]), True)  # decoded now
-    assert mode.opened.recall(value) == (load_payload(opened[0]), True)  # and remembered so
+    expected = (load_payload(opened[0]), True)
+    assert mode.opened.recall(value) == expected  # decoded
+    assert mode.opened.recall(value) == expected  # decoded, and a copy kept
+    assert mode.opened.recall(value) == expected  # the copy
     assert open_with(mode, value).session["n"] == 2
 
 

@@ -200,11 +200,11 @@ def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
     """The JSON a session is sealed as (see the module docstring for the keys)."""
     payload: dict[str, Any] = {
         "i": record.id,
-        "t": [
-            _ms(record.created_at),
-            _ms(record.last_seen_at),
-            _ms(record.absolute_expires_at),
-            _ms(issued_at),
+        "t": [  # to the millisecond (round() inline: this runs on every seal)
+            round(record.created_at, 3),
+            round(record.last_seen_at, 3),
+            round(record.absolute_expires_at, 3),
+            round(issued_at, 3),
         ],
         "c": record.csrf_token,
         "d": record.data,
@@ -321,22 +321,28 @@ class OpenedSeals:
     def __init__(self, kept: int = OPENED_SEALS_KEPT) -> None:
         self._kept = kept
         self._images: dict[str, _Image] = {}
-        self._sealed: dict[str, bytes] = {}
-        """value -> the plaintext sealed into it here, not yet seen in a request."""
+        self._sealed: dict[str, tuple[bytes, bool]] = {}
+        """value -> (the plaintext sealed into it here, whether a request brought it back)."""
         self._lock = threading.Lock()
 
     def recall(self, value: str) -> tuple[SealedState, bool] | None:
         """``(state, sealed with the newest key)`` for a value opened before, else ``None``."""
         image = self._images.get(value)
         if image is None:
-            plaintext = self._sealed.get(value)
-            if plaintext is None:
+            fresh = self._sealed.get(value)
+            if fresh is None:
                 return None
-            # Sealed here and now sent back: decode the bytes sealed in it, once.
+            plaintext, seen = fresh
             state = load_payload(plaintext)
             if state is None:
                 return None
-            self.remember(value, state, True)
+            if seen:
+                # Sent back a second time: worth a copy to recall from from now on.
+                self.remember(value, state, True)
+            else:
+                # Sent back once: the request may be a write whose own seal replaces this
+                # value at once (a cart filled click after click), so no copy is made yet.
+                self._sealed[value] = (plaintext, True)
             return state, True
         head, data, flash, tail, issued_at, newest = image
         # S302: bytes this process marshalled itself from a checked, decoded payload.
@@ -385,7 +391,7 @@ class OpenedSeals:
         next, and opening it would give these bytes back (decoded when it comes, not now, so a
         write pays for no decoding)."""
         with self._lock:
-            _bounded_insert(self._sealed, value, plaintext, max(1, self._kept // 4))
+            _bounded_insert(self._sealed, value, (plaintext, False), max(1, self._kept // 4))
 
     def __len__(self) -> int:
         return len(self._images) + len(self._sealed)
