@@ -467,6 +467,7 @@ def create_app(
         register_guard=AsyncLoginGuard(manager, REGISTER_THROTTLE, purpose="register"),
         password_guard=AsyncLoginGuard(manager, PASSWORD_THROTTLE, purpose="password"),
     )
+    notices.admin = demo.admin
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .. import Session, SessionEvent, auth
+from .. import AsyncSessionAdmin, Session, SessionEvent, auth
 from ..errors import HTTPError
 from ..hooks import Hooks
 from ..integrations.starlette import (
@@ -80,19 +80,29 @@ class NewDeviceNotices:
     reads it: an attacker's own session would otherwise take the owner's warning away). Bounded:
     at most :attr:`max_users` users (the oldest forgotten first), the last :attr:`per_user`
     sign-ins each, none older than a day, each remembering up to :attr:`max_told` sessions.
+
+    A sign-in is kept only when the user has another live session to tell (``admin`` set): a
+    new account's first sign-in takes no room, so a flood of throwaway sign-ups cannot push an
+    owner's warning out (found by an attack). The notices live in this process's memory: a real
+    app would keep them with the user (or send an email) so that every process sees them.
     """
 
-    max_users = 10_000
+    max_users = 100_000
     per_user = 20
     max_told = 64
     max_age = 24 * 60 * 60
 
     def __init__(self) -> None:
         self._pending: OrderedDict[str, list[tuple[SessionEvent, set[float]]]] = OrderedDict()
+        self.admin: AsyncSessionAdmin | None = None
 
     async def __call__(self, event: SessionEvent) -> None:
         if event.user_id is None:
             return
+        if self.admin is not None:
+            listed = await self.admin.sessions_of(event.user_id)
+            if not any(info.id != event.session_id for info in listed):
+                return  # nobody to tell
         notices = self._pending.pop(event.user_id, [])
         notices = [*notices, (event, set())][-self.per_user :]
         self._pending[event.user_id] = notices
