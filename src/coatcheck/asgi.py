@@ -40,6 +40,7 @@ from ._core.responses import (
     Refusals,
     add_session_headers,
     form_field,
+    plain_session_headers,
     replace_header,
     secure_cookie_over_http,
     wants_form_token,
@@ -176,7 +177,8 @@ class SessionMiddleware:
                     await send_answer(send, refusals.unavailable(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
-                self._add_headers(scope, session, raw_headers, [*extra, *committed.headers])
+                ours = [*extra, *committed.headers] if extra else committed.headers
+                self._add_headers(scope, session, raw_headers, ours)
                 message["headers"] = raw_headers
             await send(message)
 
@@ -195,12 +197,20 @@ class SessionMiddleware:
         headers: list[tuple[bytes, bytes]],
         session_headers: list[tuple[str, str]],
     ) -> None:
+        for name, _ in headers:
+            # ASGI header names are lower-case; only another spelling needs lowering first.
+            if name in _REWRITTEN or (not name.islower() and name.lower() in _REWRITTEN):
+                break
+        else:
+            if not session_headers and not scope.get(NO_STORE_KEY):
+                # Nothing to rewrite and no cookie to set (a read): the answer is known.
+                headers.extend(plain_session_headers(session))
+                return
         # Only the headers the session rules read or rewrite (Vary, Cache-Control) are decoded;
         # latin-1 both ways is lossless, so the app's header bytes come back unchanged.
         kept: list[tuple[bytes, bytes]] = []
         text: list[tuple[str, str]] = []
         for name, value in headers:
-            # ASGI header names are lower-case; only another spelling needs lowering first.
             if name in _REWRITTEN or (not name.islower() and name.lower() in _REWRITTEN):
                 text.append((name.decode("latin-1"), value.decode("latin-1")))
             else:

@@ -15,7 +15,6 @@ rather than guess.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from .config import CookieConfig
@@ -25,14 +24,20 @@ MAX_COOKIE_HEADER_BYTES = 32 * 1024
 MAX_COOKIE_VALUE_BYTES = 4096
 
 
-# RFC 6265 cookie-octet: visible ASCII except DQUOTE, comma, semicolon and backslash.
-_VALUE_RE = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
+# RFC 6265 cookie-octet: visible ASCII except DQUOTE, comma, semicolon and backslash. A value is
+# checked by deleting these bytes from it: what is left over is a character outside the set
+# (one C pass over the bytes, several times faster than a regular expression on a 700-byte seal).
+_COOKIE_OCTETS = bytes(b for b in range(0x21, 0x7F) if b not in (0x22, 0x2C, 0x3B, 0x5C))
 
 
 def _clean_value(value: str) -> str | None:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-    if len(value) > MAX_COOKIE_VALUE_BYTES or _VALUE_RE.fullmatch(value) is None:
+    if (
+        len(value) > MAX_COOKIE_VALUE_BYTES
+        or not value.isascii()
+        or value.encode("ascii").translate(None, _COOKIE_OCTETS)
+    ):
         return None
     return value
 
@@ -61,7 +66,10 @@ def parse_cookies(headers: Iterable[str]) -> dict[str, list[str]]:
                 continue
             cleaned = _clean_value(value)
             if cleaned is not None:
-                found.setdefault(key, []).append(cleaned)
+                if key in found:
+                    found[key].append(cleaned)
+                else:
+                    found[key] = [cleaned]
     return found
 
 

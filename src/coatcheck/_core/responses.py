@@ -26,6 +26,7 @@ Rules written here:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -197,18 +198,46 @@ def add_session_headers(
 
     Returns whether a cookie is being set.
     """
+    return _add_session_headers(
+        headers, session.accessed, session.transport, session.token is not None, session_headers
+    )
+
+
+def _add_session_headers(
+    headers: Headers,
+    accessed: bool,
+    transport: str,
+    has_token: bool,
+    session_headers: Sequence[tuple[str, str]],
+) -> bool:
     sets_cookie = False
     for name, value in session_headers:
         headers.append((name, value))
         sets_cookie = sets_cookie or name.lower() == "set-cookie"
-    if not (session.accessed or sets_cookie or session.token):
+    if not (accessed or sets_cookie or has_token):
         return sets_cookie
-    merge_vary(headers, "Authorization" if session.transport == "bearer" else "Cookie")
-    if sets_cookie or session.token is not None:
+    merge_vary(headers, "Authorization" if transport == "bearer" else "Cookie")
+    if sets_cookie or has_token:
         replace_header(headers, "cache-control", "no-store")
     elif not any(k.lower() == "cache-control" for k, _ in headers):
         headers.append(("cache-control", "private, no-store"))
     return sets_cookie
+
+
+@functools.cache
+def _plain_headers(
+    accessed: bool, transport: str, has_token: bool
+) -> tuple[tuple[bytes, bytes], ...]:
+    headers: Headers = []
+    _add_session_headers(headers, accessed, transport, has_token, ())
+    return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+
+
+def plain_session_headers(session: Session) -> tuple[tuple[bytes, bytes], ...]:
+    """What :func:`add_session_headers` adds, as latin-1 bytes, to a response without ``Vary`` or
+    ``Cache-Control`` headers of its own when the session sends no cookie: the common read, with
+    its answer worked out once per kind of session instead of on every response."""
+    return _plain_headers(session.accessed, session.transport, session.token is not None)
 
 
 def merge_vary(headers: Headers, value: str) -> None:

@@ -25,15 +25,24 @@ Rules written here:
   absolute deadline, issued] (epoch seconds to the millisecond), ``c`` CSRF token, ``d`` data,
   and when set ``u`` user id, ``f`` pending flash messages, ``a`` auth time, ``r`` remember-me.
   A payload that is not exactly that shape is refused like a forged seal.
+- **Opened seals are remembered.** A browser sends the same cookie on every request until the
+  session is re-sealed, so :class:`OpenedSeals` keeps, per exact cookie value, what opening it
+  gave (made only from a seal that opened and a payload that passed every check): the next
+  request with the same value skips base64, AES-GCM and JSON. Nothing is trusted that was not
+  checked: the key ring of a :class:`Sealer` never changes, opening is deterministic, and
+  expiry and revocations are decided afresh on every request from the remembered times. Bounded
+  (:data:`OPENED_SEALS_KEPT` values, the oldest forgotten first); each request gets its own copy.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
+import marshal
 import math
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,11 +200,11 @@ def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
     """The JSON a session is sealed as (see the module docstring for the keys)."""
     payload: dict[str, Any] = {
         "i": record.id,
-        "t": [
-            _ms(record.created_at),
-            _ms(record.last_seen_at),
-            _ms(record.absolute_expires_at),
-            _ms(issued_at),
+        "t": [  # to the millisecond (round() inline: this runs on every seal)
+            round(record.created_at, 3),
+            round(record.last_seen_at, 3),
+            round(record.absolute_expires_at, 3),
+            round(issued_at, 3),
         ],
         "c": record.csrf_token,
         "d": record.data,
@@ -282,3 +291,116 @@ def load_payload(plaintext: bytes) -> SealedState | None:
         auth_hash=auth_hash,
     )
     return SealedState(record, issued_at)
+
+
+# -- opened seals, remembered ----------------------------------------------------------------
+
+OPENED_SEALS_KEPT = 1024
+"""Cookie values :class:`OpenedSeals` remembers (a few MiB at most: a value is under 4 KiB)."""
+
+# marshal format 3: repeated dict keys are written once and shared when loaded, a quarter faster
+# to copy than format 2. Safe for a copy: decoded JSON has no shared lists or objects to alias.
+_IMAGE_FORMAT = 3
+_Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool]
+"""(the record's fields before ``data``, its data and flash marshalled, its fields after
+``flash``, issued at, newest key)"""
+
+
+class OpenedSeals:
+    """What opening each recently seen cookie value gave, so that opening it again is a lookup.
+
+    Made by :meth:`remember` from a :class:`SealedState` that :func:`load_payload` just built
+    from an authentic seal; :meth:`recall` gives a fresh copy (its data and flash rebuilt from
+    ``marshal`` bytes this process made from decoded JSON values, so requests share nothing).
+    Values sealed here (:meth:`remember_sealed`) wait in a separate, smaller memory until a
+    request brings them back, so clients that ignore ``Set-Cookie`` (every write then seals a
+    value that never returns) cannot push out the values browsers keep sending.
+    Thread-safe: lookups are dict accesses, insertions take a lock.
+    """
+
+    def __init__(self, kept: int = OPENED_SEALS_KEPT) -> None:
+        self._kept = kept
+        self._images: dict[str, _Image] = {}
+        self._sealed: dict[str, tuple[bytes, bool]] = {}
+        """value -> (the plaintext sealed into it here, whether a request brought it back)."""
+        self._lock = threading.Lock()
+
+    def recall(self, value: str) -> tuple[SealedState, bool] | None:
+        """``(state, sealed with the newest key)`` for a value opened before, else ``None``."""
+        image = self._images.get(value)
+        if image is None:
+            fresh = self._sealed.get(value)
+            if fresh is None:
+                return None
+            plaintext, seen = fresh
+            state = load_payload(plaintext)
+            if state is None:
+                return None
+            if seen:
+                # Sent back a second time: worth a copy to recall from from now on.
+                self.remember(value, state, True)
+            else:
+                # Sent back once: the request may be a write whose own seal replaces this
+                # value at once (a cart filled click after click), so no copy is made yet.
+                self._sealed[value] = (plaintext, True)
+            return state, True
+        head, data, flash, tail, issued_at, newest = image
+        # S302: bytes this process marshalled itself from a checked, decoded payload.
+        loaded_data = marshal.loads(data)  # noqa: S302
+        loaded_flash = marshal.loads(flash) if flash else []  # noqa: S302
+        # Positional, in field order (see remember): several times cheaper than keywords.
+        # mypy cannot count the fields in two tuples; test_sealed_opened pins the order.
+        record = SessionRecord(*head, loaded_data, loaded_flash, *tail)  # type: ignore[call-arg]
+        return SealedState(record, issued_at), newest
+
+    def remember(self, value: str, state: SealedState, newest: bool) -> None:
+        """Keep what opening ``value`` gave (call before anything changes ``state``)."""
+        record = state.record
+        image: _Image = (
+            (
+                record.id,
+                "",  # secret_hash: a sealed session has none
+                record.created_at,
+                record.last_seen_at,
+                record.absolute_expires_at,  # expires_at, as load_payload leaves it
+                record.absolute_expires_at,
+                1,  # version
+                record.user_id,
+            ),
+            marshal.dumps(record.data, _IMAGE_FORMAT),
+            marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b"",
+            (
+                record.csrf_token,
+                record.auth_time,
+                "cookie",
+                record.remember,
+                "",  # user_agent, ip and label: not sealed
+                "",
+                "",
+                record.auth_hash,
+            ),
+            state.issued_at,
+            newest,
+        )
+        with self._lock:
+            _bounded_insert(self._images, value, image, self._kept)
+            self._sealed.pop(value, None)
+
+    def remember_sealed(self, value: str, plaintext: bytes) -> None:
+        """Keep the bytes just sealed into ``value`` with the newest key: the browser sends it
+        next, and opening it would give these bytes back (decoded when it comes, not now, so a
+        write pays for no decoding)."""
+        with self._lock:
+            _bounded_insert(self._sealed, value, (plaintext, False), max(1, self._kept // 4))
+
+    def __len__(self) -> int:
+        return len(self._images) + len(self._sealed)
+
+
+def _bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> None:
+    """Insert into ``kept``, first forgetting the oldest eighth once it holds ``limit`` keys
+    (dicts keep insertion order). The caller holds the lock."""
+    if len(kept) >= limit:
+        for stale in list(kept)[: max(1, limit // 8)]:
+            del kept[stale]
+    kept[key] = value

@@ -57,7 +57,7 @@ from .lifecycle import (
 )
 from .ops import Flow, Get, Put
 from .record import SessionRecord
-from .sealed import SealedState, Sealer, dump_payload, load_payload
+from .sealed import OpenedSeals, SealedState, Sealer, dump_payload, load_payload
 from .session import Session
 
 MAX_COOKIE_BYTES = 4096
@@ -257,6 +257,8 @@ class SealedMode:
         self.config = config
         self.revocations = revocations
         self.sealer = Sealer(config.secrets, purpose=PURPOSE, name=config.cookie.effective_name)
+        self.opened = OpenedSeals()
+        """Cookie values opened recently, so that the same cookie is not decrypted again."""
 
     # -- open -------------------------------------------------------------------------------
 
@@ -288,11 +290,18 @@ class SealedMode:
         rv_record: SessionRecord | None = None
         rv_read = False
         for value in presented.values:  # several cookies of one name: the first valid one wins
-            opened = self.sealer.open(value)
-            if opened is None:
-                continue
-            state = load_payload(opened[0])
-            if state is None or is_expired(state.record, now, config):
+            recalled = self.opened.recall(value)
+            if recalled is None:
+                opened = self.sealer.open(value)
+                if opened is None:
+                    continue
+                loaded = load_payload(opened[0])
+                if loaded is None:
+                    continue
+                self.opened.remember(value, loaded, opened[1])
+                recalled = loaded, opened[1]
+            state, is_newest = recalled
+            if is_expired(state.record, now, config):
                 continue  # checked before the revocation read: dead seals cost no round trip
             user_id = state.record.user_id
             if self.revocations and user_id is not None:
@@ -300,7 +309,7 @@ class SealedMode:
                 if is_revoked(read, state.record.id, state.issued_at):
                     continue
                 rv_record, rv_read = read, True
-            found, newest = state, opened[1]
+            found, newest = state, is_newest
             break
         if found is None:
             return Opened(anonymous(), clear_cookie=True)
@@ -376,7 +385,7 @@ class SealedMode:
 
         issued_at = _issued_at(sealed, base)
         record, issued_at = _next_record(session, new_id, issued_at, now, config)
-        value = self.sealer.seal(dump_payload(record, issued_at))
+        value, plaintext = self._seal(record, issued_at)
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
         if len(cookie) > MAX_COOKIE_BYTES and session._outgoing_flashes and not session._changes():
@@ -384,7 +393,7 @@ class SealedMode:
             # session: the message is dropped rather than the sign-in refused.
             kept = len(record.flash) - len(session._outgoing_flashes)
             record.flash = record.flash[:kept]
-            value = self.sealer.seal(dump_payload(record, issued_at))
+            value, plaintext = self._seal(record, issued_at)
             cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
             if len(cookie) <= MAX_COOKIE_BYTES:
                 log.warning(FLASH_DROPPED, len(session._outgoing_flashes))
@@ -406,11 +415,19 @@ class SealedMode:
             if not written:
                 return Committed(clear_cookie_headers(config))
 
+        # The browser sends this value next: its request skips base64 and AES-GCM.
+        self.opened.remember_sealed(value, plaintext)
         headers = [("set-cookie", cookie), *_xsrf_headers(session, record.csrf_token, config)]
         if new_id:
             session.token = value
             return Committed(headers, value, record)
         return Committed(headers, record=record)
+
+    def _seal(self, record: SessionRecord, issued_at: float) -> tuple[str, bytes]:
+        """The cookie value for ``record``, with the very bytes sealed in it (what the value is
+        remembered as opening to, once it is sent)."""
+        plaintext = dump_payload(record, issued_at)
+        return self.sealer.seal(plaintext), plaintext
 
     # -- tokens and admin -------------------------------------------------------------------
 

@@ -124,7 +124,11 @@ def _as_loaded(snapshot: Any) -> Any:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    return _ENCODER.encode(value)
+
+
+# One encoder for every check: json.dumps builds a new one per call when given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 class Session(MutableMapping[str, Any]):
@@ -328,6 +332,11 @@ class Session(MutableMapping[str, Any]):
         self._snapshot(key)
         return self._data[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # The same as Mapping.get (a snapshot first), without raising KeyError for a missing key.
+        self._snapshot(key)
+        return self._data.get(key, default)
+
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError("session keys must be str")
@@ -430,19 +439,18 @@ class Session(MutableMapping[str, Any]):
     def _changes(self) -> Changes:
         """What this request did to the data: keys set to a new value (nested mutation
         included, found by comparing with the snapshot) and keys removed."""
-        self._write_back_views()
+        if self._typed_views:
+            self._write_back_views()
         if self._keys_loaded is None:
             return _NO_CHANGES  # the data was never touched
         if not self._reshaped:
             # Nothing was assigned or deleted: only a list or an object handed out can have
             # been changed, in place. The common read-only request ends here.
             data = self._data
-            mutated = {
-                k: data[k]
-                for k, snapshot in self._loaded.items()
-                if type(snapshot) is bytes and not _unchanged(snapshot, data[k])
-            }
-            if not mutated:
+            for k, snapshot in self._loaded.items():
+                if type(snapshot) is bytes and not _unchanged(snapshot, data[k]):
+                    break
+            else:
                 return _NO_CHANGES
         keys_loaded = self._keys_loaded
         loaded = self._loaded

@@ -1,0 +1,208 @@
+"""Opened seals remembered (:class:`~coatcheck._core.sealed.OpenedSeals`): the same cookie opened
+twice gives the same session, shares nothing between requests, and expiry, revocation and key
+removal are still decided on every request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coatcheck._core.config import SessionConfig
+from coatcheck._core.http import RequestView
+from coatcheck._core.lifecycle import Opened
+from coatcheck._core.ops import Flow
+from coatcheck._core.record import SessionRecord
+from coatcheck._core.sealed import OpenedSeals, SealedState, dump_payload, load_payload
+from coatcheck._core.sealed_flow import SealedMode
+from coatcheck.testing import test_config
+
+NOW = 1_800_000_000.0
+OLD = "old-secret-0123456789-abcdefghijklmnopq"
+NEW = "new-secret-0123456789-abcdefghijklmnopq"
+
+
+def finish(flow: Flow[Any]) -> Any:
+    try:
+        next(flow)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("a sealed flow without revocations asked for a store")
+
+
+def config(*secrets: str) -> SessionConfig:
+    """Secrets oldest -> newest."""
+    return test_config(secret=secrets[-1], previous_secrets=secrets[:-1])
+
+
+def seal_of(mode: SealedMode, **changes: Any) -> str:
+    fields: dict[str, Any] = {
+        "id": "A" * 24,
+        "secret_hash": "",
+        "created_at": NOW,
+        "last_seen_at": NOW,
+        "expires_at": NOW + 1800,
+        "absolute_expires_at": NOW + 43_200,
+        "user_id": "42",
+        "data": {"cart": [{"sku": "a", "qty": 1}], "n": 1.5},
+        "flash": [{"message": "hi"}],
+        "csrf_token": "c" * 43,
+        "auth_time": NOW,
+        "remember": True,
+        "auth_hash": "h" * 10,
+    }
+    fields.update(changes)
+    return mode.sealer.seal(dump_payload(SessionRecord(**fields), NOW))
+
+
+def open_with(mode: SealedMode, value: str, now: float = NOW + 10) -> Opened:
+    name = mode.config.cookie.effective_name
+    request = RequestView("GET", "https", [("cookie", f"{name}={value}")], "192.0.2.1")
+    opened: Opened = finish(mode.open(request, now, form_csrf=None))
+    return opened
+
+
+def test_recall_gives_what_opening_gave() -> None:
+    """A remembered value recalls the record and issue time the payload decoded to."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode)
+    opened = mode.sealer.open(value)
+    assert opened is not None
+    loaded = load_payload(opened[0])
+    assert loaded is not None
+    seals = OpenedSeals()
+    seals.remember(value, loaded, opened[1])
+    recalled = seals.recall(value)
+    assert recalled is not None
+    assert (loaded, True) == recalled
+
+
+def test_recalled_copies_share_nothing() -> None:
+    """Two recalls of one value give separate data and flash: one request's changes never
+    reach another's session."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode)
+    first = open_with(mode, value).session
+    first["cart"].append({"sku": "b", "qty": 2})
+    first["n"] = 3
+    second = open_with(mode, value).session
+    assert second["cart"] == [{"sku": "a", "qty": 1}]
+    assert second["n"] == 1.5
+    assert len(mode.opened) == 1
+
+
+def test_flash_is_delivered_from_a_recalled_seal_too() -> None:
+    """The flash messages of a remembered seal come out again for a second request with the same
+    cookie, exactly as opening it afresh gives them (the re-seal drops them)."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode)
+    assert open_with(mode, value).session.flashes == [{"message": "hi"}]
+    assert open_with(mode, value).session.flashes == [{"message": "hi"}]
+
+
+def test_expiry_is_decided_on_every_request() -> None:
+    """A remembered seal past its idle timeout opens nothing, and its cookie is cleared."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode)
+    assert open_with(mode, value).session.user_id == "42"
+    later = open_with(mode, value, now=NOW + 10 * 86_400)
+    assert later.session.user_id is None
+    assert later.clear_cookie
+
+
+def test_forged_values_are_never_remembered() -> None:
+    """Only values that opened are remembered; a flipped character still fails to open."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode)
+    open_with(mode, value)
+    flipped = value[:-5] + ("A" if value[-5] != "A" else "B") + value[-4:]
+    opened = open_with(mode, flipped)
+    assert opened.session.user_id is None
+    assert opened.clear_cookie
+    assert len(mode.opened) == 1
+
+
+def test_a_removed_key_ends_remembered_seals() -> None:
+    """Removing a secret is a new configuration, hence a new mode with nothing remembered: a
+    seal the old key ring opened (and remembered) does not open without that key."""
+    value = seal_of(SealedMode(config(OLD), revocations=False))
+    both = SealedMode(config(OLD, NEW), revocations=False)
+    assert open_with(both, value).session.user_id == "42"
+    assert open_with(both, value).session.user_id == "42"  # recalled
+    new_only = SealedMode(config(NEW), revocations=False)
+    assert open_with(new_only, value).session.user_id is None
+
+
+def test_older_key_still_reseals_after_recall() -> None:
+    """A seal made with an older listed key is re-sealed with the newest on a recalled open
+    too (the 'newest key' answer is remembered with it)."""
+    mode = SealedMode(config(OLD, NEW), revocations=False)
+    value = seal_of(SealedMode(config(OLD), revocations=False), flash=[])
+    for _ in range(2):
+        session = open_with(mode, value).session
+        committed = finish(mode.commit(session, NOW + 10))
+        assert any(v.startswith(mode.config.cookie.effective_name + "=")
+                   for k, v in committed.headers if k == "set-cookie")  # fmt: skip
+
+
+def test_bounded() -> None:
+    """At most the configured number of values is kept; the oldest go first."""
+    mode = SealedMode(config(NEW), revocations=False)
+    seals = OpenedSeals(kept=8)
+    state = SealedState(
+        SessionRecord(
+            id="A" * 24,
+            secret_hash="",
+            created_at=NOW,
+            last_seen_at=NOW,
+            expires_at=NOW,
+            absolute_expires_at=NOW,
+        ),
+        NOW,
+    )
+    values = [seal_of(mode) for _ in range(20)]
+    for value in values:
+        seals.remember(value, state, True)
+        assert len(seals) <= 8
+    assert seals.recall(values[-1]) is not None
+    assert seals.recall(values[0]) is None
+
+
+def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
+    """The value a commit seals is remembered with the bytes sealed in it, so the next request
+    with it opens the same session without decrypting (and, once it is sent again, without
+    decoding)."""
+    mode = SealedMode(config(NEW), revocations=False)
+    session = open_with(mode, seal_of(mode)).session
+    session["n"] = 2
+    committed = finish(mode.commit(session, NOW + 20))
+    assert committed.record is not None
+    name = mode.config.cookie.effective_name
+    value = next(
+        v.split(";")[0].split("=", 1)[1]
+        for k, v in committed.headers
+        if k == "set-cookie" and v.startswith(name + "=")
+    )
+    opened = mode.sealer.open(value)
+    assert opened is not None
+    expected = (load_payload(opened[0]), True)
+    assert mode.opened.recall(value) == expected  # decoded
+    assert mode.opened.recall(value) == expected  # decoded, and a copy kept
+    assert mode.opened.recall(value) == expected  # the copy
+    assert open_with(mode, value).session["n"] == 2
+
+
+def test_fresh_seals_never_push_out_opened_ones() -> None:
+    """Values sealed here wait apart until they come back: a client that ignores Set-Cookie
+    (every write seals a value never seen again) cannot evict the values browsers keep sending."""
+    mode = SealedMode(config(NEW), revocations=False)
+    seals = OpenedSeals(kept=8)
+    opened = [seal_of(mode) for _ in range(8)]
+    for value in opened:
+        sealed = mode.sealer.open(value)
+        assert sealed is not None
+        state = load_payload(sealed[0])
+        assert state is not None
+        seals.remember(value, state, sealed[1])
+    for _ in range(50):
+        seals.remember_sealed(seal_of(mode), b"{}")
+    assert all(seals.recall(value) is not None for value in opened)
+    assert len(seals) <= 8 + 2
