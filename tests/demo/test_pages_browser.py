@@ -9,34 +9,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.demo.server import demo_server
-from tests.demo.test_browser import ARGS, CHROMIUM
-from tests.services import unavailable
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new secret"
 VIEWPORT = {"width": 1000, "height": 700}
 PHONE_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0"
 SCREENSHOTS = Path(__file__).parent.parent.parent / "docs" / "screenshots"
-
-
-@pytest.fixture
-def chromium() -> Iterator[object]:
-    if not os.path.exists(CHROMIUM):
-        unavailable(f"{CHROMIUM} is not installed (dev.py test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def _screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -63,14 +46,14 @@ def _log_in(page, email: str, password: str) -> None:  # type: ignore[no-untyped
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
-def test_pages_flow_in_a_browser(chromium, tmp_path: Path, javascript: bool) -> None:  # type: ignore[no-untyped-def]
+def test_pages_flow_in_a_browser(browser, tmp_path: Path, javascript: bool) -> None:  # type: ignore[no-untyped-def]
     """Save a story, sign up (it stays saved), log out, a wrong password's flash shown once and
     gone on reload, log in back to the page asked for, a second browser as a second device:
     revoked from the first and signed out on its next click, then signed out by a password
     change; all of it with JavaScript on and off."""
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     with demo_server(tmp_path, cheap_hashing=True) as base:
-        laptop_context = chromium.new_context(java_script_enabled=javascript, viewport=VIEWPORT)
+        laptop_context = browser.new_context(java_script_enabled=javascript, viewport=VIEWPORT)
         laptop = laptop_context.new_page()
         laptop.goto(base + "/")
         _click(laptop, "#story-coat-check button")
@@ -103,7 +86,7 @@ def test_pages_flow_in_a_browser(chromium, tmp_path: Path, javascript: bool) -> 
         assert laptop.url == base + "/account"
         assert laptop.locator("#devices tbody tr").count() == 1
 
-        phone_context = chromium.new_context(
+        phone_context = browser.new_context(
             java_script_enabled=javascript, viewport=VIEWPORT, user_agent=PHONE_UA
         )
         phone = phone_context.new_page()
