@@ -89,6 +89,25 @@ def test_recalled_copies_share_nothing() -> None:
     assert len(mode.opened) == 1
 
 
+def test_remembered_snapshots_find_changes_as_fresh_ones_do() -> None:
+    """A recalled seal comes with the snapshots its lists and objects would get when read: they
+    are the same bytes, an untouched read re-seals nothing and an in-place change is found."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode, flash=[])
+    first = open_with(mode, value).session  # opened afresh: no snapshots yet
+    assert first._known_snapshots is None
+    first.get("cart")
+    recalled = open_with(mode, value).session
+    assert recalled._known_snapshots is not None
+    assert recalled._known_snapshots == first._loaded
+    assert recalled.get("cart") == [{"sku": "a", "qty": 1}]
+    assert not recalled.is_modified
+    changed = open_with(mode, value).session
+    changed["cart"][0]["qty"] = 1.0  # equal, but no longer the int it was: a change
+    assert changed.is_modified
+    assert changed._changes().set == {"cart": [{"sku": "a", "qty": 1.0}]}
+
+
 def test_flash_is_delivered_from_a_recalled_seal_too() -> None:
     """The flash messages of a remembered seal come out again for a second request with the same
     cookie, exactly as opening it afresh gives them (the re-seal drops them)."""

@@ -44,7 +44,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import ConfigurationError
 from .record import SessionRecord
+from .session import snapshot_of
 
 FORMAT_VERSION = 1
 KEY_ID_BYTES = 4
@@ -190,6 +191,9 @@ class SealedState:
 
     record: SessionRecord
     issued_at: float
+    snapshots: dict[str, bytes] | None = field(default=None, compare=False)
+    """Change-detection snapshots of the data's lists and objects, when already made (a seal
+    opened before: see :class:`OpenedSeals`)."""
 
 
 def _ms(value: float) -> float:
@@ -301,9 +305,9 @@ OPENED_SEALS_KEPT = 1024
 # marshal format 3: repeated dict keys are written once and shared when loaded, a quarter faster
 # to copy than format 2. Safe for a copy: decoded JSON has no shared lists or objects to alias.
 _IMAGE_FORMAT = 3
-_Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool]
+_Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool, dict[str, bytes]]
 """(the record's fields before ``data``, its data and flash marshalled, its fields after
-``flash``, issued at, newest key)"""
+``flash``, issued at, newest key, the Session's snapshots of the data's lists and objects)"""
 
 
 class OpenedSeals:
@@ -344,14 +348,14 @@ class OpenedSeals:
                 # value at once (a cart filled click after click), so no copy is made yet.
                 self._sealed[value] = (plaintext, True)
             return state, True
-        head, data, flash, tail, issued_at, newest = image
+        head, data, flash, tail, issued_at, newest, snapshots = image
         # S302: bytes this process marshalled itself from a checked, decoded payload.
         loaded_data = marshal.loads(data)  # noqa: S302
         loaded_flash = marshal.loads(flash) if flash else []  # noqa: S302
         # Positional, in field order (see remember): several times cheaper than keywords.
         # mypy cannot count the fields in two tuples; test_sealed_opened pins the order.
         record = SessionRecord(*head, loaded_data, loaded_flash, *tail)  # type: ignore[call-arg]
-        return SealedState(record, issued_at), newest
+        return SealedState(record, issued_at, snapshots), newest
 
     def remember(self, value: str, state: SealedState, newest: bool) -> None:
         """Keep what opening ``value`` gave (call before anything changes ``state``)."""
@@ -381,6 +385,9 @@ class OpenedSeals:
             ),
             state.issued_at,
             newest,
+            # Made once per cookie value instead of once per request reading a list or object:
+            # equal JSON values give equal format-2 bytes (see coatcheck._core.session).
+            {k: snapshot_of(v) for k, v in record.data.items() if isinstance(v, list | dict)},
         )
         with self._lock:
             _bounded_insert(self._images, value, image, self._kept)

@@ -102,6 +102,7 @@ class SealedSession(Session):
         reseal: bool = False,
         revocations: SessionRecord | None = None,
         revocations_read: bool = False,
+        snapshots: dict[str, bytes] | None = None,
     ) -> None:
         super().__init__(
             record=record,
@@ -110,6 +111,7 @@ class SealedSession(Session):
             user_agent=user_agent,
             ip=ip,
             flashes=flashes,
+            snapshots=snapshots,
         )
         self.issued_at = issued_at
         """When this session id was issued (login or first write); revoke-all compares it."""
@@ -329,6 +331,7 @@ class SealedMode:
             reseal=not newest or bool(flashes),
             revocations=rv_record,
             revocations_read=rv_read,
+            snapshots=found.snapshots,
         )
         session.presented_xsrf = cookies.get(config.csrf.cookie_name, [])
         if csrf.needs_check(request, "cookie", config.csrf):

@@ -109,6 +109,10 @@ def _snapshot_of(value: Any) -> Any:
     return value
 
 
+snapshot_of = _snapshot_of
+"""The snapshot a Session takes of a value it hands out (for stores that make them ahead)."""
+
+
 def _unchanged(snapshot: Any, value: Any) -> bool:
     if isinstance(snapshot, bytes):  # JSON values are never bytes, so this is a container's
         try:
@@ -150,6 +154,7 @@ class Session(MutableMapping[str, Any]):
         "_flashes_read",
         "_incoming_flashes",
         "_keys_loaded",
+        "_known_snapshots",
         "_loaded",
         "_ops",
         "_outgoing_flashes",
@@ -179,6 +184,7 @@ class Session(MutableMapping[str, Any]):
         user_agent: str = "",
         ip: str = "",
         flashes: list[Any] | None = None,
+        snapshots: dict[str, bytes] | None = None,
     ) -> None:
         self._record = record
         self.transport: Transport = transport
@@ -192,6 +198,9 @@ class Session(MutableMapping[str, Any]):
         """The keys as loaded, noted on the first access to the data."""
         self._loaded: dict[str, Any] = {}
         """key -> snapshot of its value as loaded, for each key whose value was handed out."""
+        self._known_snapshots = snapshots
+        """Snapshots of the record's list and object values made before it was loaded (a seal
+        opened before keeps them): the very bytes :func:`_snapshot_of` would make, made once."""
         self._reshaped = False
         """Whether a key was assigned or deleted (else only values handed out can have changed)."""
         self._ops: dict[str, list[Op]] = {}
@@ -326,7 +335,9 @@ class Session(MutableMapping[str, Any]):
         if keys_loaded is None:
             keys_loaded = self._keys_loaded = frozenset(self._data)
         if key not in self._loaded and key in keys_loaded and key in self._data:
-            self._loaded[key] = _snapshot_of(self._data[key])
+            known = self._known_snapshots
+            snapshot = known.get(key) if known is not None else None
+            self._loaded[key] = snapshot if snapshot is not None else _snapshot_of(self._data[key])
 
     def __getitem__(self, key: str) -> Any:
         self._snapshot(key)
