@@ -5,7 +5,8 @@
 Runs the real ``coatcheck`` command (``coatcheck.cli.main``); the only change is the
 :class:`~coatcheck.passwords.PasswordConfig` the demo's hasher is built with, so that
 ``login_storm.py`` can compare hashing settings on the same demo (``parallelism=4``,
-``max_concurrency=2``, ``pool_nice=0`` ...). Values are integers, or ``none``.
+``max_concurrency=2``, ``pool_nice=0``, ``pool_idle=true`` ...). Values are integers,
+``true``/``false`` or ``none``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ def main(argv: list[str]) -> int:
     options: dict[str, Any] = {}
     while argv and argv[0] == "--password-option":
         name, _, value = argv[1].partition("=")
-        options[name] = None if value.lower() == "none" else int(value)
+        if value.lower() in ("true", "false"):
+            options[name] = value.lower() == "true"
+        else:
+            options[name] = None if value.lower() == "none" else int(value)
         argv = argv[2:]
     if argv and argv[0] == "--":
         argv = argv[1:]

@@ -127,6 +127,8 @@ def test_costs_below_the_owasp_floor_are_refused(memory_cost: int, time_cost: in
         {"pool_nice": -1},
         {"pool_nice": 20},
         {"pool_nice": True},
+        {"pool_idle": 1},
+        {"pool_idle": "yes"},
     ],
 )
 def test_unsound_settings_are_refused(settings: dict[str, Any]) -> None:
@@ -573,6 +575,69 @@ def test_sync_methods_hash_at_the_callers_priority(monkeypatch: pytest.MonkeyPat
     base = _nice_of_this_thread()
     seen = _nice_while_hashing(CHEAP, monkeypatch, use_async=False)
     assert (seen, _nice_of_this_thread()) == ([base, base], base)
+
+
+def _policy_while_hashing(config: PasswordConfig, *, use_async: bool) -> list[int]:
+    """Verify a password; the scheduling policies of the hashing thread and a thread it starts."""
+    seen: list[int] = []
+    real = argon2.PasswordHasher.verify
+
+    def policy() -> int:
+        return os.sched_getscheduler(threading.get_native_id())
+
+    def observing_verify(self: argon2.PasswordHasher, stored: Any, password: Any) -> Any:
+        seen.append(policy())
+        child = threading.Thread(target=lambda: seen.append(policy()))
+        child.start()
+        child.join()
+        return real(self, stored, password)
+
+    hasher = PasswordHasher(config)
+    try:
+        stored = hasher.hash(PASSWORD)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(argon2.PasswordHasher, "verify", observing_verify)
+            call = hasher.verify_async(stored, PASSWORD) if use_async else None
+            ok = asyncio.run(call) if call is not None else hasher.verify(stored, PASSWORD)
+        assert ok is True
+    finally:
+        hasher.close()
+    return seen
+
+
+@linux_only
+def test_pool_idle_hashes_under_sched_idle_and_only_in_the_pool() -> None:
+    """With pool_idle the pool's threads and their lane threads run under SCHED_IDLE (a core
+    only when nothing else wants it); the sync methods and the caller keep their policy."""
+    config = PasswordConfig(**_cheap_settings(), pool_idle=True)
+    normal = os.sched_getscheduler(threading.get_native_id())
+    in_pool = _policy_while_hashing(config, use_async=True)
+    in_caller = _policy_while_hashing(config, use_async=False)
+    assert (in_pool, in_caller, os.sched_getscheduler(threading.get_native_id())) == (
+        [os.SCHED_IDLE, os.SCHED_IDLE],
+        [normal, normal],
+        normal,
+    )
+
+
+@linux_only
+def test_a_refused_sched_idle_falls_back_to_pool_nice(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the OS refuses SCHED_IDLE, the pool says so and lowers its nice value instead."""
+
+    def refuse(*args: Any) -> None:
+        raise PermissionError("operation not permitted")
+
+    monkeypatch.setattr(passwords.os, "sched_setscheduler", refuse)
+    base = _nice_of_this_thread()
+    with caplog.at_level(logging.WARNING, logger="coatcheck.passwords"):
+        seen = _nice_while_hashing(
+            PasswordConfig(**_cheap_settings(), pool_idle=True, pool_nice=3),
+            monkeypatch,
+            use_async=True,
+        )
+    assert (seen, "SCHED_IDLE" in caplog.text) == ([min(19, base + 3)] * 2, True)
 
 
 def test_a_refused_priority_change_is_logged_and_hashing_goes_on(

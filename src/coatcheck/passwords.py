@@ -26,7 +26,8 @@ Rules written here (see ``docs/passwords.md`` for the numbers and the measuremen
   and so do the lane threads argon2 starts from them (a new thread inherits its creator's nice
   value). Hashes still use every idle core, but a thread with a request to serve gets the CPU
   first: a burst of logins no longer starves page reads (issue 9; numbers in
-  ``docs/passwords.md``). The sync methods hash in the caller's thread, at its priority.
+  ``docs/passwords.md``). With ``pool_idle`` they use the ``SCHED_IDLE`` policy instead (only
+  cores nothing else wants). The sync methods hash in the caller's thread, at its priority.
 - Stored hashes are trusted data: their parameters are not second-guessed (a hash whose
   ``memory_cost`` is larger than the configured one costs that much to verify).
 """
@@ -117,6 +118,10 @@ class PasswordConfig:
     Linux; 0 leaves them at the process's priority. At 10 the scheduler gives a thread
     serving requests about nine times the CPU of a hashing thread when both want a core, so
     reads stay fast during a login burst, while idle cores still go to hashing."""
+    pool_idle: bool = False
+    """On Linux, run the async methods' hashing threads under the ``SCHED_IDLE`` policy instead
+    of a nice value: they get a core only when no normal thread wants it, and a thread woken to
+    serve a request takes the core from them at once."""
     allow_weak_parameters: bool = False
     """Accept argon2 costs below the OWASP floor. Only for test suites, which need cheap hashes."""
 
@@ -154,6 +159,8 @@ class PasswordConfig:
             raise ConfigurationError(
                 f"pool_nice must be an integer from 0 to {_MAX_NICE}, not {self.pool_nice!r}"
             )
+        if type(self.pool_idle) is not bool:
+            raise ConfigurationError(f"pool_idle must be True or False, not {self.pool_idle!r}")
 
     @property
     def concurrency(self) -> int:
@@ -201,7 +208,7 @@ class PasswordHasher:
             max_workers=concurrency,
             thread_name_prefix="coatcheck-password",
             initializer=_lower_thread_priority,
-            initargs=(self.config.pool_nice,),
+            initargs=(self.config.pool_nice, self.config.pool_idle),
         )
         # A random value nobody knows, hashed with the current parameters: verifying against it
         # costs what verifying a real, current hash costs, and never succeeds.
@@ -376,17 +383,27 @@ class PasswordHasher:
         return CheckResult(ok=True, new_hash=self._hash_bytes(encoded))
 
 
-def _lower_thread_priority(steps: int) -> None:
-    """Lower the calling thread's scheduling priority by ``steps`` nice steps (Linux only).
+def _lower_thread_priority(steps: int, idle: bool = False) -> None:
+    """Lower the calling thread's scheduling priority by ``steps`` nice steps, or to the
+    ``SCHED_IDLE`` policy when ``idle`` (Linux only; where the OS refuses ``SCHED_IDLE``, the
+    nice steps are used instead).
 
     On Linux a nice value belongs to a thread and ``setpriority(PRIO_PROCESS, tid)`` changes
     just that thread; elsewhere it would change the whole process, so nothing is done there.
     Raising a priority back needs privileges: this is only ever called in the pool's own threads,
     which live as long as the pool and serve nothing but hashes.
     """
-    if steps == 0 or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
     thread_id = threading.get_native_id()
+    if idle:
+        try:
+            os.sched_setscheduler(thread_id, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError as exc:
+            log.warning("could not move the password hashing threads to SCHED_IDLE: %s", exc)
+    if steps == 0:
+        return
     try:
         current = os.getpriority(os.PRIO_PROCESS, thread_id)
         os.setpriority(os.PRIO_PROCESS, thread_id, min(_MAX_NICE, current + steps))
