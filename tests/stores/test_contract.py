@@ -197,6 +197,17 @@ async def test_records_are_not_shared_with_the_caller(store: AsyncStore) -> None
     assert got is not None
     assert got.data == {"a": [1]}
     got.data["a"].append(3)
-    again = await store.get(record.id)
-    assert again is not None
-    assert again.data == {"a": [1]}
+    # Stores that keep records in process memory (the memory store, the Redis client cache)
+    # decode once and hand out copies afterwards: every later copy is independent too.
+    seen = []
+    for _ in range(3):
+        again = await store.get(record.id)
+        assert again is not None
+        seen.append(again.data)
+        again.data["a"].append(4)
+        again.data["b"] = {"c": 1}
+        again.flash.append("x")
+    assert seen == [{"a": [1, 4], "b": {"c": 1}}] * 3
+    final = await store.get(record.id)
+    assert final is not None
+    assert (final.data, final.flash) == ({"a": [1]}, [])

@@ -53,6 +53,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
+from .._core.record import RecordImage, SessionRecord, record_from_json
 from ..errors import ConfigurationError
 from ._redis_keys import FIELD_RECORD
 
@@ -315,6 +316,8 @@ class _Entry:
     raw: str | bytes
     stored_at: float
     after_write: bool = False
+    image: RecordImage | None = None
+    """The record decoded and checked, made at the entry's first :meth:`ClientCache.recall`."""
 
 
 @dataclass(slots=True)
@@ -363,6 +366,26 @@ class ClientCache:
 
     def lookup(self, key: str) -> str | bytes | None:
         """The cached JSON of ``key``, or ``None`` (a miss: read it from Redis)."""
+        entry = self._hit(key)
+        return None if entry is None else entry.raw
+
+    def recall(self, key: str) -> SessionRecord | None:
+        """A copy of the cached record of ``key``, or ``None`` (a miss: read it from Redis).
+
+        The JSON is decoded and checked once per cached entry (a corrupt one raises
+        :class:`~coatcheck._core.record.CorruptRecordError`, as a read from Redis would); later
+        hits copy the kept image, a fraction of the cost."""
+        entry = self._hit(key)
+        if entry is None:
+            return None
+        image = entry.image
+        if image is not None:
+            return image.copy()
+        record = record_from_json(entry.raw)
+        entry.image = RecordImage(record)  # two threads may both make it: the same image
+        return record
+
+    def _hit(self, key: str) -> _Entry | None:
         self._ensure_thread()
         with self._lock:
             self._drain_locked()
@@ -379,7 +402,7 @@ class ClientCache:
                 return None
             self._entries.move_to_end(key)
             self.stats.hits += 1
-            return entry.raw
+            return entry
 
     def begin(self, key: str) -> Fill:
         """Note a read of ``key`` about to be sent (before sending it)."""

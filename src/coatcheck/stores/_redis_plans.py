@@ -134,7 +134,7 @@ class RecordCache(Protocol):
     """What the plans need of a client-side record cache (:mod:`._redis_cache`): a plan never
     waits on it, and a wrong answer from it is excluded by the cache's own rules."""
 
-    def lookup(self, key: str) -> str | bytes | None: ...
+    def recall(self, key: str) -> SessionRecord | None: ...
     def begin(self, key: str) -> Any: ...
     def finish(self, fill: Any, raw: str | bytes | None) -> None: ...
     def writing(self, key: str) -> Any: ...
@@ -229,17 +229,18 @@ def get_plan(
     """No round trip when ``cache`` holds the record; else one: ``HGET s:{id} d``, whose answer
     may fill the cache. Leaves a hint for the write that may follow."""
     key = keys.record(session_id)
-    raw = None if cache is None else cache.lookup(key)
-    if raw is None:
+    record = None if cache is None else cache.recall(key)
+    if record is None:
+        raw = None
         fill = None if cache is None else cache.begin(key)
         try:
             (raw,) = yield from _batch([("HGET", key, FIELD_RECORD)])
         finally:
             if cache is not None:
                 cache.finish(fill, raw)
-    if raw is None:
-        return None
-    record = record_from_json(raw)
+        if raw is None:
+            return None
+        record = record_from_json(raw)
     if hints is not None:
         hints.remember(session_id, Hint.of(record))
     return record

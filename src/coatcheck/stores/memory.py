@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import marshal
 import threading
-from typing import Any
 
-from .._core.record import SessionRecord, record_from_json, record_to_json
+from .._core.record import RecordImage, SessionRecord, record_from_json, record_to_json
 from .._core.stats import SessionStats, Tally
-
-_IMAGE_FORMAT = 3  # marshal format 3: repeated keys are shared, so copies load faster
-_FIELDS = tuple(f.name for f in dataclasses.fields(SessionRecord))
-_BEFORE_DATA = _FIELDS[: _FIELDS.index("data")]
-_AFTER_FLASH = _FIELDS[_FIELDS.index("flash") + 1 :]
-if _FIELDS.index("flash") != _FIELDS.index("data") + 1:  # pragma: no cover
-    raise ImportError("SessionRecord's data and flash must be adjacent fields")
 
 
 class MemoryStore:
@@ -28,11 +18,10 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, tuple[int, str | None, float, str]] = {}
         """id -> (version, user_id, expires_at, record JSON)"""
-        self._images: dict[str, tuple[str, tuple[Any, ...], bytes, bytes, tuple[Any, ...]]] = {}
-        """id -> (record JSON, its checked fields before data, its data and flash marshalled, its
-        fields after flash): a record read back from these costs a fraction of decoding its
-        JSON. Made on the first read of a version; ignored (by identity of the JSON) once the
-        record changes."""
+        self._images: dict[str, tuple[str, RecordImage]] = {}
+        """id -> (record JSON, its image): a record read back from the image costs a fraction of
+        decoding its JSON. Made on the first read of a version; ignored (by identity of the
+        JSON) once the record changes."""
         self._hits: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
 
@@ -44,23 +33,10 @@ class MemoryStore:
             return None
         text = stored[3]
         if image is not None and image[0] is text:
-            _, head, data, flash, tail = image
-            # S302: bytes this store marshalled itself from a record it decoded and checked.
-            loaded_data = marshal.loads(data)  # noqa: S302
-            loaded_flash = marshal.loads(flash) if flash else []  # noqa: S302
-            # Positional, in field order: several times cheaper than 18 keywords (mypy cannot
-            # count fields in tuples; the contract suite reads every field back).
-            return SessionRecord(*head, loaded_data, loaded_flash, *tail)  # type: ignore[call-arg]
+            return image[1].copy()
         record = record_from_json(text)  # checked: a corrupt row raises as from any store
-        made = (
-            text,
-            tuple(getattr(record, name) for name in _BEFORE_DATA),
-            marshal.dumps(record.data, _IMAGE_FORMAT),
-            marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b"",
-            tuple(getattr(record, name) for name in _AFTER_FLASH),
-        )
         with self._lock:
-            self._images[session_id] = made
+            self._images[session_id] = (text, RecordImage(record))
         return record
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
