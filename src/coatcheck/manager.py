@@ -10,7 +10,10 @@ Neither manager decides anything about sessions; both run the same flows from
 sync one cannot interrupt a thread blocked in a driver, so it runs store calls on a small pool of
 worker threads and stops waiting after ``store_timeout`` (the call finishes in the background,
 bounded by the driver's own timeouts). A store that never blocks (the memory store) says so with a
-``blocking = False`` attribute and is called directly, on both twins.
+``blocking = False`` attribute and is called directly, on both twins. A store that holds some
+records in process memory (the Redis store's client-side cache) offers a synchronous
+``recall(id)``: a ``get`` asks it first, and only when it answers ``None`` is the store called,
+under the timeout (a timer costs more than a cache hit: about 9 µs under uvloop).
 
 An outage (a store error, a timeout) is logged at WARNING; any other exception from a store is a
 bug in that store, logged at ERROR with its traceback; both answer 503.
@@ -36,7 +39,7 @@ from ._core import events, lifecycle
 from ._core.config import SessionConfig
 from ._core.events import Event, SessionEvent, Watch
 from ._core.http import RequestView
-from ._core.ops import Flow, StoreOp, corrupt_means_missing
+from ._core.ops import Flow, Get, StoreOp, corrupt_means_missing
 from ._core.record import CorruptRecordError, SessionRecord
 from ._core.session import Session
 from .errors import CoatcheckError, ConfigurationError, ConflictError, StoreUnavailableError
@@ -95,6 +98,8 @@ class _Manager:
 
             self.sealed = SealedMode(config, revocations=store.revocations is not None)
         self._new_device = self.hooks.on_new_device is not None
+        self._recall: Callable[[str], SessionRecord | None] | None = getattr(store, "recall", None)
+        """The store's in-memory read (see the module docstring), if it has one."""
         # Per request, these two booleans are all that hooks cost while none is set.
         self._watch_opens = self.hooks.on_revoke is not None
         self._follow_commits = self.hooks.any_set or config.max_sessions_per_user is not None
@@ -108,6 +113,12 @@ class _Manager:
             f"session store failed on {op.method}: {exc!r}", retry_after=self.config.retry_after
         )
         return error
+
+    def _recalled(self, op: StoreOp) -> SessionRecord | None:
+        """The record a ``get`` asks for, from the store's memory; ``None``: call the store."""
+        if self._recall is None or type(op) is not Get:
+            return None
+        return self._recall(op.id)
 
     def _corrupt(self, op: StoreOp, exc: CorruptRecordError) -> Any:
         """What the flow receives for a record the store could not decode: no record, for a
@@ -185,10 +196,11 @@ class AsyncSessionManager(_Manager):
             op = next(flow)
             while True:
                 try:
-                    if self._blocking:
+                    result: Any = self._recalled(op)  # from the store's memory: no timer
+                    if result is None and self._blocking:
                         async with asyncio.timeout(self.config.store_timeout):
-                            result: Any = await getattr(self.store, op.method)(*op.args())
-                    else:
+                            result = await getattr(self.store, op.method)(*op.args())
+                    elif result is None:
                         result = await getattr(self.store, op.method)(*op.args())
                 except CorruptRecordError as exc:
                     result = self._corrupt(op, exc)
@@ -308,7 +320,9 @@ class SessionManager(_Manager):
             op = next(flow)
             while True:
                 try:
-                    result: Any = self._call(op)
+                    result: Any = self._recalled(op)
+                    if result is None:
+                        result = self._call(op)
                 except CorruptRecordError as exc:
                     result = self._corrupt(op, exc)
                 except CoatcheckError as exc:

@@ -50,7 +50,8 @@ async def serve_async(url: str, prefix: str) -> None:
             answer("live")
         elif command == "get":
             hits = store.cache.stats.hits
-            record = await store.get(arg)
+            # As the managers read: the cache first (no I/O), then the store.
+            record = store.recall(arg) or await store.get(arg)
             answer(f"{int(record is not None)} {int(store.cache.stats.hits > hits)}")
         else:
             break
@@ -67,7 +68,7 @@ def serve_sync(url: str, prefix: str) -> None:
             answer("live")
         elif command == "get":
             hits = store.cache.stats.hits
-            record = store.get(arg)
+            record = store.recall(arg) or store.get(arg)
             answer(f"{int(record is not None)} {int(store.cache.stats.hits > hits)}")
         else:
             break

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from coatcheck import auth
+from coatcheck._core.http import RequestView
 from coatcheck._core.record import SessionRecord
 from coatcheck.asgi import SessionMiddleware
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
@@ -683,4 +684,37 @@ async def test_over_http_a_write_request_is_one_round_trip(
             trips = CountingConnection.writes
             assert (await client.get("/read")).text == str(n)
             assert CountingConnection.writes - trips == 0
+    await manager.close()
+
+
+async def test_the_manager_answers_a_cached_read_without_calling_the_store(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read of a cached session is answered by ``recall``: the store's ``get`` (and the
+    ``store_timeout`` timer around it) is skipped. A session that is not cached, or a cache that
+    is down, still goes to ``get``."""
+    store = await live(AsyncRedisStore.from_url(server.url))
+    manager = AsyncSessionManager(store, test_config())
+    token = await manager.issue_token("u1")
+    request = RequestView.from_asgi_headers(
+        "GET", "https", [(b"authorization", f"Bearer {token}".encode())], "127.0.0.1"
+    )
+    key = store.keys.record(token.split(".")[0])
+    await wait_until(lambda: key in (store.cache or ()), "the session to be cached")
+    real_get = store.get
+    calls: list[str] = []
+
+    async def counted_get(session_id: str) -> Any:
+        calls.append(session_id)
+        return await real_get(session_id)
+
+    monkeypatch.setattr(store, "get", counted_get)
+    for _ in range(3):
+        opened = await manager.open(request)
+        assert (opened.error, opened.session.user_id) == (None, "u1")
+    assert calls == []
+    assert store.cache is not None
+    store.cache.forget([key])
+    opened = await manager.open(request)
+    assert (opened.session.user_id, len(calls)) == ("u1", 1)
     await manager.close()

@@ -323,7 +323,9 @@ class _Entry:
 @dataclass(slots=True)
 class Stats:
     hits: int = 0
+    """Reads answered from the cache."""
     misses: int = 0
+    """Reads sent to Redis (the record was not cached, or the cache was not usable)."""
     invalidations: int = 0
     drops: int = 0
 
@@ -390,15 +392,12 @@ class ClientCache:
         with self._lock:
             self._drain_locked()
             if not self._usable_locked():
-                self.stats.misses += 1
                 return None
             entry = self._entries.get(key)
             if entry is None:
-                self.stats.misses += 1
                 return None
             if self._clock() - entry.stored_at > self.config.max_age:
                 del self._entries[key]
-                self.stats.misses += 1
                 return None
             self._entries.move_to_end(key)
             self.stats.hits += 1
@@ -407,6 +406,7 @@ class ClientCache:
     def begin(self, key: str) -> Fill:
         """Note a read of ``key`` about to be sent (before sending it)."""
         with self._lock:
+            self.stats.misses += 1
             fill = Fill(key, self._generation, spoiled=not self._usable_locked())
             self._fills.setdefault(key, []).append(fill)
             return fill

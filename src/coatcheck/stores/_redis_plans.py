@@ -220,6 +220,19 @@ def _group(pairs: Iterable[tuple[K, str]]) -> dict[K, list[str]]:
 # --- plans, one per store method -----------------------------------------------------------------
 
 
+def recall(
+    keys: KeyLayout, session_id: str, hints: Hints | None, cache: RecordCache | None
+) -> SessionRecord | None:
+    """The record of ``session_id`` from ``cache``, with no round trip, or ``None`` when it is
+    not cached. Leaves a hint for the write that may follow."""
+    if cache is None:
+        return None
+    record = cache.recall(keys.record(session_id))
+    if record is not None and hints is not None:
+        hints.remember(session_id, Hint.of(record))
+    return record
+
+
 def get_plan(
     keys: KeyLayout,
     session_id: str,
@@ -228,19 +241,20 @@ def get_plan(
 ) -> Plan[SessionRecord | None]:
     """No round trip when ``cache`` holds the record; else one: ``HGET s:{id} d``, whose answer
     may fill the cache. Leaves a hint for the write that may follow."""
+    record = recall(keys, session_id, hints, cache)
+    if record is not None:
+        return record
     key = keys.record(session_id)
-    record = None if cache is None else cache.recall(key)
-    if record is None:
-        raw = None
-        fill = None if cache is None else cache.begin(key)
-        try:
-            (raw,) = yield from _batch([("HGET", key, FIELD_RECORD)])
-        finally:
-            if cache is not None:
-                cache.finish(fill, raw)
-        if raw is None:
-            return None
-        record = record_from_json(raw)
+    raw = None
+    fill = None if cache is None else cache.begin(key)
+    try:
+        (raw,) = yield from _batch([("HGET", key, FIELD_RECORD)])
+    finally:
+        if cache is not None:
+            cache.finish(fill, raw)
+    if raw is None:
+        return None
+    record = record_from_json(raw)
     if hints is not None:
         hints.remember(session_id, Hint.of(record))
     return record

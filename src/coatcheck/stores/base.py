@@ -32,6 +32,10 @@ Small and exact, so a new backend takes an afternoon:
   hit and returns ``(count, window_ends_at)``; ``clear_hits(key)`` forgets it. Login throttling
   uses these so counts are shared by every app instance on the store.
 - ``close()`` releases connections.
+- Optional, sync: ``recall(id)`` -> the record from the store's own process memory (a client-side
+  cache), or ``None`` when it has none; never I/O, never blocking. The managers ask it before a
+  ``get`` and skip the store call (and its timeout) when it answers. Whatever it answers must be
+  what ``get`` would answer now.
 
 A store raises :class:`~coatcheck.errors.StoreUnavailableError` when its backend cannot be
 reached; the managers also turn timeouts and unexpected driver errors into it.

@@ -529,6 +529,10 @@ class AsyncRedisStore(_RedisFromURL):
             "get", plans.get_plan(self.keys, session_id, self._hints, self.cache)
         )
 
+    def recall(self, session_id: str) -> SessionRecord | None:
+        """The record from the client-side cache, without I/O; ``None``: call :meth:`get`."""
+        return plans.recall(self.keys, session_id, self._hints, self.cache)
+
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(
             "put", plans.put_plan(self.keys, record, expected_version, self._hints, self.cache)
@@ -678,6 +682,10 @@ class RedisStore(_RedisFromURL):
 
     def get(self, session_id: str) -> SessionRecord | None:
         return self._run("get", plans.get_plan(self.keys, session_id, self._hints, self.cache))
+
+    def recall(self, session_id: str) -> SessionRecord | None:
+        """The record from the client-side cache, without I/O; ``None``: call :meth:`get`."""
+        return plans.recall(self.keys, session_id, self._hints, self.cache)
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(
