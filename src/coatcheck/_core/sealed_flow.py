@@ -273,7 +273,7 @@ class SealedMode:
         def anonymous() -> SealedSession:
             return SealedSession(record=None, now=now, user_agent=user_agent, ip=ip)
 
-        cookies = parse_cookies(request.get_all("cookie"))
+        cookies = parse_cookies(request.get_all("cookie"), self.opened)
         try:
             presented = presented_token(request, config, cookies)
         except HTTPError as error:  # a malformed Authorization header
