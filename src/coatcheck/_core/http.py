@@ -121,7 +121,10 @@ def cookie_header_error(request: RequestView) -> HTTPError | None:
     Refusing is the only safe answer: reading part of the header could miss the session cookie,
     and a request without it would run anonymous and could replace the live session's cookie.
     """
-    if sum(len(v) for v in request.get_all("cookie")) <= MAX_COOKIE_HEADER_BYTES:
+    total = 0
+    for value in request.get_all("cookie"):
+        total += len(value)
+    if total <= MAX_COOKIE_HEADER_BYTES:
         return None
     return HTTPError(
         431,
@@ -134,11 +137,15 @@ def cookie_header_error(request: RequestView) -> HTTPError | None:
 
 
 def presented_token(
-    request: RequestView, config: SessionConfig, cookies: dict[str, list[str]]
+    request: RequestView,
+    config: SessionConfig,
+    cookies: dict[str, list[str]],
+    cookie_name: str | None = None,
 ) -> PresentedToken | None:
     """The token the request carries, or ``None`` for an anonymous request.
 
-    ``cookies`` is the request's parsed ``Cookie`` headers (:func:`~.cookies.parse_cookies`).
+    ``cookies`` is the request's parsed ``Cookie`` headers (:func:`~.cookies.parse_cookies`);
+    ``cookie_name`` the session cookie's (``config.cookie.effective_name``, when not given).
     Raises :class:`HTTPError` 400 for an ``Authorization`` header that is not a well-formed
     ``Bearer`` credential. Other schemes (``Basic``...) are left to the application.
     """
@@ -160,7 +167,7 @@ def presented_token(
             return PresentedToken("bearer", (credential,))
         if not scheme or any(not c.isalnum() and c not in "-_" for c in scheme):
             raise invalid_request_error()
-    values = cookies.get(config.cookie.effective_name)
+    values = cookies.get(cookie_name or config.cookie.effective_name)
     if values:
         return PresentedToken("cookie", tuple(values[:4]))
     return None
