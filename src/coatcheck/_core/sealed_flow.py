@@ -96,6 +96,8 @@ REVOKE_REFUSED = (
 class SealedSession(Session):
     """A :class:`Session` opened from a seal, remembering what its commit needs to know."""
 
+    __slots__ = ("issued_at", "reseal", "revocations", "revocations_read")
+
     def __init__(
         self,
         *,
@@ -365,7 +367,7 @@ class SealedMode:
         known = sealed.revocations if sealed is not None else None
         known_read = sealed.revocations_read if sealed is not None else False
         base = session._record
-        if session.is_destroyed:
+        if session._destroyed:
             if base is not None and base.user_id is not None and self.revocations:
                 old_id, deadline = base.id, base.absolute_expires_at
                 yield from edit_revocations(
