@@ -70,20 +70,31 @@ class RequestView:
         headers: list[tuple[str, str]] = []
         index: dict[str, list[str]] = {}
         for k, v in raw:
-            name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+            # ASGI names are lower-case already: lowered only when they are not.
+            name = (k if k.islower() else k.lower()).decode("latin-1")
+            value = v.decode("latin-1")
             headers.append((name, value))
-            if name in index:
-                index[name].append(value)
-            else:
+            values = index.get(name)
+            if values is None:
                 index[name] = [value]
+            else:
+                values.append(value)
         view = object.__new__(cls)
-        _set = object.__setattr__
-        _set(view, "method", method.upper())
-        _set(view, "scheme", scheme)
-        _set(view, "headers", headers)
-        _set(view, "client_ip", client_ip)
-        _set(view, "_index", index)
+        # The slots' own setters: what object.__setattr__ ends in, without looking them up.
+        _SET_METHOD(view, method.upper())
+        _SET_SCHEME(view, scheme)
+        _SET_HEADERS(view, headers)
+        _SET_CLIENT_IP(view, client_ip)
+        _SET_INDEX(view, index)
         return view
+
+
+_SLOTS: Any = vars(RequestView)  # the slots' member descriptors
+_SET_METHOD = _SLOTS["method"].__set__
+_SET_SCHEME = _SLOTS["scheme"].__set__
+_SET_HEADERS = _SLOTS["headers"].__set__
+_SET_CLIENT_IP = _SLOTS["client_ip"].__set__
+_SET_INDEX = _SLOTS["_index"].__set__
 
 
 class PresentedToken(NamedTuple):
