@@ -115,11 +115,10 @@ class SessionMiddleware:
             if self.error_renderer is not None and kind == "http"
             else None
         )
-        refusals = Refusals(request, render)
         too_large = cookie_header_error(request)
         if too_large is not None:
             if kind == "http":
-                await send_answer(send, refusals.answer(too_large))
+                await send_answer(send, Refusals(request, render).answer(too_large))
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
@@ -139,7 +138,7 @@ class SessionMiddleware:
             opened = await self.manager.open(request, form_csrf=form_csrf)
         except (StoreUnavailableError, ConflictError) as exc:
             if kind == "http":
-                await send_answer(send, refusals.unavailable(exc))
+                await send_answer(send, Refusals(request, render).unavailable(exc))
             else:
                 await send({"type": "websocket.close", "code": 1013})
             return
@@ -152,7 +151,7 @@ class SessionMiddleware:
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await send_answer(send, refusals.answer(opened.error, extra))
+            await send_answer(send, Refusals(request, render).answer(opened.error, extra))
             return
 
         scope["session"] = session
@@ -177,7 +176,7 @@ class SessionMiddleware:
                     committed = await self.manager.commit(session)
                 except (StoreUnavailableError, ConflictError, HTTPError) as exc:
                     replaced = True
-                    await send_answer(send, refusals.unavailable(exc))
+                    await send_answer(send, Refusals(request, render).unavailable(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 ours = [*extra, *committed.headers] if extra else committed.headers
@@ -188,7 +187,7 @@ class SessionMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except CoatcheckError as exc:
-            answer = refusals.app_error(exc, extra)
+            answer = Refusals(request, render).app_error(exc, extra)
             if answer is None or started:
                 raise
             await send_answer(send, answer)

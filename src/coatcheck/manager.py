@@ -224,7 +224,11 @@ class AsyncSessionManager(_Manager):
             try:
                 op = next(flow)
             except StopIteration as stop:
-                return _logged(stop.value)
+                opened: lifecycle.Opened = stop.value
+                # _logged(opened), inline
+                if opened.discarded is not None:
+                    log.warning("coatcheck: %s", opened.discarded)
+                return opened
             except ConflictError as exc:
                 exc.retry_after = self.config.retry_after
                 raise

@@ -272,6 +272,7 @@ class SealedMode:
         # Read on every request; the configuration is frozen.
         self._cookie_name = config.cookie.effective_name
         self._touch_interval = config.effective_touch_interval
+        self._idle = {r: config.timeouts(remember=r)[0] for r in (False, True)}
 
     # -- open -------------------------------------------------------------------------------
 
@@ -335,7 +336,7 @@ class SealedMode:
             return Opened(_anonymous(now, user_agent, ip), clear_cookie=True)
 
         record = found.record
-        idle, _ = config.timeouts(remember=record.remember)
+        idle = self._idle[record.remember]
         record.expires_at = min(record.last_seen_at + idle, record.absolute_expires_at)
         # Flash messages are delivered now and leave the cookie with this response's re-seal.
         flashes, record.flash = record.flash, []
@@ -401,7 +402,7 @@ class SealedMode:
         if base is not None and not new_id:
             touch_due = now - base.last_seen_at >= self._touch_interval
             reseal = sealed is not None and sealed.reseal
-            if not (reseal or touch_due or session.is_modified):
+            if not (reseal or touch_due or session._is_modified_by(session._changes())):
                 return Committed(_xsrf_headers(session, base.csrf_token, config))
 
         issued_at = _issued_at(sealed, base)

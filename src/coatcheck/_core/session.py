@@ -252,7 +252,7 @@ class Session(MutableMapping[str, Any]):
             or self._remember is not None
             or self._authenticated_now
             or self._credential is not None
-            or changes
+            or (changes is not _NO_CHANGES and bool(changes))  # the common read: no call
         )
 
     @property
