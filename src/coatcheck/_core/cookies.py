@@ -62,27 +62,20 @@ def parse_cookies(
         budget -= len(header)
         if budget < 0:
             break
-        # Pairs found with str.find rather than str.split: the same pieces, without a
-        # character-by-character pass over a header that is mostly one long value.
-        start = 0
-        while True:
-            end = header.find(";", start)
-            pair = header[start:] if end < 0 else header[start:end]
+        for pair in header.split(";"):
             # RFC 6265 5.4: pairs are separated by "; " -- strip only the single leading space
             # the separator puts there; any other whitespace makes the name not match.
             if pair.startswith(" "):
                 pair = pair[1:]
             key, sep, value = pair.partition("=")
-            if sep:
-                cleaned = value if known is not None and value in known else _clean_value(value)
-                if cleaned is not None:
-                    if key in found:
-                        found[key].append(cleaned)
-                    else:
-                        found[key] = [cleaned]
-            if end < 0:
-                break
-            start = end + 1
+            if not sep:
+                continue
+            cleaned = value if known is not None and value in known else _clean_value(value)
+            if cleaned is not None:
+                if key in found:
+                    found[key].append(cleaned)
+                else:
+                    found[key] = [cleaned]
     return found
 
 
