@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._core.http import NO_STORE_KEY, RequestView, cookie_header_error
+from ._core.http import NO_STORE_KEY, SAFE_METHODS, RequestView, cookie_header_error
 from ._core.lifecycle import clear_cookie_headers
 from ._core.responses import (
     INSECURE_COOKIE_WARNING,
@@ -99,10 +99,8 @@ class SessionMiddleware:
         self._warned_insecure = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, send)
-            return
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":  # lifespan and anything newer: not ours
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
@@ -114,19 +112,23 @@ class SessionMiddleware:
         )
         render = (
             functools.partial(self.error_renderer, scope)
-            if self.error_renderer is not None and scope["type"] == "http"
+            if self.error_renderer is not None and kind == "http"
             else None
         )
-        refusals = Refusals(request, render)
         too_large = cookie_header_error(request)
         if too_large is not None:
-            if scope["type"] == "http":
-                await send_answer(send, refusals.answer(too_large))
+            if kind == "http":
+                await send_answer(send, Refusals(request, render).answer(too_large))
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
         form_csrf: str | None = None
-        if scope["type"] == "http" and wants_form_token(request, self.manager.config.csrf):
+        # A safe method never carries a form token to read (wants_form_token's own first exit).
+        if (
+            kind == "http"
+            and request.method not in SAFE_METHODS
+            and wants_form_token(request, self.manager.config.csrf)
+        ):
             body, complete, pending = await _read_form(receive)
             if complete:
                 form_csrf = form_field(body, self.manager.config.csrf.form_field)
@@ -135,8 +137,8 @@ class SessionMiddleware:
         try:
             opened = await self.manager.open(request, form_csrf=form_csrf)
         except (StoreUnavailableError, ConflictError) as exc:
-            if scope["type"] == "http":
-                await send_answer(send, refusals.unavailable(exc))
+            if kind == "http":
+                await send_answer(send, Refusals(request, render).unavailable(exc))
             else:
                 await send({"type": "websocket.close", "code": 1013})
             return
@@ -146,10 +148,10 @@ class SessionMiddleware:
             clear_cookie_headers(self.manager.config) if opened.clear_cookie else []
         )
         if opened.error is not None:
-            if scope["type"] == "websocket":
+            if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await send_answer(send, refusals.answer(opened.error, extra))
+            await send_answer(send, Refusals(request, render).answer(opened.error, extra))
             return
 
         scope["session"] = session
@@ -157,7 +159,7 @@ class SessionMiddleware:
         scope["coatcheck.manager"] = self.manager
         scope["coatcheck.user_loader"] = self.user_loader
         scope["coatcheck.user_credential"] = self.user_credential
-        if scope["type"] == "websocket":
+        if kind == "websocket":
             await self.app(scope, receive, send)  # read-only: a websocket has no response headers
             return
 
@@ -174,7 +176,7 @@ class SessionMiddleware:
                     committed = await self.manager.commit(session)
                 except (StoreUnavailableError, ConflictError, HTTPError) as exc:
                     replaced = True
-                    await send_answer(send, refusals.unavailable(exc))
+                    await send_answer(send, Refusals(request, render).unavailable(exc))
                     return
                 raw_headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 ours = [*extra, *committed.headers] if extra else committed.headers
@@ -185,7 +187,7 @@ class SessionMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except CoatcheckError as exc:
-            answer = refusals.app_error(exc, extra)
+            answer = Refusals(request, render).app_error(exc, extra)
             if answer is None or started:
                 raise
             await send_answer(send, answer)

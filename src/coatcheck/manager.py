@@ -194,6 +194,17 @@ class AsyncSessionManager(_Manager):
         """Drive a core flow: perform each store operation it yields, send back the result."""
         try:
             op = next(flow)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+        except ConflictError as exc:
+            exc.retry_after = self.config.retry_after
+            raise
+        return await self._drive(flow, op)
+
+    async def _drive(self, flow: Flow[T], op: StoreOp) -> T:
+        """:meth:`run` from the flow's first store operation ``op`` on."""
+        try:
             while True:
                 try:
                     result: Any = self._recalled(op)  # from the store's memory: no timer
@@ -221,7 +232,19 @@ class AsyncSessionManager(_Manager):
     async def open(self, request: RequestView, *, form_csrf: str | None = None) -> lifecycle.Opened:
         flow = self.open_flow(request, form_csrf)
         if not self._watch_opens:
-            return _logged(await self.run(flow))
+            # run(), inline: a flow that asks the store nothing (a sealed read) ends here.
+            try:
+                op = next(flow)
+            except StopIteration as stop:
+                opened: lifecycle.Opened = stop.value
+                # _logged(opened), inline
+                if opened.discarded is not None:
+                    log.warning("coatcheck: %s", opened.discarded)
+                return opened
+            except ConflictError as exc:
+                exc.retry_after = self.config.retry_after
+                raise
+            return _logged(await self._drive(flow, op))
         watch = Watch()
         opened = await self.run(watch.observe(flow))
         if watch.deleted:
@@ -229,7 +252,17 @@ class AsyncSessionManager(_Manager):
         return _logged(opened)
 
     async def commit(self, session: Session) -> lifecycle.Committed:
-        committed = await self.run(self.commit_flow(session))
+        flow = self.commit_flow(session)
+        # run(), inline: a commit that asks the store nothing (a sealed read) ends here.
+        try:
+            op = next(flow)
+        except StopIteration as stop:
+            committed: lifecycle.Committed = stop.value
+        except ConflictError as exc:
+            exc.retry_after = self.config.retry_after
+            raise
+        else:
+            committed = await self._drive(flow, op)
         if self._follow_commits:
             found, follow = self._after_commit(session, committed)
             if found or follow is not None:

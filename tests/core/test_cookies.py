@@ -9,6 +9,7 @@ from coatcheck._core.cookies import (
     MAX_COOKIE_HEADER_BYTES,
     clear_cookie,
     device_cookie_name,
+    parse_cookies,
     read_cookie,
     set_cookie,
 )
@@ -83,6 +84,31 @@ def test_device_cookie_takes_the_session_cookies_prefix(
 
 def test_quoted_value_is_unquoted() -> None:
     assert read_cookie([f'{NAME}="abc"'], NAME) == ["abc"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"{NAME}=k",
+        f"{NAME}=k;{NAME}=a b;{NAME}=k2",
+        f'x=1; {NAME}="k"; {NAME}=\x01; ; =; {NAME}; y=2;',
+        f"{NAME}=k; XSRF-TOKEN=t; {NAME}=é; {NAME}=k",
+        f";;  {NAME}=k; {NAME}={'k' * 5000}; {NAME}=k2",
+        "",
+        ";",
+    ],
+)
+def test_known_values_parse_as_the_full_check_would(header: str) -> None:
+    """Values passed as known (remembered seals) skip the character check, and nothing else:
+    the pairs found, their order, duplicates, quoted and refused values are the same."""
+    expected = parse_cookies([header, f"{NAME}=k2"])
+    assert parse_cookies([header, f"{NAME}=k2"], {"k", "k2", "t"}) == expected
+    assert parse_cookies([header, f"{NAME}=k2"], set()) == expected
+
+
+def test_known_values_respect_the_header_cap() -> None:
+    big = f"pad={'p' * MAX_COOKIE_HEADER_BYTES}"
+    assert parse_cookies([f"{NAME}=a", big, f"{NAME}=a"], {"a"}) == {NAME: ["a"]}
 
 
 def test_set_and_clear_spell_attributes() -> None:

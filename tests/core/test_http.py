@@ -73,3 +73,35 @@ def test_other_schemes_are_left_to_the_app() -> None:
     )
     assert found is not None
     assert found.transport == "cookie"
+
+
+def test_asgi_headers_make_the_same_view_as_the_constructor() -> None:
+    """from_asgi_headers (one pass, slots set directly) equals a view built field by field:
+    names lowered (only when needed), values latin-1, repeated names kept in order, and the
+    view stays frozen."""
+    raw = [
+        (b"Cookie", b"a=1"),
+        (b"user-agent", b"caf\xe9"),
+        (b"cookie", b"b=2"),
+        (b"X-123", b"x"),
+        (b"123", b"y"),
+    ]
+    made = RequestView.from_asgi_headers("post", "https", raw, "192.0.2.1")
+    expected = RequestView(
+        "POST",
+        "https",
+        [
+            ("cookie", "a=1"),
+            ("user-agent", "café"),
+            ("cookie", "b=2"),
+            ("x-123", "x"),
+            ("123", "y"),
+        ],
+        "192.0.2.1",
+    )
+    assert made == expected
+    assert made.get_all("cookie") == ["a=1", "b=2"]
+    assert made.get("x-123") == "x"
+    assert made.get("123") == "y"
+    with pytest.raises(AttributeError):
+        made.method = "GET"  # type: ignore[misc]

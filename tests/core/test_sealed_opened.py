@@ -225,3 +225,24 @@ def test_fresh_seals_never_push_out_opened_ones() -> None:
         seals.remember_sealed(seal_of(mode), b"{}")
     assert all(seals.recall(value) is not None for value in opened)
     assert len(seals) <= 8 + 2
+
+
+def test_remembered_values_are_taken_as_clean_cookie_values() -> None:
+    """parse_cookies skips the character check for remembered values: only values that opened
+    (parsed clean first) or were sealed here are remembered, and an odd cookie next to a
+    remembered one is still refused."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode)
+    assert value not in mode.opened
+    assert open_with(mode, value).session.user_id == "42"
+    assert value in mode.opened
+    session = open_with(mode, value).session
+    session["n"] = 2
+    committed = finish(mode.commit(session, NOW + 20))
+    assert committed.record is not None
+    assert len(mode.opened) == 2  # the new seal too
+    name = mode.config.cookie.effective_name
+    for odd in (f'"{value}"', f"{value} ", "\x01" + value, value + "é"):
+        request = RequestView("GET", "https", [("cookie", f"{name}={odd}")], "192.0.2.1")
+        opened: Opened = finish(mode.open(request, NOW + 10, form_csrf=None))
+        assert opened.session.user_id == ("42" if odd.startswith('"') else None), odd

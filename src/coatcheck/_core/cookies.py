@@ -15,7 +15,7 @@ rather than guess.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 from .config import CookieConfig
 
@@ -42,13 +42,19 @@ def _clean_value(value: str) -> str | None:
     return value
 
 
-def parse_cookies(headers: Iterable[str]) -> dict[str, list[str]]:
+def parse_cookies(
+    headers: Iterable[str], known: Container[str] | None = None
+) -> dict[str, list[str]]:
     """Every cookie in the given ``Cookie`` header values: name -> values, in order.
 
     Headers beyond :data:`MAX_COOKIE_HEADER_BYTES` in all are not read (the middlewares refuse
     such requests before parsing); a value with control characters or non-ASCII is skipped.
     Names are kept exactly as sent. The caller decides what several values of one name mean
     (coatcheck tries each in turn).
+
+    ``known``: values already known to be clean (each one a value this function returned
+    before, or one coatcheck wrote itself), taken without checking their characters again: a
+    sealed session's 700-byte value, sent on every request, is looked up instead of scanned.
     """
     found: dict[str, list[str]] = {}
     budget = MAX_COOKIE_HEADER_BYTES
@@ -64,7 +70,7 @@ def parse_cookies(headers: Iterable[str]) -> dict[str, list[str]]:
             key, sep, value = pair.partition("=")
             if not sep:
                 continue
-            cleaned = _clean_value(value)
+            cleaned = value if known is not None and value in known else _clean_value(value)
             if cleaned is not None:
                 if key in found:
                     found[key].append(cleaned)

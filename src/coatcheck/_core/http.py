@@ -70,20 +70,31 @@ class RequestView:
         headers: list[tuple[str, str]] = []
         index: dict[str, list[str]] = {}
         for k, v in raw:
-            name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+            # ASGI names are lower-case already: lowered only when they are not.
+            name = (k if k.islower() else k.lower()).decode("latin-1")
+            value = v.decode("latin-1")
             headers.append((name, value))
-            if name in index:
-                index[name].append(value)
-            else:
+            values = index.get(name)
+            if values is None:
                 index[name] = [value]
+            else:
+                values.append(value)
         view = object.__new__(cls)
-        _set = object.__setattr__
-        _set(view, "method", method.upper())
-        _set(view, "scheme", scheme)
-        _set(view, "headers", headers)
-        _set(view, "client_ip", client_ip)
-        _set(view, "_index", index)
+        # The slots' own setters: what object.__setattr__ ends in, without looking them up.
+        _SET_METHOD(view, method.upper())
+        _SET_SCHEME(view, scheme)
+        _SET_HEADERS(view, headers)
+        _SET_CLIENT_IP(view, client_ip)
+        _SET_INDEX(view, index)
         return view
+
+
+_SLOTS: Any = vars(RequestView)  # the slots' member descriptors
+_SET_METHOD = _SLOTS["method"].__set__
+_SET_SCHEME = _SLOTS["scheme"].__set__
+_SET_HEADERS = _SLOTS["headers"].__set__
+_SET_CLIENT_IP = _SLOTS["client_ip"].__set__
+_SET_INDEX = _SLOTS["_index"].__set__
 
 
 class PresentedToken(NamedTuple):
@@ -121,7 +132,10 @@ def cookie_header_error(request: RequestView) -> HTTPError | None:
     Refusing is the only safe answer: reading part of the header could miss the session cookie,
     and a request without it would run anonymous and could replace the live session's cookie.
     """
-    if sum(len(v) for v in request.get_all("cookie")) <= MAX_COOKIE_HEADER_BYTES:
+    total = 0
+    for value in request.get_all("cookie"):
+        total += len(value)
+    if total <= MAX_COOKIE_HEADER_BYTES:
         return None
     return HTTPError(
         431,
@@ -134,11 +148,15 @@ def cookie_header_error(request: RequestView) -> HTTPError | None:
 
 
 def presented_token(
-    request: RequestView, config: SessionConfig, cookies: dict[str, list[str]]
+    request: RequestView,
+    config: SessionConfig,
+    cookies: dict[str, list[str]],
+    cookie_name: str | None = None,
 ) -> PresentedToken | None:
     """The token the request carries, or ``None`` for an anonymous request.
 
-    ``cookies`` is the request's parsed ``Cookie`` headers (:func:`~.cookies.parse_cookies`).
+    ``cookies`` is the request's parsed ``Cookie`` headers (:func:`~.cookies.parse_cookies`);
+    ``cookie_name`` the session cookie's (``config.cookie.effective_name``, when not given).
     Raises :class:`HTTPError` 400 for an ``Authorization`` header that is not a well-formed
     ``Bearer`` credential. Other schemes (``Basic``...) are left to the application.
     """
@@ -160,7 +178,7 @@ def presented_token(
             return PresentedToken("bearer", (credential,))
         if not scheme or any(not c.isalnum() and c not in "-_" for c in scheme):
             raise invalid_request_error()
-    values = cookies.get(config.cookie.effective_name)
+    values = cookies.get(cookie_name or config.cookie.effective_name)
     if values:
         return PresentedToken("cookie", tuple(values[:4]))
     return None

@@ -34,7 +34,13 @@ from ..errors import ConflictError, HTTPError, SessionDataError
 from . import csrf, signin, tokens
 from .config import SessionConfig
 from .cookies import clear_cookie, parse_cookies, set_cookie
-from .http import RequestView, client_address, invalid_token_error, presented_token
+from .http import (
+    RequestView,
+    client_address,
+    invalid_token_error,
+    is_unsafe,
+    presented_token,
+)
 from .ops import Delete, Flow, Get, Put, Replace
 from .record import SessionRecord, Transport
 from .session import Changes, Session
@@ -146,24 +152,29 @@ def open_session(
 ) -> Flow[Opened]:
     """Find and check the request's session. Never raises for bad input from the client."""
     user_agent = (request.get("user-agent") or "")[:USER_AGENT_MAX]
-    ip = client_address(request, config.trusted_proxies)
-
-    def anonymous(transport: Transport = "cookie") -> Session:
-        return Session(record=None, transport=transport, now=now, user_agent=user_agent, ip=ip)
+    ip = (
+        client_address(request, config.trusted_proxies)
+        if config.trusted_proxies
+        else request.client_ip
+    )
 
     cookies = parse_cookies(request.get_all("cookie"))
     try:
         presented = presented_token(request, config, cookies)
     except HTTPError as error:
-        return Opened(anonymous("bearer"), error=error)
+        return Opened(_anonymous("bearer", now, user_agent, ip), error=error)
 
-    cross_site = _cross_site_problem(
-        request, config, presented is not None and presented.transport == "bearer"
-    )
-    if cross_site is not None:
-        return Opened(anonymous(), error=cross_site)
+    # _cross_site_problem's early exits first: a safe method that is no WebSocket handshake is
+    # never checked (and needs no call).
+    unsafe = is_unsafe(request.method)
+    if unsafe or request.scheme in ("ws", "wss"):
+        cross_site = _cross_site_problem(
+            request, config, presented is not None and presented.transport == "bearer"
+        )
+        if cross_site is not None:
+            return Opened(_anonymous("cookie", now, user_agent, ip), error=cross_site)
     if presented is None:
-        return Opened(anonymous())
+        return Opened(_anonymous("cookie", now, user_agent, ip))
 
     transport: Transport = presented.transport
     record: SessionRecord | None = None
@@ -189,11 +200,11 @@ def open_session(
 
     if record is None:
         if transport == "bearer":
-            return Opened(anonymous("bearer"), error=invalid_token_error())
+            return Opened(_anonymous("bearer", now, user_agent, ip), error=invalid_token_error())
         # A cookie naming a session that is gone may be the one a login just replaced, on a
         # request sent before the login's answer arrived: clearing it would clear the new one.
         # It opens nothing and is left alone; malformed, forged and expired ones are cleared.
-        return Opened(anonymous(), clear_cookie=not only_gone)
+        return Opened(_anonymous("cookie", now, user_agent, ip), clear_cookie=not only_gone)
 
     if config.data_validator is not None:
         try:
@@ -202,8 +213,14 @@ def open_session(
             yield Delete((record.id,))
             reason = f"session {record.id} dropped: its data does not match the schema: {exc}"
             if transport == "bearer":
-                return Opened(anonymous("bearer"), error=invalid_token_error(), discarded=reason)
-            return Opened(anonymous(), clear_cookie=True, discarded=reason)
+                return Opened(
+                    _anonymous("bearer", now, user_agent, ip),
+                    error=invalid_token_error(),
+                    discarded=reason,
+                )
+            return Opened(
+                _anonymous("cookie", now, user_agent, ip), clear_cookie=True, discarded=reason
+            )
 
     flashes: list[Any] = []
     attempts = 0
@@ -222,19 +239,25 @@ def open_session(
         fresh = yield Get(record.id)
         if fresh is None or not _valid(fresh, secret, transport, now, config):
             if transport == "bearer":
-                return Opened(anonymous("bearer"), error=invalid_token_error())
-            return Opened(anonymous(), clear_cookie=True)
+                return Opened(
+                    _anonymous("bearer", now, user_agent, ip), error=invalid_token_error()
+                )
+            return Opened(_anonymous("cookie", now, user_agent, ip), clear_cookie=True)
         record = fresh
 
     session = Session(
         record=record, transport=transport, now=now, user_agent=user_agent, ip=ip, flashes=flashes
     )
     session.presented_xsrf = cookies.get(config.csrf.cookie_name, [])
-    if transport == "cookie" and csrf.needs_check(request, transport, config.csrf):
+    if transport == "cookie" and unsafe and config.csrf.enabled:  # csrf.needs_check
         presented_csrf = csrf.presented_csrf_token(request, config.csrf) or form_csrf
         if not csrf.token_matches(presented_csrf, record.csrf_token):
             return Opened(session, error=csrf.csrf_error("missing or wrong CSRF token"))
     return Opened(session)
+
+
+def _anonymous(transport: Transport, now: float, user_agent: str, ip: str) -> Session:
+    return Session(record=None, transport=transport, now=now, user_agent=user_agent, ip=ip)
 
 
 def _cross_site_problem(
@@ -377,7 +400,7 @@ def clear_cookie_headers(config: SessionConfig) -> list[tuple[str, str]]:
 def commit_session(session: Session, config: SessionConfig, now: float) -> Flow[Committed]:
     """Write what the request changed and say which headers to send."""
     base = session._record
-    if session.is_destroyed:
+    if session._destroyed:
         if base is not None:
             yield Delete((base.id,))
         if session.transport != "cookie":

@@ -403,6 +403,12 @@ class OpenedSeals:
     def __len__(self) -> int:
         return len(self._images) + len(self._sealed)
 
+    def __contains__(self, value: object) -> bool:
+        """Whether ``value`` is remembered. Every such value is a clean cookie value (it was
+        parsed from a ``Cookie`` header and opened, or sealed here: base64url, under 4096
+        bytes), so :func:`~coatcheck._core.cookies.parse_cookies` may take it unchecked."""
+        return value in self._images or value in self._sealed
+
 
 def _bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> None:
     """Insert into ``kept``, first forgetting the oldest eighth once it holds ``limit`` keys

@@ -46,7 +46,13 @@ from ..errors import ConflictError, HTTPError, NotSupportedError, SessionTooLarg
 from . import csrf, tokens
 from .config import SessionConfig
 from .cookies import parse_cookies, set_cookie
-from .http import RequestView, client_address, invalid_token_error, presented_token
+from .http import (
+    RequestView,
+    client_address,
+    invalid_token_error,
+    is_unsafe,
+    presented_token,
+)
 from .lifecycle import (
     USER_AGENT_MAX,
     Committed,
@@ -89,6 +95,8 @@ REVOKE_REFUSED = (
 
 class SealedSession(Session):
     """A :class:`Session` opened from a seal, remembering what its commit needs to know."""
+
+    __slots__ = ("issued_at", "reseal", "revocations", "revocations_read")
 
     def __init__(
         self,
@@ -261,6 +269,10 @@ class SealedMode:
         self.sealer = Sealer(config.secrets, purpose=PURPOSE, name=config.cookie.effective_name)
         self.opened = OpenedSeals()
         """Cookie values opened recently, so that the same cookie is not decrypted again."""
+        # Read on every request; the configuration is frozen.
+        self._cookie_name = config.cookie.effective_name
+        self._touch_interval = config.effective_touch_interval
+        self._idle = {r: config.timeouts(remember=r)[0] for r in (False, True)}
 
     # -- open -------------------------------------------------------------------------------
 
@@ -268,24 +280,31 @@ class SealedMode:
         """Open the request's seal. Never raises for bad input from the client."""
         config = self.config
         user_agent = (request.get("user-agent") or "")[:USER_AGENT_MAX]
-        ip = client_address(request, config.trusted_proxies)
-
-        def anonymous() -> SealedSession:
-            return SealedSession(record=None, now=now, user_agent=user_agent, ip=ip)
-
-        cookies = parse_cookies(request.get_all("cookie"))
+        ip = (
+            client_address(request, config.trusted_proxies)
+            if config.trusted_proxies
+            else request.client_ip
+        )
+        cookies = parse_cookies(request.get_all("cookie"), self.opened)
         try:
-            presented = presented_token(request, config, cookies)
+            presented = presented_token(request, config, cookies, self._cookie_name)
         except HTTPError as error:  # a malformed Authorization header
-            return Opened(anonymous(), error=error)
+            return Opened(_anonymous(now, user_agent, ip), error=error)
         bearer = presented is not None and presented.transport == "bearer"
-        cross_site = csrf.cross_site_error(request, config.csrf, bearer=bearer)
-        if cross_site is not None:
-            return Opened(anonymous(), error=cross_site)
+        csrf_config = config.csrf
+        # What csrf.cross_site_error and csrf.needs_check decide, with their early exits first:
+        # a safe method that is no WebSocket handshake is never checked.
+        unsafe = is_unsafe(request.method)
+        if csrf_config.enabled and not bearer and (unsafe or request.scheme in ("ws", "wss")):
+            cross_site = csrf.cross_site_error(request, csrf_config, bearer=False)
+            if cross_site is not None:
+                return Opened(_anonymous(now, user_agent, ip), error=cross_site)
         if presented is None:
-            return Opened(anonymous())
+            return Opened(_anonymous(now, user_agent, ip))
         if bearer:
-            return Opened(anonymous(), error=invalid_token_error(BEARER_REFUSED))
+            return Opened(
+                _anonymous(now, user_agent, ip), error=invalid_token_error(BEARER_REFUSED)
+            )
 
         found: SealedState | None = None
         newest = False
@@ -314,10 +333,10 @@ class SealedMode:
             found, newest = state, is_newest
             break
         if found is None:
-            return Opened(anonymous(), clear_cookie=True)
+            return Opened(_anonymous(now, user_agent, ip), clear_cookie=True)
 
         record = found.record
-        idle, _ = config.timeouts(remember=record.remember)
+        idle = self._idle[record.remember]
         record.expires_at = min(record.last_seen_at + idle, record.absolute_expires_at)
         # Flash messages are delivered now and leave the cookie with this response's re-seal.
         flashes, record.flash = record.flash, []
@@ -333,8 +352,8 @@ class SealedMode:
             revocations_read=rv_read,
             snapshots=found.snapshots,
         )
-        session.presented_xsrf = cookies.get(config.csrf.cookie_name, [])
-        if csrf.needs_check(request, "cookie", config.csrf):
+        session.presented_xsrf = cookies.get(csrf_config.cookie_name, [])
+        if unsafe and csrf_config.enabled:  # csrf.needs_check for a cookie session
             presented_csrf = csrf.presented_csrf_token(request, config.csrf) or form_csrf
             if not csrf.token_matches(presented_csrf, record.csrf_token):
                 return Opened(session, error=csrf.csrf_error("missing or wrong CSRF token"))
@@ -349,7 +368,7 @@ class SealedMode:
         known = sealed.revocations if sealed is not None else None
         known_read = sealed.revocations_read if sealed is not None else False
         base = session._record
-        if session.is_destroyed:
+        if session._destroyed:
             if base is not None and base.user_id is not None and self.revocations:
                 old_id, deadline = base.id, base.absolute_expires_at
                 yield from edit_revocations(
@@ -381,9 +400,9 @@ class SealedMode:
         if base is None and not new_id:
             return Committed()  # anonymous and empty: no cookie
         if base is not None and not new_id:
-            touch_due = now - base.last_seen_at >= config.effective_touch_interval
+            touch_due = now - base.last_seen_at >= self._touch_interval
             reseal = sealed is not None and sealed.reseal
-            if not (reseal or touch_due or session.is_modified):
+            if not (reseal or touch_due or session._is_modified_by(session._changes())):
                 return Committed(_xsrf_headers(session, base.csrf_token, config))
 
         issued_at = _issued_at(sealed, base)
@@ -473,6 +492,10 @@ class SealedMode:
 
         yield from edit_revocations(user_id, end_all, now, self.config)
         return 0
+
+
+def _anonymous(now: float, user_agent: str, ip: str) -> SealedSession:
+    return SealedSession(record=None, now=now, user_agent=user_agent, ip=ip)
 
 
 def _anonymous_record(

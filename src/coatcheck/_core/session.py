@@ -247,12 +247,12 @@ class Session(MutableMapping[str, Any]):
             or self._user_changed
             or self._outgoing_flashes
             or self._drop_stored_flashes
-            or self._unread_flashes
+            or (self._incoming_flashes and not self._flashes_read)  # _unread_flashes, no copy
             or self._rotate_csrf
             or self._remember is not None
             or self._authenticated_now
             or self._credential is not None
-            or changes
+            or (changes is not _NO_CHANGES and bool(changes))  # the common read: no call
         )
 
     @property
@@ -459,8 +459,13 @@ class Session(MutableMapping[str, Any]):
             # been changed, in place. The common read-only request ends here.
             data = self._data
             for k, snapshot in self._loaded.items():
-                if type(snapshot) is bytes and not _unchanged(snapshot, data[k]):
-                    break
+                if type(snapshot) is bytes:
+                    # _unchanged(snapshot, data[k]), inline: this runs on every read.
+                    try:
+                        if marshal.dumps(data[k], _SNAPSHOT_FORMAT) != snapshot:
+                            break
+                    except ValueError:  # something that is not JSON was put inside
+                        break
             else:
                 return _NO_CHANGES
         keys_loaded = self._keys_loaded
