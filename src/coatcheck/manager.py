@@ -114,6 +114,17 @@ class _Manager:
         )
         return error
 
+    def _first(self, flow: Flow[T]) -> StoreOp | tuple[T]:
+        """The flow's first store operation, or ``(its value,)`` when it asks the store nothing
+        (then no coroutine is needed to run it; store operations are never tuples)."""
+        try:
+            return next(flow)
+        except StopIteration as stop:
+            return (stop.value,)
+        except ConflictError as exc:
+            exc.retry_after = self.config.retry_after
+            raise
+
     def _recalled(self, op: StoreOp) -> SessionRecord | None:
         """The record a ``get`` asks for, from the store's memory; ``None``: call the store."""
         if self._recall is None or type(op) is not Get:
@@ -192,15 +203,10 @@ class AsyncSessionManager(_Manager):
 
     async def run(self, flow: Flow[T]) -> T:
         """Drive a core flow: perform each store operation it yields, send back the result."""
-        try:
-            op = next(flow)
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
-        except ConflictError as exc:
-            exc.retry_after = self.config.retry_after
-            raise
-        return await self._drive(flow, op)
+        first = self._first(flow)
+        if isinstance(first, tuple):
+            return first[0]
+        return await self._drive(flow, first)
 
     async def _drive(self, flow: Flow[T], op: StoreOp) -> T:
         """:meth:`run` from the flow's first store operation ``op`` on."""
@@ -233,18 +239,10 @@ class AsyncSessionManager(_Manager):
         flow = self.open_flow(request, form_csrf)
         if not self._watch_opens:
             # run(), inline: a flow that asks the store nothing (a sealed read) ends here.
-            try:
-                op = next(flow)
-            except StopIteration as stop:
-                opened: lifecycle.Opened = stop.value
-                # _logged(opened), inline
-                if opened.discarded is not None:
-                    log.warning("coatcheck: %s", opened.discarded)
-                return opened
-            except ConflictError as exc:
-                exc.retry_after = self.config.retry_after
-                raise
-            return _logged(await self._drive(flow, op))
+            first = self._first(flow)
+            if isinstance(first, tuple):
+                return _logged(first[0])
+            return _logged(await self._drive(flow, first))
         watch = Watch()
         opened = await self.run(watch.observe(flow))
         if watch.deleted:
@@ -254,15 +252,11 @@ class AsyncSessionManager(_Manager):
     async def commit(self, session: Session) -> lifecycle.Committed:
         flow = self.commit_flow(session)
         # run(), inline: a commit that asks the store nothing (a sealed read) ends here.
-        try:
-            op = next(flow)
-        except StopIteration as stop:
-            committed: lifecycle.Committed = stop.value
-        except ConflictError as exc:
-            exc.retry_after = self.config.retry_after
-            raise
+        first = self._first(flow)
+        if isinstance(first, tuple):
+            committed = first[0]
         else:
-            committed = await self._drive(flow, op)
+            committed = await self._drive(flow, first)
         if self._follow_commits:
             found, follow = self._after_commit(session, committed)
             if found or follow is not None:
