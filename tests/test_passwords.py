@@ -516,18 +516,27 @@ def _nice_of_this_thread() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
+def _policy_of_this_thread() -> int:
+    return os.sched_getscheduler(threading.get_native_id())
+
+
 def _nice_while_hashing(
-    config: PasswordConfig, monkeypatch: pytest.MonkeyPatch, *, use_async: bool
+    config: PasswordConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    use_async: bool,
+    probe: Callable[[], int] = _nice_of_this_thread,
 ) -> list[int]:
-    """Verify a password; the nice values of the hashing thread and of a thread it starts."""
+    """Verify a password; ``probe()`` (the nice value) in the hashing thread and in a thread it
+    starts."""
     seen: list[int] = []
     real = argon2.PasswordHasher.verify
 
     def observing_verify(self: argon2.PasswordHasher, stored: Any, password: Any) -> Any:
-        seen.append(_nice_of_this_thread())
+        seen.append(probe())
         # argon2 starts one thread per lane from the hashing thread: a thread started here
         # stands for them.
-        child = threading.Thread(target=lambda: seen.append(_nice_of_this_thread()))
+        child = threading.Thread(target=lambda: seen.append(probe()))
         child.start()
         child.join()
         return real(self, stored, password)
@@ -577,43 +586,19 @@ def test_sync_methods_hash_at_the_callers_priority(monkeypatch: pytest.MonkeyPat
     assert (seen, _nice_of_this_thread()) == ([base, base], base)
 
 
-def _policy_while_hashing(config: PasswordConfig, *, use_async: bool) -> list[int]:
-    """Verify a password; the scheduling policies of the hashing thread and a thread it starts."""
-    seen: list[int] = []
-    real = argon2.PasswordHasher.verify
-
-    def policy() -> int:
-        return os.sched_getscheduler(threading.get_native_id())
-
-    def observing_verify(self: argon2.PasswordHasher, stored: Any, password: Any) -> Any:
-        seen.append(policy())
-        child = threading.Thread(target=lambda: seen.append(policy()))
-        child.start()
-        child.join()
-        return real(self, stored, password)
-
-    hasher = PasswordHasher(config)
-    try:
-        stored = hasher.hash(PASSWORD)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(argon2.PasswordHasher, "verify", observing_verify)
-            call = hasher.verify_async(stored, PASSWORD) if use_async else None
-            ok = asyncio.run(call) if call is not None else hasher.verify(stored, PASSWORD)
-        assert ok is True
-    finally:
-        hasher.close()
-    return seen
-
-
 @linux_only
 def test_pool_idle_hashes_under_sched_idle_and_only_in_the_pool() -> None:
     """With pool_idle the pool's threads and their lane threads run under SCHED_IDLE (a core
     only when nothing else wants it); the sync methods and the caller keep their policy."""
     config = PasswordConfig(**_cheap_settings(), pool_idle=True)
-    normal = os.sched_getscheduler(threading.get_native_id())
-    in_pool = _policy_while_hashing(config, use_async=True)
-    in_caller = _policy_while_hashing(config, use_async=False)
-    assert (in_pool, in_caller, os.sched_getscheduler(threading.get_native_id())) == (
+    normal = _policy_of_this_thread()
+    with pytest.MonkeyPatch.context() as patch:
+        in_pool = _nice_while_hashing(config, patch, use_async=True, probe=_policy_of_this_thread)
+    with pytest.MonkeyPatch.context() as patch:
+        in_caller = _nice_while_hashing(
+            config, patch, use_async=False, probe=_policy_of_this_thread
+        )
+    assert (in_pool, in_caller, _policy_of_this_thread()) == (
         [os.SCHED_IDLE, os.SCHED_IDLE],
         [normal, normal],
         normal,
