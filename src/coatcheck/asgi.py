@@ -129,10 +129,10 @@ class SessionMiddleware:
             and request.method not in SAFE_METHODS
             and wants_form_token(request, self.manager.config.csrf)
         ):
-            body, complete, pending = await _read_form(receive)
-            if complete:
+            body, ended, pending = await _read_form(receive)
+            if ended and len(body) <= MAX_FORM_BYTES:
                 form_csrf = form_field(body, self.manager.config.csrf.form_field)
-            receive = _replay(body, complete, pending, receive)
+            receive = _replay(body, ended, pending, receive)
 
         try:
             opened = await self.manager.open(request, form_csrf=form_csrf)
@@ -233,9 +233,10 @@ class SessionMiddleware:
 async def _read_form(receive: Receive) -> tuple[bytes, bool, Message | None]:
     """Buffer the request body, but never more than ``MAX_FORM_BYTES``.
 
-    Returns the bytes read, whether that is the whole body, and a non-body message met on the
-    way (``http.disconnect``), so that :func:`_replay` can hand the app exactly what it would
-    have received. A larger body streams on to the app unread.
+    Returns the bytes read, whether the body ended there, and a non-body message met on the way
+    (``http.disconnect``), so that :func:`_replay` can hand the app exactly what it would have
+    received. A larger body streams on to the app unread; one that ends in the chunk that takes
+    it past the limit has ended all the same (no ``more_body`` is promised that never comes).
     """
     chunks: list[bytes] = []
     size = 0
@@ -247,13 +248,13 @@ async def _read_form(receive: Receive) -> tuple[bytes, bool, Message | None]:
         chunks.append(chunk)
         size += len(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks), size <= MAX_FORM_BYTES, None
+            return b"".join(chunks), True, None
         if size > MAX_FORM_BYTES:
             return b"".join(chunks), False, None
 
 
-def _replay(body: bytes, complete: bool, pending: Message | None, receive: Receive) -> Receive:
-    queue: list[Message] = [{"type": "http.request", "body": body, "more_body": not complete}]
+def _replay(body: bytes, ended: bool, pending: Message | None, receive: Receive) -> Receive:
+    queue: list[Message] = [{"type": "http.request", "body": body, "more_body": not ended}]
     if pending is not None:
         queue.append(pending)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from coatcheck._core.lifecycle import create_session
 from coatcheck._core.responses import MAX_FORM_BYTES
 from coatcheck.asgi import SessionMiddleware
@@ -89,6 +91,29 @@ async def test_a_body_over_the_form_cap_reaches_the_app_whole() -> None:
         {"type": "http.request", "body": chunk, "more_body": False},
     ]
     assert sent[0]["status"] == 204
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"a=" + b"x" * (MAX_FORM_BYTES - 1)],  # one byte over the cap, in one message
+        [b"x" * 100, b"x" * MAX_FORM_BYTES],  # over the cap in the message that ends it
+    ],
+)
+async def test_a_body_that_ends_past_the_form_cap_is_replayed_as_ended(
+    chunks: list[bytes],
+) -> None:
+    """A body that ends in the message taking it past MAX_FORM_BYTES has ended: the app gets it
+    with ``more_body: False`` and no further ``receive`` (found by an outside attack: a body of
+    1,048,577 bytes was replayed with ``more_body: True``, and the app waited for bytes that never
+    came until the client gave up)."""
+    incoming = [
+        {"type": "http.request", "body": chunk, "more_body": n < len(chunks) - 1}
+        for n, chunk in enumerate(chunks)
+    ]
+    seen, sent = await run(form_scope(), incoming)
+    assert seen == [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+    assert sent[0]["status"] == 204  # the app answered; it used to wait for more body
 
 
 async def test_a_disconnect_while_the_form_is_read_is_passed_on() -> None:
