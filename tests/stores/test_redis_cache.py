@@ -589,13 +589,16 @@ async def test_a_new_cluster_primary_drops_the_cache_and_gets_a_channel(tmp_path
             "the new node to join",
             seconds=30,
         )
-        await asyncio.to_thread(
-            subprocess.run,
-            ["redis-cli", "--cluster", "check", first],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+
+        def cluster_agrees() -> bool:
+            # Right after add-node, `--cluster check` can fail ("Nodes don't agree about
+            # configuration") until gossip has spread the new node's view: retried, not failed.
+            checked = subprocess.run(
+                ["redis-cli", "--cluster", "check", first], capture_output=True, timeout=60
+            )
+            return checked.returncode == 0
+
+        await wait_until(cluster_agrees, "the cluster's nodes to agree", seconds=30)
         await asyncio.to_thread(
             subprocess.run,
             ["redis-cli", "--cluster", "reshard", first, "--cluster-from", source,
