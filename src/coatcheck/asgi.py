@@ -204,9 +204,12 @@ class SessionMiddleware:
             if name in _REWRITTEN or (not name.islower() and name.lower() in _REWRITTEN):
                 break
         else:
-            if not session_headers and not scope.get(NO_STORE_KEY):
-                # Nothing to rewrite and no cookie to set (a read): the answer is known.
-                headers.extend(plain_session_headers(session))
+            if not scope.get(NO_STORE_KEY):
+                # Nothing of the app's to rewrite: ours are appended, none is decoded.
+                headers.extend(plain_session_headers(session, session_headers))
+                if session_headers and not self._warned_insecure:
+                    sets_cookie = any(n.lower() == "set-cookie" for n, _ in session_headers)
+                    self._warn_if_insecure(scope, sets_cookie)
                 return
         # Only the headers the session rules read or rewrite (Vary, Cache-Control) are decoded;
         # latin-1 both ways is lossless, so the app's header bytes come back unchanged.
@@ -223,6 +226,9 @@ class SessionMiddleware:
             replace_header(text, "cache-control", "no-store")
         kept.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in text)
         headers[:] = kept
+        self._warn_if_insecure(scope, sets_cookie)
+
+    def _warn_if_insecure(self, scope: Scope, sets_cookie: bool) -> None:
         if self._warned_insecure:
             return
         if secure_cookie_over_http(self.manager.config, scope.get("scheme", "http"), sets_cookie):

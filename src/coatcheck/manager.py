@@ -39,6 +39,7 @@ from ._core import events, lifecycle
 from ._core.config import SessionConfig
 from ._core.events import Event, SessionEvent, Watch
 from ._core.http import RequestView
+from ._core.memo import ParsedCookies
 from ._core.ops import Flow, Get, StoreOp, corrupt_means_missing
 from ._core.record import CorruptRecordError, SessionRecord
 from ._core.session import Session
@@ -82,6 +83,8 @@ class _Manager:
         """The application's hooks (:class:`~coatcheck.hooks.Hooks`)."""
         if not isinstance(self.hooks, Hooks):
             raise ConfigurationError("hooks must be a coatcheck.hooks.Hooks")
+        self._parsed = ParsedCookies()
+        """``Cookie`` headers that carried a valid session, parsed (see ``_core/memo.py``)."""
         self.sealed: SealedMode | None = None
         """The sealed flows, when the store is ``sealed://`` (sessions live in cookies)."""
         if isinstance(store, AsyncSealedStore | SealedStore):
@@ -142,7 +145,9 @@ class _Manager:
     def open_flow(self, request: RequestView, form_csrf: str | None) -> Flow[lifecycle.Opened]:
         if self.sealed is not None:
             return self.sealed.open(request, self.clock(), form_csrf=form_csrf)
-        return lifecycle.open_session(request, self.config, self.clock(), form_csrf=form_csrf)
+        return lifecycle.open_session(
+            request, self.config, self.clock(), form_csrf=form_csrf, cookie_memo=self._parsed
+        )
 
     def commit_flow(self, session: Session) -> Flow[lifecycle.Committed]:
         if self.sealed is not None:

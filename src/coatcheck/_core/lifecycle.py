@@ -41,6 +41,7 @@ from .http import (
     is_unsafe,
     presented_token,
 )
+from .memo import ParsedCookies
 from .ops import Delete, Flow, Get, Put, Replace
 from .record import SessionRecord, Transport
 from .session import Changes, Session
@@ -148,9 +149,18 @@ def new_record(
 
 
 def open_session(
-    request: RequestView, config: SessionConfig, now: float, *, form_csrf: str | None = None
+    request: RequestView,
+    config: SessionConfig,
+    now: float,
+    *,
+    form_csrf: str | None = None,
+    cookie_memo: ParsedCookies | None = None,
 ) -> Flow[Opened]:
-    """Find and check the request's session. Never raises for bad input from the client."""
+    """Find and check the request's session. Never raises for bad input from the client.
+
+    ``cookie_memo``: ``Cookie`` headers parsed before (a :class:`ParsedCookies` kept by the caller);
+    a header that carried a valid session is added to it.
+    """
     user_agent = (request.get("user-agent") or "")[:USER_AGENT_MAX]
     ip = (
         client_address(request, config.trusted_proxies)
@@ -158,7 +168,11 @@ def open_session(
         else request.client_ip
     )
 
-    cookies = parse_cookies(request.get_all("cookie"))
+    cookie_headers = request.get_all("cookie")
+    cookies = cookie_memo.get(cookie_headers) if cookie_memo is not None else None
+    parsed_now = cookies is None
+    if cookies is None:
+        cookies = parse_cookies(cookie_headers)
     try:
         presented = presented_token(request, config, cookies)
     except HTTPError as error:
@@ -205,6 +219,8 @@ def open_session(
         # request sent before the login's answer arrived: clearing it would clear the new one.
         # It opens nothing and is left alone; malformed, forged and expired ones are cleared.
         return Opened(_anonymous("cookie", now, user_agent, ip), clear_cookie=not only_gone)
+    if parsed_now and cookie_memo is not None and transport == "cookie":
+        cookie_memo.keep(cookie_headers, cookies)  # a valid session: the browser resends the header
 
     if config.data_validator is not None:
         try:

@@ -226,18 +226,29 @@ def _add_session_headers(
 
 @functools.cache
 def _plain_headers(
-    accessed: bool, transport: str, has_token: bool
+    accessed: bool, transport: str, has_token: bool, sets_cookie: bool
 ) -> tuple[tuple[bytes, bytes], ...]:
     headers: Headers = []
-    _add_session_headers(headers, accessed, transport, has_token, ())
-    return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+    cookie = (("set-cookie", "-"),) if sets_cookie else ()
+    _add_session_headers(headers, accessed, transport, has_token, cookie)
+    return tuple((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers[len(cookie) :])
 
 
-def plain_session_headers(session: Session) -> tuple[tuple[bytes, bytes], ...]:
+def plain_session_headers(
+    session: Session, session_headers: Sequence[tuple[str, str]] = ()
+) -> list[tuple[bytes, bytes]]:
     """What :func:`add_session_headers` adds, as latin-1 bytes, to a response without ``Vary`` or
-    ``Cache-Control`` headers of its own when the session sends no cookie: the common read, with
-    its answer worked out once per kind of session instead of on every response."""
-    return _plain_headers(session.accessed, session.transport, session.token is not None)
+    ``Cache-Control`` headers of its own: ``session_headers`` (the commit's) and then ``Vary`` and
+    ``Cache-Control``, worked out once per kind of session instead of on every response."""
+    sets_cookie = False
+    encoded = []
+    for name, value in session_headers:
+        encoded.append((name.encode("latin-1"), value.encode("latin-1")))
+        sets_cookie = sets_cookie or name.lower() == "set-cookie"
+    encoded.extend(
+        _plain_headers(session.accessed, session.transport, session.token is not None, sets_cookie)
+    )
+    return encoded
 
 
 def merge_vary(headers: Headers, value: str) -> None:

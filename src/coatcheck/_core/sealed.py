@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import ConfigurationError
+from .memo import bounded_insert
 from .record import SessionRecord
 from .session import snapshot_of
 
@@ -390,7 +391,7 @@ class OpenedSeals:
             {k: snapshot_of(v) for k, v in record.data.items() if isinstance(v, list | dict)},
         )
         with self._lock:
-            _bounded_insert(self._images, value, image, self._kept)
+            bounded_insert(self._images, value, image, self._kept)
             self._sealed.pop(value, None)
 
     def remember_sealed(self, value: str, plaintext: bytes) -> None:
@@ -398,7 +399,11 @@ class OpenedSeals:
         next, and opening it would give these bytes back (decoded when it comes, not now, so a
         write pays for no decoding)."""
         with self._lock:
-            _bounded_insert(self._sealed, value, (plaintext, False), max(1, self._kept // 4))
+            bounded_insert(self._sealed, value, (plaintext, False), max(1, self._kept // 4))
+
+    def settled(self, value: str) -> bool:
+        """Whether ``value`` has come back more than once (it is recalled from a copy now)."""
+        return value in self._images
 
     def __len__(self) -> int:
         return len(self._images) + len(self._sealed)
@@ -408,12 +413,3 @@ class OpenedSeals:
         parsed from a ``Cookie`` header and opened, or sealed here: base64url, under 4096
         bytes), so :func:`~coatcheck._core.cookies.parse_cookies` may take it unchecked."""
         return value in self._images or value in self._sealed
-
-
-def _bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> None:
-    """Insert into ``kept``, first forgetting the oldest eighth once it holds ``limit`` keys
-    (dicts keep insertion order). The caller holds the lock."""
-    if len(kept) >= limit:
-        for stale in list(kept)[: max(1, limit // 8)]:
-            del kept[stale]
-    kept[key] = value

@@ -61,6 +61,7 @@ from .lifecycle import (
     clear_cookie_headers,
     is_expired,
 )
+from .memo import ParsedCookies
 from .ops import Flow, Get, Put
 from .record import SessionRecord
 from .sealed import OpenedSeals, SealedState, Sealer, dump_payload, load_payload
@@ -269,6 +270,8 @@ class SealedMode:
         self.sealer = Sealer(config.secrets, purpose=PURPOSE, name=config.cookie.effective_name)
         self.opened = OpenedSeals()
         """Cookie values opened recently, so that the same cookie is not decrypted again."""
+        self.parsed = ParsedCookies()
+        """``Cookie`` headers that carried a valid seal, parsed, so a resent one is not parsed."""
         # Read on every request; the configuration is frozen.
         self._cookie_name = config.cookie.effective_name
         self._touch_interval = config.effective_touch_interval
@@ -285,7 +288,11 @@ class SealedMode:
             if config.trusted_proxies
             else request.client_ip
         )
-        cookies = parse_cookies(request.get_all("cookie"), self.opened)
+        cookie_headers = request.get_all("cookie")
+        cookies = self.parsed.get(cookie_headers)
+        parsed_now = cookies is None
+        if cookies is None:
+            cookies = parse_cookies(cookie_headers, self.opened)
         try:
             presented = presented_token(request, config, cookies, self._cookie_name)
         except HTTPError as error:  # a malformed Authorization header
@@ -307,6 +314,7 @@ class SealedMode:
             )
 
         found: SealedState | None = None
+        found_value = ""
         newest = False
         rv_record: SessionRecord | None = None
         rv_read = False
@@ -330,10 +338,14 @@ class SealedMode:
                 if is_revoked(read, state.record.id, state.issued_at):
                     continue
                 rv_record, rv_read = read, True
-            found, newest = state, is_newest
+            found, newest, found_value = state, is_newest, value
             break
         if found is None:
             return Opened(_anonymous(now, user_agent, ip), clear_cookie=True)
+        if parsed_now and self.opened.settled(found_value):
+            # A valid seal sent more than once (not one a write replaces at once): the browser
+            # will send this header again.
+            self.parsed.keep(cookie_headers, cookies)
 
         record = found.record
         idle = self._idle[record.remember]

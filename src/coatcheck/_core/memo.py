@@ -1,0 +1,55 @@
+"""Small bounded memories on the request path (no I/O, thread-safe for insertion).
+
+A browser sends the same ``Cookie`` header on every request until a cookie changes, so the
+header text is a good key: :class:`ParsedCookies` remembers what
+:func:`~coatcheck._core.cookies.parse_cookies` made of a header that carried a valid session,
+and the next request with exactly that header skips the parse. Parsing is a pure function of the
+header text, so a remembered result is the very result a new parse would give.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+PARSED_COOKIES_KEPT = 1024
+MEMO_HEADER_BYTES = 8 * 1024
+"""Longer ``Cookie`` headers are parsed every time (so the memory holds 8 MiB at most)."""
+
+
+def bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> None:
+    """Insert into ``kept``, first forgetting the oldest eighth once it holds ``limit`` keys
+    (dicts keep insertion order). The caller holds the lock that guards ``kept``."""
+    if len(kept) >= limit:
+        for stale in list(kept)[: max(1, limit // 8)]:
+            kept.pop(stale, None)
+    kept[key] = value
+
+
+class ParsedCookies:
+    """Parsed ``Cookie`` headers, by header text, for requests that send exactly one header.
+
+    What :meth:`get` returns is shared by every request with that header: read it, never
+    change it. Only :meth:`keep` inserts, and callers keep a header only once it carried a
+    valid session, so headers made up by a client cannot crowd out the ones browsers resend.
+    """
+
+    def __init__(self, kept: int = PARSED_COOKIES_KEPT) -> None:
+        self._kept = kept
+        self._parsed: dict[str, dict[str, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, headers: list[str]) -> dict[str, list[str]] | None:
+        """The parse of ``headers`` if remembered, else ``None``."""
+        return self._parsed.get(headers[0]) if len(headers) == 1 else None
+
+    def keep(self, headers: list[str], parsed: dict[str, list[str]]) -> None:
+        """Remember ``parsed``, the parse of ``headers`` (one header of at most
+        :data:`MEMO_HEADER_BYTES`; anything else is not remembered)."""
+        if len(headers) != 1 or len(headers[0]) > MEMO_HEADER_BYTES:
+            return
+        with self._lock:
+            bounded_insert(self._parsed, headers[0], parsed, self._kept)
+
+    def __len__(self) -> int:
+        return len(self._parsed)

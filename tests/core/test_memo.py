@@ -1,0 +1,127 @@
+"""Parsed ``Cookie`` headers remembered (:mod:`coatcheck._core.memo`): a remembered parse is the
+parse, only headers that carried a valid session are kept, and everything that decides whether a
+session opens (revocation, expiry, a forged value) is still decided on every request."""
+
+from __future__ import annotations
+
+from coatcheck._core.cookies import parse_cookies
+from coatcheck._core.http import RequestView
+from coatcheck._core.memo import MEMO_HEADER_BYTES, ParsedCookies
+from coatcheck.manager import SessionManager
+from coatcheck.stores.memory import MemoryStore
+from coatcheck.stores.sealed import SealedStore
+from coatcheck.testing import FakeClock, test_config
+
+
+def view(*cookie_headers: str) -> RequestView:
+    return RequestView("GET", "https", [("cookie", h) for h in cookie_headers], "192.0.2.1")
+
+
+def signed_in(store: MemoryStore | SealedStore) -> tuple[SessionManager, FakeClock, str]:
+    """A manager and the Cookie header of a signed-in visitor (session and CSRF cookies)."""
+    clock = FakeClock()
+    manager = SessionManager(store, test_config(), clock=clock)
+    session = manager.open(view()).session
+    session.user_id = "42"
+    session["cart"] = [{"sku": "a", "qty": 1}]
+    committed = manager.commit(session)
+    pairs = [h.split(";")[0] for name, h in committed.headers if name == "set-cookie"]
+    return manager, clock, "; ".join(pairs)
+
+
+def test_get_gives_what_keep_was_given_for_one_header_only() -> None:
+    memo = ParsedCookies()
+    header = "a=1; b=2"
+    parsed = parse_cookies([header])
+    assert memo.get([header]) is None
+    memo.keep([header], parsed)
+    assert memo.get([header]) == {"a": ["1"], "b": ["2"]}
+    assert memo.get([header, "c=3"]) is None  # two headers: always parsed
+    memo.keep([header, "c=3"], parse_cookies([header, "c=3"]))
+    assert len(memo) == 1
+
+
+def test_long_headers_are_not_kept_and_the_memory_is_bounded() -> None:
+    memo = ParsedCookies(kept=16)
+    long_header = "a=" + "x" * MEMO_HEADER_BYTES
+    memo.keep([long_header], parse_cookies([long_header]))
+    assert len(memo) == 0
+    for i in range(100):
+        memo.keep([f"n={i}"], parse_cookies([f"n={i}"]))
+        assert len(memo) <= 16
+    assert memo.get(["n=99"]) == {"n": ["99"]}
+    assert memo.get(["n=0"]) is None  # the oldest went first
+
+
+def test_a_server_store_session_is_parsed_once_and_still_checked_every_time() -> None:
+    manager, _, header = signed_in(MemoryStore())
+    assert len(manager._parsed) == 0
+    first = manager.open(view(header))
+    assert first.session.user_id == "42"
+    assert len(manager._parsed) == 1
+    again = manager.open(view(header))  # from the memory: the same session, the same CSRF
+    assert again.session.user_id == "42"
+    assert again.session.presented_xsrf == first.session.presented_xsrf != []
+    assert again.session.id == first.session.id
+    # Revoked: the remembered parse changes nothing about the store's answer.
+    assert again.session.id is not None
+    manager.store.delete(again.session.id)
+    gone = manager.open(view(header))
+    assert gone.session.user_id is None
+    assert gone.session.id is None
+
+
+def test_headers_without_a_valid_session_are_never_kept() -> None:
+    manager, _, _ = signed_in(MemoryStore())
+    name = manager.config.cookie.effective_name
+    for i in range(50):
+        forged = manager.open(view(f"{name}=AAAAAAAAAAAAAAAAAAAAAAAA.{i:043d}; x={i}"))
+        assert forged.session.user_id is None
+        assert manager.open(view(f"x={i}")).session.id is None  # anonymous
+    assert len(manager._parsed) == 0
+
+
+def test_a_sealed_session_is_parsed_once_it_comes_back_and_expiry_still_ends_it() -> None:
+    manager, clock, header = signed_in(SealedStore())
+    assert manager.sealed is not None
+    # Sent back once, a value a write just sealed may be replaced at once (a cart filled click
+    # after click): its header is not worth keeping yet. Sent back again, it is.
+    assert manager.open(view(header)).session.user_id == "42"
+    assert len(manager.sealed.parsed) == 0
+    assert manager.open(view(header)).session.user_id == "42"
+    assert len(manager.sealed.parsed) == 1
+    assert manager.open(view(header)).session["cart"] == [{"sku": "a", "qty": 1}]
+    clock.advance(manager.config.idle_timeout + 1)
+    expired = manager.open(view(header))
+    assert expired.session.user_id is None
+    assert expired.clear_cookie
+
+
+def test_writes_do_not_fill_the_memory() -> None:
+    """Each write seals a new value, so each request of a run of writes sends a new header."""
+    manager, _, header = signed_in(SealedStore())
+    assert manager.sealed is not None
+    for n in range(20):
+        session = manager.open(view(header)).session
+        session["n"] = n
+        committed = manager.commit(session)
+        cookies = dict(p.split("=", 1) for p in header.split("; "))
+        for name, value in committed.headers:
+            if name == "set-cookie":
+                key, _, rest = value.partition("=")
+                cookies[key] = rest.split(";")[0]
+        header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    assert manager.open(view(header)).session["n"] == 19
+    assert len(manager.sealed.parsed) == 0
+
+
+def test_a_shared_parse_is_not_changed_by_a_request() -> None:
+    """Two requests with one header share the parse; what one does to its session cannot
+    reach the other's view of the cookies."""
+    manager, _, header = signed_in(SealedStore())
+    first = manager.open(view(header)).session
+    first["cart"].append({"sku": "b", "qty": 2})
+    manager.commit(first)
+    second = manager.open(view(header)).session
+    assert second["cart"] == [{"sku": "a", "qty": 1}]  # the old cookie still says what it said
+    assert second.presented_xsrf == [second.csrf_token]
