@@ -354,6 +354,9 @@ class ClientCache:
         self._own_writes: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._generation = 0
         self._channels: list[_Channel] = []
+        self._poller = select.poll() if hasattr(select, "poll") else None  # not on Windows
+        self._polled: list[_Channel] | None = None
+        """The channel list ``_poller`` watches (rebuilt when the list is replaced)."""
         self._slots: list[tuple[int, int, _Channel]] = []
         self._live = False
         self._closed = False
@@ -563,7 +566,20 @@ class ClientCache:
 
     def _drain_locked(self) -> None:
         """Read and apply whatever the channels received, without waiting."""
-        for channel in list(self._channels):
+        channels = self._channels
+        if not channels:
+            return
+        if self._poller is not None:
+            if self._polled is not channels:  # the list is replaced, never changed in place
+                self._poller = select.poll()
+                for channel in channels:
+                    self._poller.register(channel.sock, select.POLLIN)
+                self._polled = channels
+            # One poll for every channel tells whether anything arrived (or a socket failed):
+            # most hits find nothing, and a recv would raise BlockingIOError on each channel.
+            if not self._poller.poll(0):
+                return
+        for channel in list(channels):
             try:
                 while True:
                     try:
