@@ -83,7 +83,7 @@ class _Manager:
         """The application's hooks (:class:`~coatcheck.hooks.Hooks`)."""
         if not isinstance(self.hooks, Hooks):
             raise ConfigurationError("hooks must be a coatcheck.hooks.Hooks")
-        self._parsed = ParsedCookies()
+        self._parsed = ParsedCookies((config.cookie.effective_name, config.csrf.cookie_name))
         """``Cookie`` headers that carried a valid session, parsed (see ``_core/memo.py``)."""
         self.sealed: SealedMode | None = None
         """The sealed flows, when the store is ``sealed://`` (sessions live in cookies)."""

@@ -4,9 +4,11 @@ session opens (revocation, expiry, a forged value) is still decided on every req
 
 from __future__ import annotations
 
+import tracemalloc
+
 from coatcheck._core.cookies import parse_cookies
 from coatcheck._core.http import RequestView
-from coatcheck._core.memo import MEMO_HEADER_BYTES, ParsedCookies
+from coatcheck._core.memo import MEMO_HEADER_BYTES, VALUES_KEPT, ParsedCookies
 from coatcheck.manager import SessionManager
 from coatcheck.stores.memory import MemoryStore
 from coatcheck.stores.sealed import SealedStore
@@ -29,9 +31,9 @@ def signed_in(store: MemoryStore | SealedStore) -> tuple[SessionManager, FakeClo
     return manager, clock, "; ".join(pairs)
 
 
-def test_get_gives_what_keep_was_given_for_one_header_only() -> None:
-    memo = ParsedCookies()
-    header = "a=1; b=2"
+def test_get_gives_the_named_cookies_of_what_keep_was_given_for_one_header_only() -> None:
+    memo = ParsedCookies(("a", "b"))
+    header = "a=1; b=2; c=3"
     parsed = parse_cookies([header])
     assert memo.get([header]) is None
     memo.keep([header], parsed)
@@ -42,7 +44,7 @@ def test_get_gives_what_keep_was_given_for_one_header_only() -> None:
 
 
 def test_long_headers_are_not_kept_and_the_memory_is_bounded() -> None:
-    memo = ParsedCookies(kept=16)
+    memo = ParsedCookies(("a", "n"), kept=16)
     long_header = "a=" + "x" * MEMO_HEADER_BYTES
     memo.keep([long_header], parse_cookies([long_header]))
     assert len(memo) == 0
@@ -125,3 +127,42 @@ def test_a_shared_parse_is_not_changed_by_a_request() -> None:
     second = manager.open(view(header)).session
     assert second["cart"] == [{"sku": "a", "qty": 1}]  # the old cookie still says what it said
     assert second.presented_xsrf == [second.csrf_token]
+
+
+def test_made_up_headers_cannot_fill_memory() -> None:
+    """Outside attack (round 5): 8 KiB headers of ~2,000 tiny cookies next to a valid session
+    were kept whole, ~290 KiB of parsed dict each, 350 MB per process. Only the session and CSRF
+    cookies are kept now, four values at most."""
+    manager, _, header = signed_in(MemoryStore())
+    name = manager.config.cookie.effective_name
+    junk = "; ".join(f"{a}{b}=" for a in "abcdefghijklmnopqrstuvwxyz" for b in "abcdefghijklmnop")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            made_up = f"{header}; n={i}; {junk}; {name}=x{i}; {name}=y{i}"[:MEMO_HEADER_BYTES]
+            assert manager.open(view(made_up)).session.user_id == "42"
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(manager._parsed) == 300
+    # Each header is ~8 KiB of text (kept as the key, and as the request's own string); the
+    # parse of the whole header would be ~290 KiB more per entry.
+    assert grown < 300 * 24 * 1024, grown
+
+
+def test_kept_values_answer_the_request_path_as_the_full_parse_does() -> None:
+    """At most VALUES_KEPT values per name are kept: the session cookies tried are the same,
+    and a CSRF cookie sent several times is still seen as sent several times."""
+    manager, _, header = signed_in(MemoryStore())
+    xsrf = manager.config.csrf.cookie_name
+    repeated = f"{header}; " + "; ".join(f"{xsrf}=t{i}" for i in range(VALUES_KEPT + 3))
+    fresh = manager.open(view(repeated)).session  # parsed: kept for next time
+    remembered = manager.open(view(repeated)).session
+    assert len(manager._parsed) == 1
+    assert remembered.user_id == fresh.user_id == "42"
+    assert len(remembered.presented_xsrf) == VALUES_KEPT
+    assert (remembered.presented_xsrf == [remembered.csrf_token]) is False
+    assert (fresh.presented_xsrf == [fresh.csrf_token]) is False
+    headers = dict(manager.commit(remembered).headers)
+    assert "set-cookie" in headers  # the CSRF cookie is sent again, as after a full parse

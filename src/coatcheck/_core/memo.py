@@ -14,7 +14,11 @@ from typing import Any
 
 PARSED_COOKIES_KEPT = 1024
 MEMO_HEADER_BYTES = 8 * 1024
-"""Longer ``Cookie`` headers are parsed every time (so the memory holds 8 MiB at most)."""
+"""Longer ``Cookie`` headers are parsed every time."""
+VALUES_KEPT = 4
+"""Values kept per remembered cookie name: the request path tries the first four session cookies
+(:func:`~coatcheck._core.http.presented_token`) and only asks whether the CSRF cookie was sent
+exactly once with the session's token, which four values answer as well as any number."""
 
 
 def bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> None:
@@ -29,27 +33,33 @@ def bounded_insert(kept: dict[str, Any], key: str, value: Any, limit: int) -> No
 class ParsedCookies:
     """Parsed ``Cookie`` headers, by header text, for requests that send exactly one header.
 
-    What :meth:`get` returns is shared by every request with that header: read it, never
-    change it. Only :meth:`keep` inserts, and callers keep a header only once it carried a
-    valid session, so headers made up by a client cannot crowd out the ones browsers resend.
+    Only the cookies named at construction are kept (the session's and the CSRF cookie), at most
+    :data:`VALUES_KEPT` values each, so an entry costs its header (at most
+    :data:`MEMO_HEADER_BYTES`) and a few substrings of it: about 20 MiB for a full memory, however
+    the headers are made up. What :meth:`get` returns is shared by every request with that
+    header: read it, never change it. Only :meth:`keep` inserts, and callers keep a header only
+    once it carried a valid session; a client holding a session can still push other browsers'
+    headers out with made-up ones, which costs those browsers a parse, nothing else.
     """
 
-    def __init__(self, kept: int = PARSED_COOKIES_KEPT) -> None:
+    def __init__(self, names: tuple[str, ...], kept: int = PARSED_COOKIES_KEPT) -> None:
+        self._names = names
         self._kept = kept
         self._parsed: dict[str, dict[str, list[str]]] = {}
         self._lock = threading.Lock()
 
     def get(self, headers: list[str]) -> dict[str, list[str]] | None:
-        """The parse of ``headers`` if remembered, else ``None``."""
+        """The parse of ``headers`` (the named cookies only) if remembered, else ``None``."""
         return self._parsed.get(headers[0]) if len(headers) == 1 else None
 
     def keep(self, headers: list[str], parsed: dict[str, list[str]]) -> None:
-        """Remember ``parsed``, the parse of ``headers`` (one header of at most
-        :data:`MEMO_HEADER_BYTES`; anything else is not remembered)."""
+        """Remember the named cookies of ``parsed``, the parse of ``headers`` (one header of at
+        most :data:`MEMO_HEADER_BYTES`; anything else is not remembered)."""
         if len(headers) != 1 or len(headers[0]) > MEMO_HEADER_BYTES:
             return
+        named = {n: parsed[n][:VALUES_KEPT] for n in self._names if n in parsed}
         with self._lock:
-            bounded_insert(self._parsed, headers[0], parsed, self._kept)
+            bounded_insert(self._parsed, headers[0], named, self._kept)
 
     def __len__(self) -> int:
         return len(self._parsed)

@@ -270,7 +270,7 @@ class SealedMode:
         self.sealer = Sealer(config.secrets, purpose=PURPOSE, name=config.cookie.effective_name)
         self.opened = OpenedSeals()
         """Cookie values opened recently, so that the same cookie is not decrypted again."""
-        self.parsed = ParsedCookies()
+        self.parsed = ParsedCookies((config.cookie.effective_name, config.csrf.cookie_name))
         """``Cookie`` headers that carried a valid seal, parsed, so a resent one is not parsed."""
         # Read on every request; the configuration is frozen.
         self._cookie_name = config.cookie.effective_name
