@@ -508,6 +508,41 @@ async def test_a_write_request_on_a_cached_session_is_one_round_trip(
     await store.close()
 
 
+async def test_a_write_after_a_cached_read_of_anothers_write_is_the_cas_script_alone(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """A read answered from the cache leaves no hint (a read-only request pays for none); the
+    write that follows guesses what is stored from the cache's copy. Here the record was
+    written by another process, so this one has no hint of its own: still one round trip, the
+    CAS script alone."""
+    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
+    cache = ClientCache(
+        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
+    )
+    warm_up = make(user_id="warm-up")
+    assert await store.put(warm_up, 0)  # loads the scripts (the first EVALSHA falls back)
+    other = AsyncRedisStore.from_url(server.url, client_cache=False)
+    record = make(user_id="u1")
+    assert await other.put(record, 0)
+    await other.close()
+    assert await store.get(record.id) == record  # a miss: read from Redis, cached
+    assert store._hints.take(record.id) is not None  # (the miss left a hint: taken away here)
+    assert store.recall(record.id) == record  # a hit
+    assert store._hints.take(record.id) is None  # left no hint
+    newer = later(record, 1)
+    delta = await Delta(inspect).start()
+    assert await store.put(newer, record.version)
+    trips = CountingConnection.writes - delta.writes
+    _trips, commands = await delta.stop()
+    assert trips == 1
+    assert commands.get("zadd", 0) == 0, commands  # no index write
+    assert commands["evalsha"] == 1, commands
+    await store.close()
+
+
 # --- other ways to reach Redis -------------------------------------------------------------------
 
 

@@ -355,6 +355,8 @@ class ClientCache:
         self._generation = 0
         self._channels: list[_Channel] = []
         self._poller = select.poll() if hasattr(select, "poll") else None  # not on Windows
+        self._oldest_pong = 0.0
+        """The oldest ``last_pong`` of the channels (kept as they answer, read on every hit)."""
         self._polled: list[_Channel] | None = None
         """The channel list ``_poller`` watches (rebuilt when the list is replaced)."""
         self._slots: list[tuple[int, int, _Channel]] = []
@@ -389,6 +391,14 @@ class ClientCache:
         record = record_from_json(entry.raw)
         entry.image = RecordImage(record)  # two threads may both make it: the same image
         return record
+
+    def peek(self, key: str) -> SessionRecord | None:
+        """A copy of the cached record of ``key`` if there is one, without counting a hit or
+        reading the channels: for a write's guess of what is stored (a wrong guess costs
+        commands, never correctness)."""
+        entry = self._entries.get(key)
+        image = None if entry is None else entry.image
+        return None if image is None else image.copy()
 
     def _hit(self, key: str) -> _Entry | None:
         self._ensure_thread()
@@ -493,8 +503,7 @@ class ClientCache:
     def _usable_locked(self) -> bool:
         if not self._live or self._closed:
             return False
-        oldest = min((c.last_pong for c in self._channels), default=0.0)
-        return time.monotonic() - oldest <= STALE_AFTER
+        return time.monotonic() - self._oldest_pong <= STALE_AFTER
 
     def _finish_locked(self, fill: Fill, raw: str | bytes | None) -> None:
         pending = self._fills.get(fill.key, [])
@@ -622,6 +631,7 @@ class ClientCache:
             return
         if what == "ping":
             channel.last_pong = time.monotonic()
+            self._oldest_pong = min(c.last_pong for c in self._channels)
         elif what == "slots" and self.target.cluster:
             wanted = _primaries(frame)
             if wanted != {_node_of(c) for c in self._channels}:
@@ -703,6 +713,7 @@ class ClientCache:
             now = time.monotonic()
             for channel in opened:
                 channel.last_pong = now
+            self._oldest_pong = now
             self._channels = opened
             if self.target.cluster:
                 by_node = {_node_of(channel): channel for channel in opened}

@@ -135,6 +135,7 @@ class RecordCache(Protocol):
     waits on it, and a wrong answer from it is excluded by the cache's own rules."""
 
     def recall(self, key: str) -> SessionRecord | None: ...
+    def peek(self, key: str) -> SessionRecord | None: ...
     def begin(self, key: str) -> Any: ...
     def finish(self, fill: Any, raw: str | bytes | None) -> None: ...
     def writing(self, key: str) -> Any: ...
@@ -220,17 +221,27 @@ def _group(pairs: Iterable[tuple[K, str]]) -> dict[K, list[str]]:
 # --- plans, one per store method -----------------------------------------------------------------
 
 
-def recall(
-    keys: KeyLayout, session_id: str, hints: Hints | None, cache: RecordCache | None
-) -> SessionRecord | None:
+def recall(keys: KeyLayout, session_id: str, cache: RecordCache | None) -> SessionRecord | None:
     """The record of ``session_id`` from ``cache``, with no round trip, or ``None`` when it is
-    not cached. Leaves a hint for the write that may follow."""
+    not cached. Leaves no hint: a write that follows finds what it needs in the cache
+    (:func:`_seen`), so a read, the common request, pays for nothing it does not use."""
     if cache is None:
         return None
-    record = cache.recall(keys.record(session_id))
-    if record is not None and hints is not None:
-        hints.remember(session_id, Hint.of(record))
-    return record
+    return cache.recall(keys.record(session_id))
+
+
+def _seen(
+    keys: KeyLayout, session_id: str, hints: Hints | None, cache: RecordCache | None
+) -> Hint | None:
+    """What this process last saw of the stored record of ``session_id``: the cache's copy when
+    it holds one (the newest it knows of), else the hint a read or write left (taken either
+    way). Call before the write forgets the key in the cache."""
+    hint = hints.take(session_id) if hints is not None else None
+    if cache is not None:
+        cached = cache.peek(keys.record(session_id))
+        if cached is not None:
+            return Hint.of(cached)
+    return hint
 
 
 def get_plan(
@@ -241,7 +252,7 @@ def get_plan(
 ) -> Plan[SessionRecord | None]:
     """No round trip when ``cache`` holds the record; else one: ``HGET s:{id} d``, whose answer
     may fill the cache. Leaves a hint for the write that may follow."""
-    record = recall(keys, session_id, hints, cache)
+    record = recall(keys, session_id, cache)
     if record is not None:
         return record
     key = keys.record(session_id)
@@ -322,19 +333,24 @@ def put_plan(
     """See :func:`_put_plan`. With a cache, the record is forgotten while it is written, then
     cached as written (unless anything may have changed it meanwhile: see
     :meth:`~._redis_cache.ClientCache.written`)."""
+    seen = _seen(keys, record.id, hints, cache)
     if cache is None:
-        return (yield from _put_plan(keys, record, expected_version, hints))
+        return (yield from _put_plan(keys, record, expected_version, seen, hints))
     fill = cache.writing(keys.record(record.id))
     written = False
     try:
-        written = yield from _put_plan(keys, record, expected_version, hints)
+        written = yield from _put_plan(keys, record, expected_version, seen, hints)
     finally:
         cache.written(fill, record_to_json(record) if written else None)
     return written
 
 
 def _put_plan(
-    keys: KeyLayout, record: SessionRecord, expected_version: int, hints: Hints | None = None
+    keys: KeyLayout,
+    record: SessionRecord,
+    expected_version: int,
+    hint: Hint | None,
+    hints: Hints | None = None,
 ) -> Plan[bool]:
     """One round trip: the CAS script alone when the record's indexes cover the write, else the
     index writes and then the CAS script; two when the guess (``hints``) said covered and the
@@ -343,7 +359,6 @@ def _put_plan(
     ``put`` has no ``now``: the record's ``last_seen_at`` stands in for it (the core sets it to
     the request's time, at most ``touch_interval`` ago), which keeps fake clocks working.
     """
-    hint = hints.take(record.id) if hints is not None else None
     if hint is not None and hint.covers(record, expected_version):
         _lifetime, ttl_ms = _record_ttl_ms(record)
         cas = CAS.call(
@@ -454,10 +469,11 @@ def delete_plan(
     if not ids:
         return
     record_keys = [keys.record(i) for i in ids]
+    seen = {i: _seen(keys, i, hints, cache) for i in ids}
     if cache is not None:
         cache.forget(record_keys)
     try:
-        yield from _delete_plan(keys, ids, hints, in_order=in_order, barrier=barrier)
+        yield from _delete_plan(keys, ids, seen, in_order=in_order, barrier=barrier)
     finally:
         if cache is not None:
             cache.forget(record_keys)
@@ -466,14 +482,14 @@ def delete_plan(
 def _delete_plan(
     keys: KeyLayout,
     ids: list[str],
-    hints: Hints | None,
+    seen: dict[str, Hint | None],
     *,
     in_order: bool,
     barrier: bool,
 ) -> Plan[None]:
     guessed: dict[str, str] = {}
     for session_id in ids:
-        hint = hints.take(session_id) if hints is not None else None
+        hint = seen.get(session_id)
         if in_order and hint is not None and hint.user_id is not None:
             guessed[session_id] = hint.user_id
     shards = _group((keys.expiry_shard(i), i) for i in ids)

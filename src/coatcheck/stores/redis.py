@@ -531,7 +531,7 @@ class AsyncRedisStore(_RedisFromURL):
 
     def recall(self, session_id: str) -> SessionRecord | None:
         """The record from the client-side cache, without I/O; ``None``: call :meth:`get`."""
-        return plans.recall(self.keys, session_id, self._hints, self.cache)
+        return plans.recall(self.keys, session_id, self.cache)
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(
@@ -685,7 +685,7 @@ class RedisStore(_RedisFromURL):
 
     def recall(self, session_id: str) -> SessionRecord | None:
         """The record from the client-side cache, without I/O; ``None``: call :meth:`get`."""
-        return plans.recall(self.keys, session_id, self._hints, self.cache)
+        return plans.recall(self.keys, session_id, self.cache)
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(
