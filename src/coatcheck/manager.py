@@ -154,6 +154,16 @@ class _Manager:
             return self.sealed.commit(session, self.clock())
         return lifecycle.commit_session(session, self.config, self.clock())
 
+    def _commit_flow(self, session: Session) -> lifecycle.Committed | Flow[lifecycle.Committed]:
+        """:meth:`commit_flow`, or its answer when that needs no flow (a sealed read)."""
+        if self.sealed is not None:
+            now = self.clock()
+            settled = self.sealed.settled(session, now)
+            if settled is not None:
+                return settled
+            return self.sealed.commit(session, now, settled=True)
+        return lifecycle.commit_session(session, self.config, self.clock())
+
     def issue_flow(
         self,
         user_id: str,
@@ -255,13 +265,16 @@ class AsyncSessionManager(_Manager):
         return _logged(opened)
 
     async def commit(self, session: Session) -> lifecycle.Committed:
-        flow = self.commit_flow(session)
-        # run(), inline: a commit that asks the store nothing (a sealed read) ends here.
-        first = self._first(flow)
-        if isinstance(first, tuple):
-            committed = first[0]
+        flow = self._commit_flow(session)
+        if isinstance(flow, lifecycle.Committed):
+            committed = flow  # a sealed read: nothing to seal, no flow
         else:
-            committed = await self._drive(flow, first)
+            # run(), inline: a commit that asks the store nothing (a sealed write) ends here.
+            first = self._first(flow)
+            if isinstance(first, tuple):
+                committed = first[0]
+            else:
+                committed = await self._drive(flow, first)
         if self._follow_commits:
             found, follow = self._after_commit(session, committed)
             if found or follow is not None:
@@ -382,7 +395,8 @@ class SessionManager(_Manager):
         return _logged(opened)
 
     def commit(self, session: Session) -> lifecycle.Committed:
-        committed = self.run(self.commit_flow(session))
+        flow = self._commit_flow(session)
+        committed = flow if isinstance(flow, lifecycle.Committed) else self.run(flow)
         if self._follow_commits:
             found, follow = self._after_commit(session, committed)
             if found or follow is not None:

@@ -373,8 +373,31 @@ class SealedMode:
 
     # -- commit -----------------------------------------------------------------------------
 
-    def commit(self, session: Session, now: float) -> Flow[Committed]:
-        """Re-seal what the request changed (or clear the cookie) and say which headers to send."""
+    def settled(self, session: Session, now: float) -> Committed | None:
+        """The commit of a request that leaves the seal as it was (nothing changed, no touch,
+        no re-seal due), or ``None`` when :meth:`commit` has work to do. A plain call, not a
+        flow: a read commits without a generator."""
+        if session._destroyed or session._regenerate:
+            return None
+        base = session._record
+        if base is None:
+            return None if session._needs_storing() else Committed()  # anonymous and empty
+        if (
+            (isinstance(session, SealedSession) and session.reseal)
+            or now - base.last_seen_at >= self._touch_interval
+            or session._is_modified_by(session._changes())
+        ):
+            return None
+        return Committed(_xsrf_headers(session, base.csrf_token, self.config))
+
+    def commit(self, session: Session, now: float, *, settled: bool = False) -> Flow[Committed]:
+        """Re-seal what the request changed (or clear the cookie) and say which headers to send.
+
+        ``settled``: :meth:`settled` was asked already (and said there is work to do)."""
+        if not settled:
+            answer = self.settled(session, now)
+            if answer is not None:
+                return answer
         config = self.config
         sealed = session if isinstance(session, SealedSession) else None
         known = sealed.revocations if sealed is not None else None
@@ -408,14 +431,7 @@ class SealedMode:
                 return Committed(clear_cookie_headers(config))
             return Committed()
 
-        new_id = session._regenerate or (base is None and session._needs_storing())
-        if base is None and not new_id:
-            return Committed()  # anonymous and empty: no cookie
-        if base is not None and not new_id:
-            touch_due = now - base.last_seen_at >= self._touch_interval
-            reseal = sealed is not None and sealed.reseal
-            if not (reseal or touch_due or session._is_modified_by(session._changes())):
-                return Committed(_xsrf_headers(session, base.csrf_token, config))
+        new_id = session._regenerate or base is None  # settled() answered the rest
 
         issued_at = _issued_at(sealed, base)
         record, issued_at = _next_record(session, new_id, issued_at, now, config)
