@@ -543,6 +543,43 @@ async def test_a_write_after_a_cached_read_of_anothers_write_is_the_cas_script_a
     await store.close()
 
 
+async def test_a_login_from_an_anonymous_session_is_one_round_trip_with_the_cache_on(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """replace sends the barrier only when the old session was signed in: an ordinary login
+    (anonymous -> signed in) is one round trip, a second login (signed in -> signed in) two, the
+    second an EXISTS of the old key. Either way the old id is gone for this process at once, and
+    the new record is cached for the session's next request."""
+    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
+    cache = ClientCache(
+        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
+    )
+    warm_up = make(user_id="warm-up")
+    assert await store.put(warm_up, 0)  # loads the scripts (the first EVALSHA falls back)
+    assert await store.replace(make(), warm_up.id, warm_up.version)  # and TAKE_IF_VERSION
+    for old_user, expected in ((None, 1), ("u1", 2)):
+        old = make(user_id=old_user)
+        assert await store.put(old, 0)
+        assert await store.get(old.id) == old
+        new = make(user_id="u2")
+        delta = await Delta(inspect).start()
+        assert await store.replace(new, old.id, old.version)
+        trips = CountingConnection.writes - delta.writes
+        _trips, commands = await delta.stop()
+        assert trips == expected, old_user
+        assert commands.get("exists", 0) == expected - 1, commands
+        assert await store.get(old.id) is None
+        key = store.keys.record(new.id)
+        await wait_until(lambda: key in cache, "the new record cached as written, or re-read")
+        hits = cache.stats.hits
+        assert await store.get(new.id) == new
+        assert cache.stats.hits == hits + 1  # the session's next request: no round trip
+    await store.close()
+
+
 # --- other ways to reach Redis -------------------------------------------------------------------
 
 

@@ -15,8 +15,10 @@ Rules of this module:
   channels are back. Reconnecting is retried in the background.
 - Every cache hit first reads whatever the channels have received (a non-blocking ``recv``), so
   an invalidation that reached this machine before the read started is applied before the read
-  is answered. The writers' side of that bargain: a ``delete`` (logout, revocation, the old id of
-  a login) sends one more round trip to the record's node after its reply (the *barrier*).
+  is answered. The writers' side of that bargain: a ``delete`` (logout, revocation) and a
+  ``replace`` of a signed-in session (the old id of a second login) send one more round trip to
+  the record's node after their reply (the *barrier*); an anonymous old id, which carries no
+  identity, is left to the invalidation's own delivery.
   Redis queues BCAST invalidations at the end of the event-loop pass that ran the delete, ahead
   of that pass's replies, and writes them out before its next pass, which is the earliest that
   can read the barrier: once the barrier is answered, the invalidation is in every channel's

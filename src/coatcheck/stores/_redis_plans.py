@@ -271,12 +271,14 @@ def get_plan(
     return record
 
 
-def _cas_args(record: SessionRecord, expected_version: int, ttl_ms: int) -> tuple[Arg, ...]:
+def _cas_args(
+    record: SessionRecord, expected_version: int, ttl_ms: int, raw: str
+) -> tuple[Arg, ...]:
     return (
         str(expected_version),
         str(record.version),
         _number(record.expires_at),
-        record_to_json(record),
+        raw,
         ttl_ms,
         owner_of(record.user_id),
     )
@@ -289,10 +291,10 @@ def _record_ttl_ms(record: SessionRecord) -> tuple[float, int]:
 
 
 def _indexing_write(
-    keys: KeyLayout, record: SessionRecord, expected_version: int
+    keys: KeyLayout, record: SessionRecord, expected_version: int, raw: str
 ) -> tuple[list[Command], float]:
     """The index writes of ``record`` followed by its CAS script (which records the horizon),
-    and that horizon."""
+    and that horizon. ``raw`` is the record's JSON."""
     lifetime, ttl_ms = _record_ttl_ms(record)
     horizon = index_horizon(record)
     # How long the indexes must outlive this write: any TTL a later write may give the record
@@ -303,7 +305,7 @@ def _indexing_write(
     )
     cas = CAS.call(
         [keys.record(record.id)],
-        *_cas_args(record, expected_version, ttl_ms),
+        *_cas_args(record, expected_version, ttl_ms, raw),
         _number(horizon),
         cover_ms,
     )
@@ -334,14 +336,15 @@ def put_plan(
     cached as written (unless anything may have changed it meanwhile: see
     :meth:`~._redis_cache.ClientCache.written`)."""
     seen = _seen(keys, record.id, hints, cache)
+    raw = record_to_json(record)
     if cache is None:
-        return (yield from _put_plan(keys, record, expected_version, seen, hints))
+        return (yield from _put_plan(keys, record, expected_version, seen, hints, raw))
     fill = cache.writing(keys.record(record.id))
     written = False
     try:
-        written = yield from _put_plan(keys, record, expected_version, seen, hints)
+        written = yield from _put_plan(keys, record, expected_version, seen, hints, raw)
     finally:
-        cache.written(fill, record_to_json(record) if written else None)
+        cache.written(fill, raw if written else None)
     return written
 
 
@@ -350,7 +353,8 @@ def _put_plan(
     record: SessionRecord,
     expected_version: int,
     hint: Hint | None,
-    hints: Hints | None = None,
+    hints: Hints | None,
+    raw: str,
 ) -> Plan[bool]:
     """One round trip: the CAS script alone when the record's indexes cover the write, else the
     index writes and then the CAS script; two when the guess (``hints``) said covered and the
@@ -362,7 +366,9 @@ def _put_plan(
     if hint is not None and hint.covers(record, expected_version):
         _lifetime, ttl_ms = _record_ttl_ms(record)
         cas = CAS.call(
-            [keys.record(record.id)], *_cas_args(record, expected_version, ttl_ms), NOT_REINDEXED
+            [keys.record(record.id)],
+            *_cas_args(record, expected_version, ttl_ms, raw),
+            NOT_REINDEXED,
         )
         (written,) = yield from _batch([cas])
         if written != NOT_COVERED:
@@ -370,7 +376,7 @@ def _put_plan(
                 hints.remember(record.id, Hint(record.version, record.user_id, hint.horizon))
             return bool(written == WRITTEN)
 
-    commands, horizon = _indexing_write(keys, record, expected_version)
+    commands, horizon = _indexing_write(keys, record, expected_version, raw)
     *indexed, written = yield from _replies(commands)
     yield from _check_indexed(keys, record.id, indexed, written)
     if written == WRITTEN and hints is not None:
@@ -388,18 +394,38 @@ def replace_plan(
     *,
     barrier: bool = False,
 ) -> Plan[bool]:
-    """See :func:`_replace_plan`. With ``barrier``, a replace that deleted the old record sends
-    one more round trip to its node (see :func:`delete_plan`)."""
-    record_keys = [keys.record(record.id), keys.record(old_id)]
-    if cache is not None:
-        cache.forget(record_keys)
-    try:
-        replaced = yield from _replace_plan(keys, record, old_id, old_version, hints)
-    finally:
-        if cache is not None:
-            cache.forget(record_keys)
-    if replaced and barrier:
-        yield from _batch([("EXISTS", record_keys[1])])
+    """See :func:`_replace_plan`. With ``barrier``, a replace that deleted a signed-in old
+    record sends one more round trip to its node (see :func:`delete_plan`), so that no other
+    process's cache serves the old id after this call returned.
+
+    An anonymous old record (the ordinary login) gets no barrier: for the invalidation's flight
+    time another process may still read it, which gives its holder only what it held (no user,
+    no authority) and lets it write nothing (its compare-and-set finds the record gone). A login
+    is then one round trip, as without the cache.
+
+    With a cache, the new record is cached as written (as :func:`put_plan` does), so the
+    session's next request reads it from memory."""
+    old_key = keys.record(old_id)
+    raw = record_to_json(record)
+    if cache is None:
+        replaced, signed_in = yield from _replace_plan(
+            keys, record, old_id, old_version, hints, raw
+        )
+    else:
+        # The new record is cached as written, like a put's (the session's next request reads
+        # it); the old one is forgotten before and after.
+        cache.forget([old_key])
+        fill = cache.writing(keys.record(record.id))
+        replaced = signed_in = False
+        try:
+            replaced, signed_in = yield from _replace_plan(
+                keys, record, old_id, old_version, hints, raw
+            )
+        finally:
+            cache.forget([old_key])
+            cache.written(fill, raw if replaced else None)
+    if replaced and signed_in and barrier:
+        yield from _batch([("EXISTS", old_key)])
     return replaced
 
 
@@ -408,10 +434,12 @@ def _replace_plan(
     record: SessionRecord,
     old_id: str,
     old_version: int,
-    hints: Hints | None = None,
-) -> Plan[bool]:
+    hints: Hints | None,
+    raw: str,
+) -> Plan[tuple[bool, bool]]:
     """One round trip when it succeeds: the new record's index writes and its insert, and the
-    old record's delete if its version is still ``old_version`` (TAKE_IF_VERSION).
+    old record's delete if its version is still ``old_version`` (TAKE_IF_VERSION). Answers
+    whether it replaced, and whether the old record was signed in.
 
     The two records live in different slots, so on Cluster this cannot be one script; the
     halves run side by side, and a half that happened alone is undone in a second round trip:
@@ -422,7 +450,7 @@ def _replace_plan(
     """
     if hints is not None:
         hints.take(old_id)
-    commands, horizon = _indexing_write(keys, record, 0)
+    commands, horizon = _indexing_write(keys, record, 0, raw)
     old_key = keys.record(old_id)
     *indexed, written, taken = yield from _replies(
         [*commands, TAKE_IF_VERSION.call([old_key], str(old_version))]
@@ -435,13 +463,14 @@ def _replace_plan(
     if written == WRITTEN and taken:
         if hints is not None:
             hints.remember(record.id, Hint(record.version, record.user_id, horizon))
-        return True
+        _ttl, *fields = taken
+        return True, FIELD_USER in (_text(name) for name in fields[::2])
     if written == WRITTEN:
         yield from _batch([("DEL", keys.record(record.id))])
     elif taken:
         ttl, *fields = taken
         yield from _batch([PUT_BACK.call([old_key], int(ttl), *(_text(f) for f in fields))])
-    return False
+    return False, False
 
 
 def delete_plan(

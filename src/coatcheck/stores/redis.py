@@ -13,7 +13,8 @@ the nodes answer in parallel):
 ``put``            1: the CAS script alone while the session's index entries cover the write,
                    else its index scripts then the CAS script (rarely 2: see ``_redis_plans``)
 ``replace``        1 (the new record's insert and the old one's conditional delete), +1 for
-                   the cache's barrier; 2 when one half has to be undone
+                   the cache's barrier when the old record was signed in; 2 when one half
+                   has to be undone
 ``delete``         1 on one server when this process read the session first; else 1, plus 1
                    when a deleted session was signed in (its user index); always 2 with the
                    cache on (the barrier: see ``_redis_cache``)
