@@ -49,7 +49,10 @@ CASES = {
     "memory-write": ("memory", "/write"),
     "sealed-read": ("sealed", "/read"),
     "sealed-write": ("sealed", "/write"),
+    "sqlite-read": ("sqlite", "/read"),
 }
+"""The cases; ``sqlite-read`` (not in the ratios) is the embedded default store's read, a store
+call run in a worker thread under ``store_timeout``."""
 
 
 async def child(case: str, n: int) -> None:
@@ -64,7 +67,9 @@ async def child(case: str, n: int) -> None:
     else:
         from coatcheck import async_store_from_url
 
-        store = async_store_from_url("memory://" if layer == "memory" else "sealed://")
+        urls = {"memory": "memory://", "sealed": "sealed://"}
+        url = urls.get(layer) or f"sqlite:///{tempfile.mkdtemp()}/coatcheck.sqlite3"
+        store = async_store_from_url(url)
         target = coatcheck_target(layer, layer, store)
     request = target.request
     jar = Jar()

@@ -13,7 +13,9 @@ bounded by the driver's own timeouts). A store that never blocks (the memory sto
 ``blocking = False`` attribute and is called directly, on both twins. A store that holds some
 records in process memory (the Redis store's client-side cache) offers a synchronous
 ``recall(id)``: a ``get`` asks it first, and only when it answers ``None`` is the store called,
-under the timeout (a timer costs more than a cache hit: about 9 µs under uvloop).
+under the timeout (a timer costs more than a cache hit: about 5 µs under uvloop for
+``asyncio.timeout``). The async manager bounds its store calls with one timer per event loop
+(:class:`~coatcheck._deadline.Deadlines`), not one per call.
 
 An outage (a store error, a timeout) is logged at WARNING; any other exception from a store is a
 bug in that store, logged at ERROR with its traceback; both answer 503.
@@ -27,7 +29,6 @@ request goes on (the sign-in itself was committed).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import threading
@@ -43,6 +44,7 @@ from ._core.memo import ParsedCookies
 from ._core.ops import Flow, Get, StoreOp, corrupt_means_missing
 from ._core.record import CorruptRecordError, SessionRecord
 from ._core.session import Session
+from ._deadline import Deadlines
 from .errors import CoatcheckError, ConfigurationError, ConflictError, StoreUnavailableError
 from .hooks import NO_HOOKS, Hooks, fire_async, fire_sync
 from .stores.base import AsyncStore, SyncStore
@@ -215,6 +217,7 @@ class AsyncSessionManager(_Manager):
         super().__init__(config, clock, store, hooks)
         self.store = store
         self._blocking = getattr(store, "blocking", True) is not False
+        self._deadlines = Deadlines(config.store_timeout)
 
     async def run(self, flow: Flow[T]) -> T:
         """Drive a core flow: perform each store operation it yields, send back the result."""
@@ -230,8 +233,9 @@ class AsyncSessionManager(_Manager):
                 try:
                     result: Any = self._recalled(op)  # from the store's memory: no timer
                     if result is None and self._blocking:
-                        async with asyncio.timeout(self.config.store_timeout):
-                            result = await getattr(self.store, op.method)(*op.args())
+                        result = await self._deadlines.run(
+                            getattr(self.store, op.method)(*op.args())
+                        )
                     elif result is None:
                         result = await getattr(self.store, op.method)(*op.args())
                 except CorruptRecordError as exc:
