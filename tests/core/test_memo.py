@@ -1,14 +1,31 @@
 """Parsed ``Cookie`` headers remembered (:mod:`coatcheck._core.memo`): a remembered parse is the
 parse, only headers that carried a valid session are kept, and everything that decides whether a
-session opens (revocation, expiry, a forged value) is still decided on every request."""
+session opens (revocation, expiry, a forged value) is still decided on every request. Decoded
+records remembered: a remembered decode is the decode, copies are independent, bad text is never
+kept."""
 
 from __future__ import annotations
 
 import tracemalloc
 
+import pytest
+
 from coatcheck._core.cookies import parse_cookies
 from coatcheck._core.http import RequestView
-from coatcheck._core.memo import MEMO_HEADER_BYTES, VALUES_KEPT, ParsedCookies
+from coatcheck._core.memo import (
+    MEMO_HEADER_BYTES,
+    MEMO_RECORD_BYTES,
+    VALUES_KEPT,
+    DecodedRecords,
+    ParsedCookies,
+)
+from coatcheck._core.record import (
+    CorruptRecordError,
+    SessionRecord,
+    record_from_json,
+    record_to_json,
+)
+from coatcheck._core.tokens import hash_secret, new_id, new_secret
 from coatcheck.manager import SessionManager
 from coatcheck.stores.memory import MemoryStore
 from coatcheck.stores.sealed import SealedStore
@@ -166,3 +183,60 @@ def test_kept_values_answer_the_request_path_as_the_full_parse_does() -> None:
     assert (fresh.presented_xsrf == [fresh.csrf_token]) is False
     headers = dict(manager.commit(remembered).headers)
     assert "set-cookie" in headers  # the CSRF cookie is sent again, as after a full parse
+
+
+# --- decoded records -----------------------------------------------------------------------------
+
+
+def stored_text(**data: object) -> str:
+    record = SessionRecord(
+        id=new_id(),
+        secret_hash=hash_secret(new_secret()),
+        user_id="42",
+        created_at=1000.0,
+        last_seen_at=1000.0,
+        expires_at=2800.0,
+        absolute_expires_at=44200.0,
+        data={"cart": [{"sku": "a", "qty": 1}], **data},
+        flash=[{"level": "info", "message": "hi"}],
+    )
+    return record_to_json(record)
+
+
+def test_a_remembered_decode_is_the_decode_and_every_copy_is_its_own() -> None:
+    memo = DecodedRecords()
+    text = stored_text()
+    expected = record_from_json(text)
+    first = memo.decode(text)  # noted
+    second = memo.decode(text)  # decoded again, image kept
+    third = memo.decode(text)  # a copy of the image
+    assert first == second == third == expected
+    assert memo._images[text] is not None
+    # Changing what a read returned changes neither the memory nor the next read.
+    for got in (first, second, third):
+        got.data["cart"].append({"sku": "b", "qty": 2})
+        got.flash.clear()
+        got.user_id = "someone else"
+    assert memo.decode(text) == expected
+    assert memo.decode(text.encode()) == expected  # a client that gives bytes
+
+
+def test_text_that_does_not_decode_raises_every_time_and_is_never_kept() -> None:
+    memo = DecodedRecords()
+    for bad in ('{"id": 1}', "[]", "{", "\x00", b"\xff\xfe", '{"a": NaN}'):
+        for _ in range(3):
+            with pytest.raises(CorruptRecordError):
+                memo.decode(bad)
+    assert len(memo) == 0
+
+
+def test_the_memory_is_bounded_and_long_records_are_not_kept() -> None:
+    memo = DecodedRecords(kept=64)
+    for n in range(500):
+        text = stored_text(n=n)
+        memo.decode(text)
+        memo.decode(text)
+    assert len(memo) <= 64
+    long = stored_text(blob="x" * MEMO_RECORD_BYTES)
+    assert memo.decode(long) == memo.decode(long) == record_from_json(long)
+    assert long not in memo._images

@@ -573,7 +573,9 @@ async def test_a_login_from_an_anonymous_session_is_one_round_trip_with_the_cach
         assert commands.get("exists", 0) == expected - 1, commands
         assert await store.get(old.id) is None
         key = store.keys.record(new.id)
-        await wait_until(lambda: key in cache, "the new record cached as written, or re-read")
+        await wait_until(
+            lambda key=key: key in cache, "the new record cached as written, or re-read"
+        )
         hits = cache.stats.hits
         assert await store.get(new.id) == new
         assert cache.stats.hits == hits + 1  # the session's next request: no round trip

@@ -5,12 +5,18 @@ header text is a good key: :class:`ParsedCookies` remembers what
 :func:`~coatcheck._core.cookies.parse_cookies` made of a header that carried a valid session,
 and the next request with exactly that header skips the parse. Parsing is a pure function of the
 header text, so a remembered result is the very result a new parse would give.
+
+Likewise a session that is only read comes back from its store as the same JSON text request
+after request: :class:`DecodedRecords` keeps the decoded and checked record of a text read twice,
+and hands out copies of it (:class:`~coatcheck._core.record.RecordImage`).
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any
+
+from .record import RecordImage, SessionRecord, record_from_json
 
 PARSED_COOKIES_KEPT = 1024
 MEMO_HEADER_BYTES = 8 * 1024
@@ -63,3 +69,54 @@ class ParsedCookies:
 
     def __len__(self) -> int:
         return len(self._parsed)
+
+
+DECODED_KEPT = 1024
+MEMO_RECORD_BYTES = 8 * 1024
+"""Longer stored records are decoded every time."""
+
+
+class DecodedRecords:
+    """Stored session records decoded from JSON, by text, once a text was read twice.
+
+    Decoding is a pure function of the text (:func:`~coatcheck._core.record.record_from_json`,
+    which also checks every field), so a copy of a remembered decode is the very record a new
+    decode would give, and each copy is independent. A text seen once is only noted (a record
+    written on every request is read once per text and never pays for an image); the second
+    read keeps the image, later ones copy it: two ``marshal.loads`` instead of decoding and
+    checking the JSON again. At most :data:`DECODED_KEPT` texts of at most
+    :data:`MEMO_RECORD_BYTES` (about 20 MiB at worst). A text that does not decode raises
+    :class:`~coatcheck._core.record.CorruptRecordError` every time and is never kept.
+    """
+
+    def __init__(self, kept: int = DECODED_KEPT) -> None:
+        self._kept = kept
+        self._images: dict[str, RecordImage | None] = {}
+        self._lock = threading.Lock()
+
+    def decode(self, raw: str | bytes) -> SessionRecord:
+        """The record stored as ``raw``."""
+        if type(raw) is bytes:  # a client that does not decode replies
+            try:
+                raw = raw.decode()
+            except UnicodeDecodeError:
+                return record_from_json(raw)  # raises CorruptRecordError
+        if type(raw) is not str or len(raw) > MEMO_RECORD_BYTES:
+            return record_from_json(raw)
+        image = self._images.get(raw)
+        if image is not None:
+            return image.copy()
+        record = record_from_json(raw)
+        with self._lock:
+            if raw in self._images:  # the second read: keep its image
+                self._images[raw] = RecordImage(record)
+            else:
+                bounded_insert(self._images, raw, None, self._kept)
+        return record
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+
+DECODED = DecodedRecords()
+"""The process's memory of decoded records, shared by the stores that read JSON text."""

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 
 from redis.exceptions import NoScriptError
 
+from .._core.memo import DECODED
 from .._core.record import SessionRecord, record_from_json, record_to_json
 from ._redis_keys import (
     COVER_SLACK,
@@ -265,7 +266,7 @@ def get_plan(
             cache.finish(fill, raw)
     if raw is None:
         return None
-    record = record_from_json(raw)
+    record = DECODED.decode(raw)
     if hints is not None:
         hints.remember(session_id, Hint.of(record))
     return record

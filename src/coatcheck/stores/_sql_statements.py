@@ -38,7 +38,8 @@ from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.base import Executable
 
-from .._core.record import SessionRecord, record_from_json, record_to_json
+from .._core.memo import DECODED
+from .._core.record import SessionRecord, record_to_json
 from .._core.stats import SessionStats, transport_pattern
 from ..errors import ConfigurationError
 
@@ -275,7 +276,7 @@ class SQLPlans:
     def get(self, session_id: str) -> Plan[SessionRecord | None]:
         result = yield Bound(self._get, {"id": session_id})
         raw: str | None = result.scalar_one_or_none()
-        return None if raw is None else record_from_json(raw)
+        return None if raw is None else DECODED.decode(raw)
 
     def put(self, record: SessionRecord, expected_version: int) -> Plan[bool]:
         values = _bind_values(record)
@@ -332,7 +333,7 @@ class SQLPlans:
 
     def sessions_of(self, user_id: str) -> Plan[list[SessionRecord]]:
         result = yield sa.select(self._s.c.record).where(self._s.c.user_id == user_id)
-        return [record_from_json(raw) for raw in result.scalars()]
+        return [DECODED.decode(raw) for raw in result.scalars()]
 
     def user_ids(self, now: float) -> Plan[list[str]]:
         """The users with a record that expires after ``now``."""
