@@ -320,6 +320,56 @@ def flask_target(kind: str, redis_url: str | None = None, prefix: str = "") -> T
     )
 
 
+def coatcheck_flask_target(backend: str, family: str, store: Any) -> Target:
+    """coatcheck's Flask extension (WSGI middleware, sync manager) with the same handlers as
+    :func:`coatcheck_target`."""
+    from flask import Flask
+
+    from coatcheck import SessionConfig, SessionManager, login
+    from coatcheck.integrations.flask import Coatcheck, get_session
+
+    app = Flask(f"coatcheck_bench_flask_{family}")
+    manager = SessionManager(store, SessionConfig(secret=secrets.token_urlsafe(32)))
+    Coatcheck(app, manager=manager)
+
+    def seed(session: Any) -> bool:
+        login(session, USER_ID)
+        session["cart"] = cart()
+        return True
+
+    def read(session: Any) -> bool:
+        return session.user_id == USER_ID and len(session.get("cart") or ()) == 5
+
+    def write(session: Any) -> bool:
+        session["counter"] = next(_counter)
+        return session.user_id == USER_ID
+
+    def do_login(session: Any) -> bool:
+        had_cart = len(session.get("cart") or ()) == 5
+        login(session, USER_ID)
+        return had_cart
+
+    def anon(session: Any) -> bool:
+        return session.user_id is None
+
+    ops = {"/seed": seed, "/read": read, "/write": write, "/login": do_login, "/anon": anon}
+    for path, op in ops.items():
+
+        def view(op: Callable[[Any], bool] = op) -> tuple[str, int]:
+            return ("ok", 200) if op(get_session()) else ("missing session", 409)
+
+        app.add_url_rule(path, endpoint=path, view_func=view)
+    return Target(
+        "coatcheck on Flask",
+        backend,
+        family,
+        "flask",
+        wsgi_client(app),
+        False,
+        closers=[store.close],
+    )
+
+
 # -- Django -------------------------------------------------------------------------------------
 
 
@@ -489,6 +539,10 @@ def build_targets(
     if have("flask"):
         targets.append(flask_target("base"))
         targets.append(flask_target("cookie"))
+        from coatcheck import sync_store_from_url
+
+        sqlite_url = f"sqlite:///{workdir / 'coatcheck-flask.sqlite3'}"
+        targets.append(coatcheck_flask_target("SQLite", "sqlite", sync_store_from_url(sqlite_url)))
         if redis_url is not None and have("flask_session"):
             targets.append(flask_target("redis", redis_url, prefix))
         elif redis_url is not None:

@@ -11,8 +11,9 @@ sync one cannot interrupt a thread blocked in a driver, so it runs store calls o
 worker threads and stops waiting after ``store_timeout`` (the call finishes in the background,
 bounded by the driver's own timeouts). A store that never blocks (the memory store) says so with a
 ``blocking = False`` attribute and is called directly, on both twins. A store that holds some
-records in process memory (the Redis store's client-side cache) offers a synchronous
-``recall(id)``: a ``get`` asks it first, and only when it answers ``None`` is the store called,
+records in process memory (the Redis store's client-side cache) or reads without ever waiting
+(SQLite's no-wait reader) offers a synchronous ``recall(id)``: a ``get`` asks it first, and only
+when it answers ``None`` is the store called (on the sync twin, in a worker thread),
 under the timeout (a timer costs more than a cache hit: about 5 µs under uvloop for
 ``asyncio.timeout``). The async manager bounds its store calls with one timer per event loop
 (:class:`~coatcheck._deadline.Deadlines`), not one per call.

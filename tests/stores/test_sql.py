@@ -25,14 +25,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from coatcheck._core.http import RequestView
 from coatcheck._core.record import SessionRecord
 from coatcheck._core.tokens import new_id
 from coatcheck.errors import ConfigurationError, StoreUnavailableError
+from coatcheck.manager import SessionManager
 from coatcheck.stores import _sql_engine
 from coatcheck.stores._sql_engine import peer_closed
 from coatcheck.stores._sql_statements import row_values
 from coatcheck.stores.base import AsyncStore
 from coatcheck.stores.sql import AsyncSQLStore, SQLStore, schema_ddl
+from coatcheck.testing import FakeClock, test_config
 from tests.backends.adapt import AsyncOverSync
 from tests.backends.sql import (
     PLACES,
@@ -903,6 +906,48 @@ async def test_sqlite_reads_bypass_the_engine(twin: Twin) -> None:
             assert statements == ["UPDATE"]
         finally:
             await store.close()
+
+
+def test_a_sync_manager_reads_sqlite_in_the_callers_thread(tmp_path: Path) -> None:
+    """The sync manager asks the SQLite store's recall() (its no-wait reader) before a get, so a
+    read starts no worker thread and no timer; a missing session falls back to get, and a
+    write still goes through the worker pool under store_timeout."""
+    store = SQLStore.from_url(f"sqlite:///{tmp_path / 'c.db'}")
+    manager = SessionManager(store, test_config(), clock=FakeClock())
+    record = make()
+    assert store.put(record, 0) is True
+    assert store.recall(record.id) == record
+    assert store.recall(new_id()) is None
+    calls: list[str] = []
+    real_call = manager._call
+
+    def spying(op: Any) -> Any:
+        calls.append(op.method)
+        return real_call(op)
+
+    manager._call = spying  # type: ignore[method-assign]
+    session = manager.open(RequestView("GET", "https", [], "192.0.2.1")).session
+    session["n"] = 1
+    committed = manager.commit(session)
+    assert calls == ["put"]  # the new session's insert, in the pool
+    cookie = "; ".join(h.split(";")[0] for name, h in committed.headers if name == "set-cookie")
+    calls.clear()
+    for _ in range(3):
+        opened = manager.open(RequestView("GET", "https", [("cookie", cookie)], "192.0.2.1"))
+        assert opened.session["n"] == 1
+        manager.commit(opened.session)
+    assert calls == []  # three reads, none through the pool
+    store.close()
+
+
+@pytest.mark.postgres
+async def test_recall_never_answers_on_a_server_database() -> None:
+    """Only SQLite has a no-wait reader: on PostgreSQL recall never answers (get does)."""
+    async with sync_sql_store("postgres") as store:
+        record = make()
+        assert store.put(record, 0) is True
+        assert store.recall(record.id) is None
+        assert store.get(record.id) == record
 
 
 # --- SQLite: reads that would wait, several processes on one file ------------------------------

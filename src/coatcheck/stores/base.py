@@ -33,9 +33,10 @@ Small and exact, so a new backend takes an afternoon:
   uses these so counts are shared by every app instance on the store.
 - ``close()`` releases connections.
 - Optional, sync: ``recall(id)`` -> the record from the store's own process memory (a client-side
-  cache), or ``None`` when it has none; never I/O, never blocking. The managers ask it before a
-  ``get`` and skip the store call (and its timeout) when it answers. Whatever it answers must be
-  what ``get`` would answer now.
+  cache) or from a read that cannot wait (SQLite's no-wait reader), or ``None`` when it has none
+  or the record is missing; never a network call, never waiting for a lock. The managers ask it
+  before a ``get`` and skip the store call (its worker thread and its timeout) when it answers.
+  Whatever it answers must be what ``get`` would answer now.
 
 A store raises :class:`~coatcheck.errors.StoreUnavailableError` when its backend cannot be
 reached; the managers also turn timeouts and unexpected driver errors into it.

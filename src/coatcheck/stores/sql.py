@@ -257,6 +257,12 @@ class AsyncSQLStore(_FromURL):
                     raise
         return step.value
 
+    def recall(self, session_id: str) -> SessionRecord | None:
+        """A SQLite read on the event loop itself (see :meth:`SQLStore.recall`)."""
+        if self._threaded is None:
+            return None
+        return self._threaded.recall(session_id)
+
     async def get(self, session_id: str) -> SessionRecord | None:
         if self._threaded is not None:
             try:
@@ -389,6 +395,17 @@ class SQLStore(_FromURL):
         if self._reader is None or self._schema_pending:
             raise WouldWait("no reader")
         return self._reader.run(plan)
+
+    def recall(self, session_id: str) -> SessionRecord | None:
+        """A SQLite read in the caller's own thread: it never waits (see SQLiteReader), so the
+        managers need no worker thread or timer for it. ``None`` when the read would wait or
+        found nothing (the manager then calls :meth:`get`), and always on other databases."""
+        if self._reader is None:
+            return None
+        try:
+            return self._read_at_once(self._plans.get(session_id))
+        except WouldWait:
+            return None
 
     def get(self, session_id: str) -> SessionRecord | None:
         try:
