@@ -143,6 +143,27 @@ async def test_regenerate_leaves_exactly_one_live_record(store: AsyncStore) -> N
         assert f"w{i}" in await open_session(manager, where)
 
 
+async def test_logins_racing_each_other_each_leave_their_own_session(store: AsyncStore) -> None:
+    """Four logins from one anonymous session at once (docs/concurrency.md; found by an outside
+    attack, which read "exactly one live record" as covering them): each is a fresh
+    authentication, so each succeeds with its own signed-in session carrying the anonymous
+    data, and the anonymous record is gone."""
+    manager = make_manager(store)
+    token = await new_session(manager, cart=["apple"])
+    sessions = await opened_together(manager, token, 4)
+    for session in sessions:
+        auth.login(session, "alice")
+    tokens = [(await manager.commit(session)).token for session in sessions]
+    assert all(t is not None and t != token for t in tokens)
+    assert len(set(tokens)) == 4
+    live = await store.sessions_of("alice")
+    assert sorted(r.id for r in live) == sorted(t.split(".")[0] for t in tokens if t)
+    for t in tokens:
+        assert t is not None
+        assert (await open_session(manager, t))["cart"] == ["apple"]
+    assert await store.get(token.split(".")[0]) is None
+
+
 async def opened_together(manager: AsyncSessionManager, token: str, n: int) -> list[Session]:
     """``n`` requests that all loaded the session before any of them commits: the worst case,
     every commit but the first meets a newer record, on every store (the async memory store never

@@ -142,7 +142,7 @@ def test_every_from_url_keyword_is_a_url_option() -> None:
         del parameters["url"]
         assert set(parameters) == set(_sql_engine.URL_OPTIONS)
         assert {name: p.default for name, p in parameters.items()} == dict(_sql_engine._DEFAULTS)
-    cache_options = {"client_cache", "client_cache_size", "client_cache_ttl"}
+    cache_options = {"client_cache", "client_cache_size", "client_cache_bytes", "client_cache_ttl"}
     for redis_store in (AsyncRedisStore, RedisStore):
         parameters = dict(inspect.signature(redis_store.from_url).parameters)
         names = set(parameters) - {"url", "client_options"}

@@ -63,6 +63,10 @@ from ._redis_keys import FIELD_RECORD
 log = logging.getLogger("coatcheck")
 
 DEFAULT_SIZE = 10_000
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+"""The default bound on what cached entries hold (their JSON text and decoded image, counted as
+twice the text's length plus ``ENTRY_OVERHEAD``)."""
+ENTRY_OVERHEAD = 256
 DEFAULT_MAX_AGE = 5.0
 PING_INTERVAL = 0.5
 """Seconds between heartbeats on each channel."""
@@ -96,19 +100,25 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class ClientCacheConfig:
     """How the Redis stores cache records in process memory.
 
-    ``size`` bounds the number of cached records (least recently used dropped first);
-    ``max_age`` is how many seconds an entry may be served, even when Redis never invalidated
-    it. Set ``enabled=False`` (``?client_cache=0`` in a store URL) to read every record from
-    Redis.
+    ``size`` bounds the number of cached records and ``max_bytes`` the memory they hold (least
+    recently used dropped first; a record whose JSON is longer than ``max_bytes / 64`` is never
+    cached); ``max_age`` is how many seconds an entry may be served, even when Redis never
+    invalidated it (older entries are also swept out every ``max_age`` seconds). Set
+    ``enabled=False`` (``?client_cache=0`` in a store URL) to read every record from Redis.
     """
 
     enabled: bool = True
     size: int = DEFAULT_SIZE
+    max_bytes: int = DEFAULT_MAX_BYTES
     max_age: float = DEFAULT_MAX_AGE
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ConfigurationError(f"client_cache_size must be at least 1, not {self.size}")
+        if self.max_bytes < 64 * 1024:
+            raise ConfigurationError(
+                f"client_cache_bytes must be at least 65536, not {self.max_bytes}"
+            )
         if not 0 < self.max_age <= 60:
             raise ConfigurationError(
                 f"client_cache_ttl must be above 0 and at most 60 seconds, not {self.max_age}"
@@ -329,6 +339,65 @@ class _Entry:
     """The record decoded and checked, made at the entry's first :meth:`ClientCache.recall`."""
 
 
+class _Entries:
+    """The cached entries, least recently used first, bounded in number and in bytes."""
+
+    __slots__ = ("_bytes", "_entries", "_max_bytes", "_max_entry", "_size")
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._size = size
+        self._max_bytes = max_bytes
+        self._max_entry = max_bytes // 64
+        self._bytes = 0
+
+    @staticmethod
+    def _cost(entry: _Entry) -> int:
+        return 2 * len(entry.raw) + ENTRY_OVERHEAD
+
+    def get(self, key: str) -> _Entry | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, entry: _Entry) -> None:
+        """Cache ``entry`` as the most recently used (nothing, if it is too large), then drop
+        the least recently used ones beyond the bounds."""
+        self.pop(key)
+        if len(entry.raw) > self._max_entry:
+            return
+        self._entries[key] = entry
+        self._bytes += self._cost(entry)
+        while len(self._entries) > self._size or self._bytes > self._max_bytes:
+            _key, dropped = self._entries.popitem(last=False)
+            self._bytes -= self._cost(dropped)
+
+    def pop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= self._cost(entry)
+
+    def touch(self, key: str) -> None:
+        self._entries.move_to_end(key)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def sweep(self, older_than: float) -> None:
+        """Drop the entries stored before ``older_than`` (they can no longer be served)."""
+        for key in [k for k, entry in self._entries.items() if entry.stored_at < older_than]:
+            self.pop(key)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+
 @dataclass(slots=True)
 class Stats:
     hits: int = 0
@@ -357,7 +426,8 @@ class ClientCache:
         self.stats = Stats()
         self._clock = clock or time.monotonic
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[str, _Entry] = collections.OrderedDict()
+        self._entries = _Entries(config.size, config.max_bytes)
+        self._swept_at = 0.0
         self._fills: dict[str, list[Fill]] = {}
         # Keys this process wrote whose own invalidation has not arrived yet (then re-read).
         self._own_writes: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -419,9 +489,9 @@ class ClientCache:
             if entry is None:
                 return None
             if self._clock() - entry.stored_at > self.config.max_age:
-                del self._entries[key]
+                self._entries.pop(key)
                 return None
-            self._entries.move_to_end(key)
+            self._entries.touch(key)
             self.stats.hits += 1
             return entry
 
@@ -467,7 +537,7 @@ class ClientCache:
                     other.spoiled = True
             entry = self._entries.get(fill.key)
             if entry is not None and not entry.after_write:
-                del self._entries[fill.key]
+                self._entries.pop(fill.key)
             if raw is None:  # nothing written: no report of it will come back
                 self._own_writes.pop(fill.key, None)
                 fill.spoiled = True
@@ -526,10 +596,7 @@ class ClientCache:
             return
         if isinstance(raw, bytes):  # json.loads is quicker on str (no encoding sniffing)
             raw = raw.decode()
-        self._entries[fill.key] = _Entry(raw, self._clock(), fill.after_write)
-        self._entries.move_to_end(fill.key)
-        while len(self._entries) > self.config.size:
-            self._entries.popitem(last=False)
+        self._entries.put(fill.key, _Entry(raw, self._clock(), fill.after_write))
 
     def _refill_locked(self, keys: Sequence[str]) -> None:
         """Read again, on the channel, the keys this process wrote: the invalidation of its own
@@ -560,7 +627,7 @@ class ClientCache:
 
     def _forget_locked(self, keys: Sequence[str]) -> None:
         for key in keys:
-            self._entries.pop(key, None)
+            self._entries.pop(key)
             for fill in self._fills.get(key, ()):
                 fill.spoiled = True
 
@@ -778,6 +845,11 @@ class ClientCache:
             if not self._live:
                 return
             now = time.monotonic()
+            cached_now = self._clock()
+            if cached_now - self._swept_at >= self.config.max_age:
+                # Entries past their age are never served again: free their memory.
+                self._swept_at = cached_now
+                self._entries.sweep(cached_now - self.config.max_age)
             try:
                 for n, channel in enumerate(self._channels):
                     if now - channel.last_pong > STALE_AFTER:

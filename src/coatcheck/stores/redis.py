@@ -142,6 +142,7 @@ URL_OPTIONS: Mapping[str, Parser] = MappingProxyType(
         "prefix": parse_text,
         "client_cache": parse_flag,
         "client_cache_size": parse_count,
+        "client_cache_bytes": parse_count,
         "client_cache_ttl": parse_seconds,
         "max_connections": parse_count,
         "socket_timeout": parse_seconds,
@@ -155,6 +156,7 @@ parameters go to redis-py as connection options, when redis-py takes them."""
 _CACHE_FIELDS = {
     "client_cache": "enabled",
     "client_cache_size": "size",
+    "client_cache_bytes": "max_bytes",
     "client_cache_ttl": "max_age",
 }
 
@@ -170,7 +172,8 @@ def parse_redis_url(url: str) -> RedisURL:
     Forms: ``redis://[user:password@]host[:port][/db][?prefix=app:]``, ``rediss://`` for TLS, and
     ``redis+cluster://[user:password@]host:port[,host2:port2...][?prefix=app:]`` for a cluster
     (also spelled ``redis-cluster://``; ``rediss+cluster://`` for TLS). Every form also takes
-    ``client_cache=0|1``, ``client_cache_size=<records>`` and ``client_cache_ttl=<seconds>``
+    ``client_cache=0|1``, ``client_cache_size=<records>``, ``client_cache_bytes=<bytes>`` and
+    ``client_cache_ttl=<seconds>``
     (:class:`ClientCacheConfig`), ``max_connections``, ``socket_timeout`` and
     ``socket_connect_timeout`` (:data:`URL_OPTIONS`). A standalone URL's other parameters stay
     in ``client_url`` for redis-py; a cluster URL takes no other query parameters (pass client
