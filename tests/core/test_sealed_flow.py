@@ -113,6 +113,22 @@ async def test_no_store_at_all_without_revocations() -> None:
     assert manager.sealed.revocations is False
 
 
+async def test_text_with_lone_surrogates_is_sealed_and_read_back() -> None:
+    """json.loads accepts "\ud800" from a request body, so an app can put a lone surrogate in
+    the session; the server stores keep it, and the seal must too (it raised UnicodeEncodeError
+    at commit, a 500, before)."""
+    manager, _, _ = build(revocations=False)
+    browser = Browser(manager)
+    odd = {"name": "a\ud800b", "keys": {"\udc00": "\udbff\udfff"}}
+    await browser.visit(lambda s: s.update(odd))
+    assert browser.sets_session_cookie()
+    opened = await browser.open()
+    assert opened.error is None
+    assert {k: opened.session[k] for k in odd} == odd
+    await browser.visit(lambda s: s.__setitem__("more", "\udfff"), "POST")
+    assert (await browser.open()).session["more"] == "\udfff"
+
+
 async def test_round_trips_anonymous_none_signed_in_one() -> None:
     """With a revocation record: anonymous requests make no store call, a signed-in request
     exactly one read, and neither writes."""

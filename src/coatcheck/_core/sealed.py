@@ -224,7 +224,9 @@ def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
         payload["r"] = True
     if record.auth_hash:
         payload["h"] = record.auth_hash
-    return _ENCODER.encode(payload).encode("utf-8")
+    # surrogatepass: a lone surrogate ("\ud800", which json.loads accepts from a request body)
+    # is valid session data on every store; json.loads of the bytes gives it back.
+    return _ENCODER.encode(payload).encode("utf-8", "surrogatepass")
 
 
 # One encoder for every seal: json.dumps builds a new one per call when given options.
