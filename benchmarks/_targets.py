@@ -173,9 +173,9 @@ def asgi_baseline() -> Target:
     )
 
 
-def coatcheck_target(backend: str, family: str, store: Any) -> Target:
-    from coatcheck import AsyncSessionManager, SessionConfig, login
-    from coatcheck.asgi import SessionMiddleware
+def _coatcheck_ops() -> dict[str, Callable[[Any], bool]]:
+    """The benchmark paths' handlers on a coatcheck session (ASGI and Flask alike)."""
+    from coatcheck import login
 
     def seed(session: Any) -> bool:
         login(session, USER_ID)
@@ -198,6 +198,14 @@ def coatcheck_target(backend: str, family: str, store: Any) -> Target:
         return session.user_id is None
 
     ops = {"/seed": seed, "/read": read, "/write": write, "/login": do_login, "/anon": anon}
+    return ops
+
+
+def coatcheck_target(backend: str, family: str, store: Any) -> Target:
+    from coatcheck import AsyncSessionManager, SessionConfig
+    from coatcheck.asgi import SessionMiddleware
+
+    ops = _coatcheck_ops()
     manager = AsyncSessionManager(store, SessionConfig(secret=secrets.token_urlsafe(32)))
     app = SessionMiddleware(_asgi_app(ops), manager=manager)
     return Target(
@@ -325,35 +333,13 @@ def coatcheck_flask_target(backend: str, family: str, store: Any) -> Target:
     :func:`coatcheck_target`."""
     from flask import Flask
 
-    from coatcheck import SessionConfig, SessionManager, login
+    from coatcheck import SessionConfig, SessionManager
     from coatcheck.integrations.flask import Coatcheck, get_session
 
     app = Flask(f"coatcheck_bench_flask_{family}")
     manager = SessionManager(store, SessionConfig(secret=secrets.token_urlsafe(32)))
     Coatcheck(app, manager=manager)
-
-    def seed(session: Any) -> bool:
-        login(session, USER_ID)
-        session["cart"] = cart()
-        return True
-
-    def read(session: Any) -> bool:
-        return session.user_id == USER_ID and len(session.get("cart") or ()) == 5
-
-    def write(session: Any) -> bool:
-        session["counter"] = next(_counter)
-        return session.user_id == USER_ID
-
-    def do_login(session: Any) -> bool:
-        had_cart = len(session.get("cart") or ()) == 5
-        login(session, USER_ID)
-        return had_cart
-
-    def anon(session: Any) -> bool:
-        return session.user_id is None
-
-    ops = {"/seed": seed, "/read": read, "/write": write, "/login": do_login, "/anon": anon}
-    for path, op in ops.items():
+    for path, op in _coatcheck_ops().items():
 
         def view(op: Callable[[Any], bool] = op) -> tuple[str, int]:
             return ("ok", 200) if op(get_session()) else ("missing session", 409)

@@ -511,13 +511,8 @@ async def test_the_cluster_store_reads_from_memory() -> None:
 # --- round trips of a request --------------------------------------------------------------------
 
 
-async def test_a_write_request_on_a_cached_session_is_one_round_trip(
-    server: RedisServer, inspect: redis.asyncio.Redis
-) -> None:
-    """A request that reads and writes a session this process has seen costs one round trip:
-    the read is answered from memory and the covered write is the CAS script alone. Redis
-    reports the write back to the cache channel, which then reads the record again in the
-    background (one HGET, off the request's path), so the next request finds it cached."""
+async def counted_cached_store(server: RedisServer) -> tuple[AsyncRedisStore, ClientCache]:
+    """A cached store whose client counts round trips, its scripts loaded by a first write."""
     pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
     cache = ClientCache(
         ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
@@ -525,9 +520,25 @@ async def test_a_write_request_on_a_cached_session_is_one_round_trip(
     store = await live(
         AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
     )
+    warm_up = make(user_id="warm-up")
+    assert await store.put(warm_up, 0)  # loads the scripts (the first EVALSHA falls back)
+    key = store.keys.record(warm_up.id)
+    # Its own invalidation and the re-read it causes are behind us before anything is counted.
+    await wait_until(lambda: key in cache, "the re-read after the warm-up")
+    return store, cache
+
+
+async def test_a_write_request_on_a_cached_session_is_one_round_trip(
+    server: RedisServer, inspect: redis.asyncio.Redis
+) -> None:
+    """A request that reads and writes a session this process has seen costs one round trip:
+    the read is answered from memory and the covered write is the CAS script alone. Redis
+    reports the write back to the cache channel, which then reads the record again in the
+    background (one HGET, off the request's path), so the next request finds it cached."""
+    store, cache = await counted_cached_store(server)
     record = make(user_id="u1")
     key = store.keys.record(record.id)
-    assert await store.put(record, 0)  # an insert: indexes, then the CAS (loads the scripts)
+    assert await store.put(record, 0)  # an insert: indexes, then the CAS
     await wait_until(lambda: key in cache, "the re-read after the insert")
     current = record
     for step in range(20):
@@ -555,15 +566,7 @@ async def test_a_write_after_a_cached_read_of_anothers_write_is_the_cas_script_a
     write that follows guesses what is stored from the cache's copy. Here the record was
     written by another process, so this one has no hint of its own: still one round trip, the
     CAS script alone."""
-    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
-    cache = ClientCache(
-        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
-    )
-    store = await live(
-        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
-    )
-    warm_up = make(user_id="warm-up")
-    assert await store.put(warm_up, 0)  # loads the scripts (the first EVALSHA falls back)
+    store, _cache = await counted_cached_store(server)
     other = AsyncRedisStore.from_url(server.url, client_cache=False)
     record = make(user_id="u1")
     assert await other.put(record, 0)
@@ -590,16 +593,10 @@ async def test_a_login_from_an_anonymous_session_is_one_round_trip_with_the_cach
     (anonymous -> signed in) is one round trip, a second login (signed in -> signed in) two, the
     second an EXISTS of the old key. Either way the old id is gone for this process at once, and
     the new record is cached for the session's next request."""
-    pool = redis.asyncio.ConnectionPool(port=server.port, connection_class=CountingConnection)
-    cache = ClientCache(
-        ClientCacheConfig(), Target(nodes=(("127.0.0.1", server.port),)), "coatcheck:s:"
-    )
-    store = await live(
-        AsyncRedisStore(redis.asyncio.Redis.from_pool(pool), owns_client=True, client_cache=cache)
-    )
-    warm_up = make(user_id="warm-up")
-    assert await store.put(warm_up, 0)  # loads the scripts (the first EVALSHA falls back)
-    assert await store.replace(make(), warm_up.id, warm_up.version)  # and TAKE_IF_VERSION
+    store, cache = await counted_cached_store(server)
+    first = make(user_id="first")
+    assert await store.put(first, 0)
+    assert await store.replace(make(), first.id, first.version)  # loads TAKE_IF_VERSION
     for old_user, expected in ((None, 1), ("u1", 2)):
         old = make(user_id=old_user)
         assert await store.put(old, 0)
