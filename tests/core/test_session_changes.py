@@ -315,3 +315,29 @@ def test_login_without_a_credential_is_not_bound() -> None:
     stored = manager.open(request(token)).session
     assert stored.auth_hash == ""
     assert signin.credential_matches(manager.config.secrets, "u1", "", "anything")
+
+
+def test_only_json_values_are_accepted_and_scalars_skip_the_encoder() -> None:
+    """Setting a value checks that it encodes as JSON, so a commit can never fail on it: plain
+    str, bool, None and ints of up to 18 digits need no encoding to know; everything else is
+    encoded once (huge ints, NaN, infinities and objects are refused at once, a lone surrogate
+    is accepted as on every store)."""
+    manager, token = setup(seed=1)
+    session = manager.open(request(token)).session
+    for bad in (10**5000, float("nan"), float("-inf"), object(), {"k": {1, 2}}, [b"bytes"]):
+        with pytest.raises(TypeError, match="not JSON-serialisable"):
+            session["x"] = bad
+    good: dict[str, Any] = {
+        "s": "a\ud800b",
+        "b": False,
+        "n": None,
+        "i": 10**18 - 1,
+        "big": 10**40,
+        "f": 0.5,
+        "nested": {"l": [1, "2", None]},
+    }
+    session.update(good)
+    committed = manager.commit(session)
+    assert committed.token is None  # the same session, changed in place
+    reopened = manager.open(request(token)).session
+    assert {k: reopened[k] for k in good} == good

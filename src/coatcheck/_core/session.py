@@ -351,10 +351,22 @@ class Session(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError("session keys must be str")
-        try:
-            _dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"session value for {key!r} is not JSON-serialisable: {exc}") from exc
+        kind = type(value)
+        # A str, bool, None or int of up to 18 digits always encodes (exact types: a subclass
+        # may not); anything else is tried: floats (NaN and infinities do not encode), ints
+        # (past 4300 digits str() refuses them), containers.
+        if not (
+            kind is str
+            or kind is bool
+            or value is None
+            or (kind is int and -(10**18) < value < 10**18)
+        ):
+            try:
+                _dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"session value for {key!r} is not JSON-serialisable: {exc}"
+                ) from exc
         self._snapshot(key)
         self._reshaped = True
         self._data[key] = value
