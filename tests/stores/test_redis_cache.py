@@ -549,6 +549,7 @@ async def test_a_write_request_on_a_cached_session_is_one_round_trip(
         trips = CountingConnection.writes - delta.writes
         await wait_until(lambda: key in cache, "the background re-read")
         _trips, commands = await delta.stop()
+        commands.pop("ping", None)  # the channel's heartbeat, every 0.5 s, may fall in here
         assert (trips, commands) == (
             1,
             {"evalsha": 1, "hmget": 1, "time": 1, "hset": 1, "pexpire": 1, "hget": 1},
