@@ -41,10 +41,11 @@ class Deadlines:
         """Await ``call``; raise :class:`TimeoutError` if it takes longer than ``seconds``."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
-        if loop is not self._loop and not self._adopt(loop):
-            async with asyncio.timeout(self.seconds):
-                return await call
-        if task is None or task in self._calls:  # not in a task, or a call inside a call
+        if (
+            (loop is not self._loop and not self._adopt(loop))  # another live loop's call
+            or task is None  # not in a task
+            or task in self._calls  # a call inside a call
+        ):
             async with asyncio.timeout(self.seconds):
                 return await call
         deadline = loop.time() + self.seconds

@@ -408,21 +408,19 @@ def replace_plan(
     session's next request reads it from memory."""
     old_key = keys.record(old_id)
     raw = record_to_json(record)
-    if cache is None:
+    # With a cache, the new record is cached as written, like a put's (the session's next
+    # request reads it); the old one is forgotten before and after.
+    fill = None
+    if cache is not None:
+        cache.forget([old_key])
+        fill = cache.writing(keys.record(record.id))
+    replaced = signed_in = False
+    try:
         replaced, signed_in = yield from _replace_plan(
             keys, record, old_id, old_version, hints, raw
         )
-    else:
-        # The new record is cached as written, like a put's (the session's next request reads
-        # it); the old one is forgotten before and after.
-        cache.forget([old_key])
-        fill = cache.writing(keys.record(record.id))
-        replaced = signed_in = False
-        try:
-            replaced, signed_in = yield from _replace_plan(
-                keys, record, old_id, old_version, hints, raw
-            )
-        finally:
+    finally:
+        if cache is not None and fill is not None:
             cache.forget([old_key])
             cache.written(fill, raw if replaced else None)
     if replaced and signed_in and barrier:
