@@ -4,7 +4,11 @@ removal are still decided on every request."""
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coatcheck._core.config import SessionConfig
 from coatcheck._core.http import RequestView
@@ -222,7 +226,7 @@ def test_fresh_seals_never_push_out_opened_ones() -> None:
         assert state is not None
         seals.remember(value, state, sealed[1])
     for _ in range(50):
-        seals.remember_sealed(seal_of(mode), b"{}")
+        seals.remember_sealed(seal_of(mode), b"{}", None, NOW)
     assert all(seals.recall(value) is not None for value in opened)
     assert len(seals) <= 8 + 2
 
@@ -246,3 +250,107 @@ def test_remembered_values_are_taken_as_clean_cookie_values() -> None:
         request = RequestView("GET", "https", [("cookie", f"{name}={odd}")], "192.0.2.1")
         opened: Opened = finish(mode.open(request, NOW + 10, form_csrf=None))
         assert opened.session.user_id == ("42" if odd.startswith('"') else None), odd
+
+
+def _shape(value: Any) -> Any:
+    """``value`` with every type spelled out: equal shapes mean equal values of the same types
+    (``1 == 1.0 == True`` and ``[1] == (1,)`` compare equal; their shapes do not)."""
+    if isinstance(value, dict):
+        return (type(value), [(_shape(k), _shape(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value), [_shape(v) for v in value])
+    return (type(value), repr(value))
+
+
+def _state_shape(state: SealedState) -> Any:
+    return _shape(vars_of(state.record)), _shape(state.issued_at)
+
+
+def vars_of(record: SessionRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+def _next_value(mode: SealedMode, value: str, now: float, change: Any) -> str:
+    session = open_with(mode, value, now).session
+    change(session)
+    committed = finish(mode.commit(session, now))
+    name = mode.config.cookie.effective_name
+    return next(
+        v.split(";")[0].split("=", 1)[1]
+        for k, v in committed.headers
+        if k == "set-cookie" and v.startswith(name + "=")
+    )
+
+
+class Level(IntEnum):
+    GOLD = 1
+
+
+JSON_ONLY = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    # A lone surrogate too: JSON and marshal both give it back.
+    | st.text(max_size=8)
+    | st.just("\ud800"),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+CHANGED_BY_JSON = st.sampled_from(
+    [(1, 2), {"k": (1,)}, {1: "int key"}, {"a": [Level.GOLD]}, [{"b": {None: 1}}], Level.GOLD]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    value=JSON_ONLY | CHANGED_BY_JSON,
+    mutate=st.booleans(),
+    now=st.floats(min_value=NOW + 1, max_value=NOW + 1000),
+)
+def test_a_value_sealed_here_opens_as_its_seal_decodes(
+    value: Any, mutate: bool, now: float
+) -> None:
+    """A value this process sealed is recalled (once, and again) as exactly what decoding its
+    seal gives: equal values of the same types, times to the millisecond. A tuple, a non-str key
+    or an IntEnum that JSON turns into something else is never handed back as it was set,
+    whether it was assigned or put inside a loaded list."""
+    mode = SealedMode(config(NEW), revocations=False)
+    first = _next_value(mode, seal_of(mode), now, lambda s: s.__setitem__("cart", [{"sku": "a"}]))
+
+    def change(session: Any) -> None:
+        if mutate:
+            session["cart"].append(value)  # nested, in a loaded list
+        else:
+            session["new"] = value
+        session.flash("saved")
+
+    second = _next_value(mode, first, now + 0.0004, change)
+    opened = mode.sealer.open(second)
+    assert opened is not None
+    decoded = load_payload(opened[0])
+    assert decoded is not None
+    for _ in range(3):  # the first return, the second (copied), the copy
+        recalled = mode.opened.recall(second)
+        assert recalled is not None
+        assert _state_shape(recalled[0]) == _state_shape(decoded)
+
+
+def test_untouched_values_are_not_walked_but_stay_exact() -> None:
+    """A write that touches one key leaves the others as they were decoded; the next request
+    still sees them exactly (a loaded tuple-free cart, sub-millisecond times)."""
+    mode = SealedMode(config(NEW), revocations=False)
+    value = seal_of(mode, data={"cart": [{"sku": "a", "qty": 1}], "n": 1.5})
+    now = NOW + 10.123456
+    for step in range(3):
+        value = _next_value(mode, value, now + step, lambda s, n=step: s.__setitem__("n", n))
+        recalled = mode.opened.recall(value)
+        opened = mode.sealer.open(value)
+        assert recalled is not None
+        assert opened is not None
+        decoded = load_payload(opened[0])
+        assert decoded is not None
+        assert _state_shape(recalled[0]) == _state_shape(decoded)
+        assert recalled[0].record.data == {"cart": [{"sku": "a", "qty": 1}], "n": step}

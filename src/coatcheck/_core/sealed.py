@@ -198,18 +198,20 @@ class SealedState:
 
 
 def _ms(value: float) -> float:
-    return round(value, 3)
+    """``value`` (epoch seconds) to the millisecond: integer arithmetic, a third of what
+    ``round(value, 3)`` costs, and the same float whenever the two pick the same millisecond."""
+    return int(value * 1000 + 0.5) / 1000
 
 
 def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
     """The JSON a session is sealed as (see the module docstring for the keys)."""
     payload: dict[str, Any] = {
         "i": record.id,
-        "t": [  # to the millisecond (round() inline: this runs on every seal)
-            round(record.created_at, 3),
-            round(record.last_seen_at, 3),
-            round(record.absolute_expires_at, 3),
-            round(issued_at, 3),
+        "t": [  # to the millisecond (_ms inline: this runs on every seal)
+            int(record.created_at * 1000 + 0.5) / 1000,
+            int(record.last_seen_at * 1000 + 0.5) / 1000,
+            int(record.absolute_expires_at * 1000 + 0.5) / 1000,
+            int(issued_at * 1000 + 0.5) / 1000,
         ],
         "c": record.csrf_token,
         "d": record.data,
@@ -308,9 +310,77 @@ OPENED_SEALS_KEPT = 1024
 # marshal format 3: repeated dict keys are written once and shared when loaded, a quarter faster
 # to copy than format 2. Safe for a copy: decoded JSON has no shared lists or objects to alias.
 _IMAGE_FORMAT = 3
-_Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool, dict[str, bytes]]
+_Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool, dict[str, bytes] | None]
 """(the record's fields before ``data``, its data and flash marshalled, its fields after
 ``flash``, issued at, newest key, the Session's snapshots of the data's lists and objects)"""
+
+
+def _image(
+    record: SessionRecord,
+    times: tuple[float, float, float],
+    auth_time: float | None,
+    issued_at: float,
+    newest: bool,
+    snapshots: dict[str, bytes] | None,
+) -> _Image:
+    """``record`` as :meth:`OpenedSeals.recall` rebuilds it, with its times as given
+    (``created_at``, ``last_seen_at``, the absolute deadline)."""
+    created_at, last_seen_at, deadline = times
+    return (
+        (
+            record.id,
+            "",  # secret_hash: a sealed session has none
+            created_at,
+            last_seen_at,
+            deadline,  # expires_at, as load_payload leaves it
+            deadline,
+            1,  # version
+            record.user_id,
+        ),
+        marshal.dumps(record.data, _IMAGE_FORMAT),
+        marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b"",
+        (
+            record.csrf_token,
+            auth_time,
+            "cookie",
+            bool(record.remember),
+            "",  # user_agent, ip and label: not sealed
+            "",
+            "",
+            record.auth_hash,
+        ),
+        issued_at,
+        newest,
+        snapshots,
+    )
+
+
+def _state(image: _Image) -> SealedState:
+    """A fresh copy of the session an image holds."""
+    head, data, flash, tail, issued_at, _, snapshots = image
+    # S302: bytes this process marshalled itself from checked values that are plain JSON.
+    loaded_data = marshal.loads(data)  # noqa: S302
+    loaded_flash = marshal.loads(flash) if flash else []  # noqa: S302
+    # Positional, in field order (see _image): several times cheaper than keywords.
+    # mypy cannot count the fields in two tuples; test_sealed_opened pins the order.
+    record = SessionRecord(*head, loaded_data, loaded_flash, *tail)  # type: ignore[call-arg]
+    return SealedState(record, issued_at, snapshots)
+
+
+def plain_json(value: Any) -> bool:
+    """Whether ``value`` comes back from JSON equal and of the same types: only dicts with str
+    keys, lists, str, int, finite float, bool and None, all of those exact types (a tuple comes
+    back a list, an int key a str, an IntEnum an int)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(plain_json(item) for item in value)
+    if kind is dict:
+        return all(type(k) is str and plain_json(v) for k, v in value.items())
+    return False
 
 
 class OpenedSeals:
@@ -328,64 +398,43 @@ class OpenedSeals:
     def __init__(self, kept: int = OPENED_SEALS_KEPT) -> None:
         self._kept = kept
         self._images: dict[str, _Image] = {}
-        self._sealed: dict[str, tuple[bytes, bool]] = {}
-        """value -> (the plaintext sealed into it here, whether a request brought it back)."""
+        self._sealed: dict[str, tuple[_Image | bytes, bool]] = {}
+        """value -> (what was sealed into it here: its image, or the plaintext when the session
+        held values that JSON would give back changed; whether a request brought it back)."""
         self._lock = threading.Lock()
 
     def recall(self, value: str) -> tuple[SealedState, bool] | None:
         """``(state, sealed with the newest key)`` for a value opened before, else ``None``."""
         image = self._images.get(value)
-        if image is None:
-            fresh = self._sealed.get(value)
-            if fresh is None:
+        if image is not None:
+            return _state(image), image[5]
+        fresh = self._sealed.get(value)
+        if fresh is None:
+            return None
+        sealed, seen = fresh
+        if isinstance(sealed, bytes):
+            loaded = load_payload(sealed)
+            if loaded is None:
                 return None
-            plaintext, seen = fresh
-            state = load_payload(plaintext)
-            if state is None:
-                return None
-            if seen:
-                # Sent back a second time: worth a copy to recall from from now on.
-                self.remember(value, state, True)
-            else:
-                # Sent back once: the request may be a write whose own seal replaces this
-                # value at once (a cart filled click after click), so no copy is made yet.
-                self._sealed[value] = (plaintext, True)
-            return state, True
-        head, data, flash, tail, issued_at, newest, snapshots = image
-        # S302: bytes this process marshalled itself from a checked, decoded payload.
-        loaded_data = marshal.loads(data)  # noqa: S302
-        loaded_flash = marshal.loads(flash) if flash else []  # noqa: S302
-        # Positional, in field order (see remember): several times cheaper than keywords.
-        # mypy cannot count the fields in two tuples; test_sealed_opened pins the order.
-        record = SessionRecord(*head, loaded_data, loaded_flash, *tail)  # type: ignore[call-arg]
-        return SealedState(record, issued_at, snapshots), newest
+            state = loaded
+        else:
+            state = _state(sealed)
+        if seen:
+            # Sent back a second time: worth a copy to recall from from now on.
+            self.remember(value, state, True)
+        else:
+            # Sent back once: the request may be a write whose own seal replaces this value at
+            # once (a cart filled click after click), so no copy is made yet.
+            self._sealed[value] = (sealed, True)
+        return state, True
 
     def remember(self, value: str, state: SealedState, newest: bool) -> None:
         """Keep what opening ``value`` gave (call before anything changes ``state``)."""
         record = state.record
-        image: _Image = (
-            (
-                record.id,
-                "",  # secret_hash: a sealed session has none
-                record.created_at,
-                record.last_seen_at,
-                record.absolute_expires_at,  # expires_at, as load_payload leaves it
-                record.absolute_expires_at,
-                1,  # version
-                record.user_id,
-            ),
-            marshal.dumps(record.data, _IMAGE_FORMAT),
-            marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b"",
-            (
-                record.csrf_token,
-                record.auth_time,
-                "cookie",
-                record.remember,
-                "",  # user_agent, ip and label: not sealed
-                "",
-                "",
-                record.auth_hash,
-            ),
+        image = _image(
+            record,
+            (record.created_at, record.last_seen_at, record.absolute_expires_at),
+            record.auth_time,
             state.issued_at,
             newest,
             # Made once per cookie value instead of once per request reading a list or object:
@@ -396,12 +445,33 @@ class OpenedSeals:
             bounded_insert(self._images, value, image, self._kept)
             self._sealed.pop(value, None)
 
-    def remember_sealed(self, value: str, plaintext: bytes) -> None:
-        """Keep the bytes just sealed into ``value`` with the newest key: the browser sends it
-        next, and opening it would give these bytes back (decoded when it comes, not now, so a
-        write pays for no decoding)."""
+    def remember_sealed(
+        self, value: str, plaintext: bytes, record: SessionRecord | None, issued_at: float
+    ) -> None:
+        """Keep what was just sealed into ``value`` with the newest key: the browser sends it
+        next. ``record`` is the sealed session when opening the seal gives it back exactly
+        (equal values of the same types, as
+        :func:`plain_json` checks); its image is kept, so the
+        value's next request decodes no JSON. Otherwise the plaintext is kept and decoded when
+        the value comes back (a write pays for no decoding)."""
+        kept: _Image | bytes = plaintext
+        if record is not None:
+            auth_time = record.auth_time
+            kept = _image(
+                record,
+                # As load_payload gives them back: the payload holds the times to the ms.
+                (
+                    _ms(record.created_at),
+                    _ms(record.last_seen_at),
+                    _ms(record.absolute_expires_at),
+                ),
+                _ms(auth_time) if auth_time is not None else None,
+                _ms(issued_at),
+                True,
+                None,  # the Session snapshots what it hands out; see recall for a second return
+            )
         with self._lock:
-            bounded_insert(self._sealed, value, (plaintext, False), max(1, self._kept // 4))
+            bounded_insert(self._sealed, value, (kept, False), max(1, self._kept // 4))
 
     def settled(self, value: str) -> bool:
         """Whether ``value`` has come back more than once (it is recalled from a copy now)."""
