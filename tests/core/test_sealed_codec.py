@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 
@@ -22,6 +23,7 @@ from coatcheck._core.sealed import (
     OVERHEAD_BYTES,
     Sealer,
     dump_payload,
+    encode_payload,
     key_id,
     load_payload,
     sealed_length,
@@ -358,3 +360,101 @@ def test_payload_is_not_compressed() -> None:
     cannot reveal secrets sealed next to attacker-chosen data."""
     payload = dump_payload(record(data={"cart": ["apple"] * 200}), 0)
     assert len(sealer().seal(payload)) == sealed_length(len(payload))
+
+
+def _reference_payload(record: SessionRecord, issued_at: float) -> bytes:
+    """The payload as json.dumps spells it: what the hand-built encoding must equal."""
+
+    def ms(value: float) -> float:
+        return int(value * 1000 + 0.5) / 1000
+
+    payload: dict[str, object] = {
+        "i": record.id,
+        "t": [
+            ms(record.created_at),
+            ms(record.last_seen_at),
+            ms(record.absolute_expires_at),
+            ms(issued_at),
+        ],
+        "c": record.csrf_token,
+        "d": record.data,
+    }
+    if record.user_id is not None:
+        payload["u"] = record.user_id
+    if record.flash:
+        payload["f"] = record.flash
+    if record.auth_time is not None:
+        payload["a"] = ms(record.auth_time)
+    if record.remember:
+        payload["r"] = True
+    if record.auth_hash:
+        payload["h"] = record.auth_hash
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8", "surrogatepass")
+
+
+class Big(int):
+    pass
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+    | st.sampled_from(["\ud800", 'q"uote\\', "\x00\x1f\u2028", Big(7), (1, "t")]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=10,
+)
+TIMES = st.floats(min_value=0, max_value=4e9)
+
+
+@PROPERTY
+@given(
+    data=st.dictionaries(st.text(max_size=5), JSON_VALUES, max_size=4),
+    user_id=st.none() | st.text(max_size=8),
+    flash=st.lists(st.fixed_dictionaries({"message": JSON_VALUES}), max_size=2),
+    auth_time=st.none() | TIMES,
+    remember=st.booleans(),
+    auth_hash=st.sampled_from(["", "h" * 12]),
+    times=st.tuples(TIMES, TIMES, TIMES, TIMES),
+)
+def test_the_payload_is_spelled_as_json_dumps_spells_it(
+    data: dict[str, object],
+    user_id: str | None,
+    flash: list[object],
+    auth_time: float | None,
+    remember: bool,
+    auth_hash: str,
+    times: tuple[float, float, float, float],
+) -> None:
+    """Byte for byte, with and without values reused from the last seal: odd strings, lone
+    surrogates, int subclasses, tuples, every optional key present or not."""
+    original = record(
+        data=data,
+        user_id=user_id,
+        flash=flash,
+        auth_time=auth_time,
+        remember=remember,
+        auth_hash=auth_hash,
+        created_at=times[0],
+        last_seen_at=times[1],
+        absolute_expires_at=times[2],
+    )
+    expected = _reference_payload(original, times[3])
+    plaintext, fragments = encode_payload(original, times[3])
+    assert plaintext == expected
+    assert set(fragments) == set(data)
+    # Reused: the same bytes; a key named as changed is encoded afresh, never taken as known.
+    assert encode_payload(original, times[3], fragments)[0] == expected
+    stale = {k: '"stale"' for k in data}
+    assert encode_payload(original, times[3], stale, changed=set(data))[0] == expected
+
+
+def test_non_finite_times_and_values_are_refused_as_json_dumps_refuses_them() -> None:
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            encode_payload(record(data={"x": bad}), 0)
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        encode_payload(record(data={"x": [math.inf]}), 0)

@@ -4,15 +4,16 @@ removal are still decided on every request."""
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coatcheck._core.config import SessionConfig
 from coatcheck._core.http import RequestView
-from coatcheck._core.lifecycle import Opened
+from coatcheck._core.lifecycle import Committed, Opened
 from coatcheck._core.ops import Flow
 from coatcheck._core.record import SessionRecord
 from coatcheck._core.sealed import OpenedSeals, SealedState, dump_payload, load_payload
@@ -62,6 +63,15 @@ def open_with(mode: SealedMode, value: str, now: float = NOW + 10) -> Opened:
     request = RequestView("GET", "https", [("cookie", f"{name}={value}")], "192.0.2.1")
     opened: Opened = finish(mode.open(request, now, form_csrf=None))
     return opened
+
+
+def sealed_value(mode: SealedMode, committed: Committed) -> str:
+    """The session cookie's value a commit sets."""
+    name = mode.config.cookie.effective_name
+    for header, value in committed.headers:
+        if header == "set-cookie" and value.startswith(name + "="):
+            return value.split(";")[0].split("=", 1)[1]
+    raise AssertionError("no session cookie set")
 
 
 def test_recall_gives_what_opening_gave() -> None:
@@ -198,12 +208,7 @@ def test_a_fresh_seal_is_remembered_as_it_opens() -> None:
     session["n"] = 2
     committed = finish(mode.commit(session, NOW + 20))
     assert committed.record is not None
-    name = mode.config.cookie.effective_name
-    value = next(
-        v.split(";")[0].split("=", 1)[1]
-        for k, v in committed.headers
-        if k == "set-cookie" and v.startswith(name + "=")
-    )
+    value = sealed_value(mode, committed)
     opened = mode.sealer.open(value)
     assert opened is not None
     expected = (load_payload(opened[0]), True)
@@ -274,12 +279,7 @@ def _next_value(mode: SealedMode, value: str, now: float, change: Any) -> str:
     session = open_with(mode, value, now).session
     change(session)
     committed = finish(mode.commit(session, now))
-    name = mode.config.cookie.effective_name
-    return next(
-        v.split(";")[0].split("=", 1)[1]
-        for k, v in committed.headers
-        if k == "set-cookie" and v.startswith(name + "=")
-    )
+    return sealed_value(mode, committed)
 
 
 class Level(IntEnum):
@@ -354,3 +354,63 @@ def test_untouched_values_are_not_walked_but_stay_exact() -> None:
         assert decoded is not None
         assert _state_shape(recalled[0]) == _state_shape(decoded)
         assert recalled[0].record.data == {"cart": [{"sku": "a", "qty": 1}], "n": step}
+
+
+class Shape(TypedDict, total=False):
+    cart: list[Any]
+
+
+KEYS = st.sampled_from(["cart", "n", "name"])
+OPS = st.one_of(
+    st.tuples(st.just("set"), KEYS, JSON_ONLY),
+    st.tuples(st.just("del"), KEYS, st.none()),
+    st.tuples(st.just("append"), KEYS, JSON_ONLY),
+    st.tuples(st.just("items"), KEYS, JSON_ONLY),
+    st.tuples(st.just("typed"), KEYS, JSON_ONLY),
+    st.tuples(st.just("read"), KEYS, st.none()),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=st.lists(st.lists(OPS, min_size=1, max_size=3), min_size=1, max_size=6))
+def test_writes_reuse_only_the_json_of_values_they_left_alone(requests: list[list[Any]]) -> None:
+    """Request after request, each doing a few things to the data (assign, delete, change a
+    list in place through get() or items(), write through a TypedDict view, only read): the
+    seal always decodes to exactly the data the requests left, never to a value's JSON as it
+    was sealed before a change."""
+    mode = SealedMode(config(NEW), revocations=False)
+    model: dict[str, Any] = {"cart": [{"sku": "a", "qty": 1}], "n": 1.5}
+    value = seal_of(mode, data=json.loads(json.dumps(model)), flash=[])
+    for step, ops in enumerate(requests):
+        session = open_with(mode, value, NOW + 10 + step).session
+        assert dict(session) == model  # recalled, from the image or the seal
+        for op, key, arg in ops:
+            if op == "set":
+                session[key] = arg
+                model[key] = arg
+            elif op == "del" and key in model:
+                del session[key]
+                del model[key]
+            elif op == "append" and isinstance(model.get(key), list):
+                session[key].append(arg)
+                model[key].append(arg)
+            elif op == "items":
+                for k, v in session.items():
+                    if k == key and isinstance(v, list):
+                        v.append(arg)  # the model's list is another object: change it too
+                        model[k].append(arg)
+            elif op == "typed":
+                session.typed(Shape)[key] = arg  # type: ignore[literal-required]
+                model[key] = arg
+            else:
+                session.get(key)
+        session["step"] = step  # every request writes, so every request re-seals
+        model["step"] = step
+        model = json.loads(json.dumps(model))  # what the seal must decode to
+        committed = finish(mode.commit(session, NOW + 10 + step))
+        value = sealed_value(mode, committed)
+        opened = mode.sealer.open(value)
+        assert opened is not None
+        decoded = load_payload(opened[0])
+        assert decoded is not None
+        assert decoded.record.data == model

@@ -32,18 +32,24 @@ Rules written here:
   checked: the key ring of a :class:`Sealer` never changes, opening is deterministic, and
   expiry and revocations are decided afresh on every request from the remembered times. Bounded
   (:data:`OPENED_SEALS_KEPT` values, the oldest forgotten first); each request gets its own copy.
+- **Seals made here are remembered as made.** A write's new value is kept with the session it
+  seals (when every value in it is plain JSON, so decoding would give back equal values of the
+  same types; else with its plaintext, decoded when it returns) and with the JSON text of each
+  data value: the browser's next request decodes nothing, and the next write encodes only the
+  values that request touched.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
+import json.encoder
 import marshal
 import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,6 +201,9 @@ class SealedState:
     snapshots: dict[str, bytes] | None = field(default=None, compare=False)
     """Change-detection snapshots of the data's lists and objects, when already made (a seal
     opened before: see :class:`OpenedSeals`)."""
+    fragments: dict[str, str] | None = field(default=None, compare=False)
+    """The JSON text of each data value as sealed, when this process sealed it (see
+    :func:`encode_payload`): a write re-encodes only what it changed."""
 
 
 def _ms(value: float) -> float:
@@ -205,34 +214,89 @@ def _ms(value: float) -> float:
 
 def dump_payload(record: SessionRecord, issued_at: float) -> bytes:
     """The JSON a session is sealed as (see the module docstring for the keys)."""
-    payload: dict[str, Any] = {
-        "i": record.id,
-        "t": [  # to the millisecond (_ms inline: this runs on every seal)
-            int(record.created_at * 1000 + 0.5) / 1000,
-            int(record.last_seen_at * 1000 + 0.5) / 1000,
-            int(record.absolute_expires_at * 1000 + 0.5) / 1000,
-            int(issued_at * 1000 + 0.5) / 1000,
-        ],
-        "c": record.csrf_token,
-        "d": record.data,
-    }
-    if record.user_id is not None:
-        payload["u"] = record.user_id
-    if record.flash:
-        payload["f"] = record.flash
-    if record.auth_time is not None:
-        payload["a"] = _ms(record.auth_time)
-    if record.remember:
-        payload["r"] = True
-    if record.auth_hash:
-        payload["h"] = record.auth_hash
+    return encode_payload(record, issued_at)[0]
+
+
+def encode_payload(
+    record: SessionRecord,
+    issued_at: float,
+    known: dict[str, str] | None = None,
+    changed: Container[str] = (),
+) -> tuple[bytes, dict[str, str]]:
+    """The JSON a session is sealed as, and the JSON text of each data value in it.
+
+    ``known``: the JSON text of the data's values as last sealed here; each key not in
+    ``changed`` still holds the value that text encodes, and is not encoded again (a write of
+    one key does not re-encode the cart next to it). The payload is spelled exactly as
+    ``json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)`` spells
+    it (test_sealed_codec compares the two), built by hand so that values can be reused.
+    """
+    encode = _encode_value
+    fragments: dict[str, str] = {}
+    parts: list[str] = []
+    for key, value in record.data.items():
+        text = None
+        if known is not None and key not in changed:
+            text = known.get(key)
+        if text is None:
+            text = encode(value)
+        fragments[key] = text
+        parts.append(_encode_str(key) + ":" + text)
+    user_id, auth_time, auth_hash = record.user_id, record.auth_time, record.auth_hash
+    text = "".join(
+        (
+            '{"i":',
+            _encode_str(record.id),
+            ',"t":[',  # to the millisecond (_ms inline: this runs on every seal)
+            _float(int(record.created_at * 1000 + 0.5) / 1000),
+            ",",
+            _float(int(record.last_seen_at * 1000 + 0.5) / 1000),
+            ",",
+            _float(int(record.absolute_expires_at * 1000 + 0.5) / 1000),
+            ",",
+            _float(int(issued_at * 1000 + 0.5) / 1000),
+            '],"c":',
+            _encode_str(record.csrf_token),
+            ',"d":{',
+            ",".join(parts),
+            "}",
+            "" if user_id is None else ',"u":' + _encode_str(user_id),
+            ',"f":' + _ENCODER.encode(record.flash) if record.flash else "",
+            "" if auth_time is None else ',"a":' + _float(_ms(auth_time)),
+            ',"r":true' if record.remember else "",
+            ',"h":' + _encode_str(auth_hash) if auth_hash else "",
+            "}",
+        )
+    )
     # surrogatepass: a lone surrogate ("\ud800", which json.loads accepts from a request body)
     # is valid session data on every store; json.loads of the bytes gives it back.
-    return _ENCODER.encode(payload).encode("utf-8", "surrogatepass")
+    return text.encode("utf-8", "surrogatepass"), fragments
+
+
+def _encode_value(value: Any) -> str:
+    """``value`` as _ENCODER spells it; scalars without building an encoder per call."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return int.__repr__(value)  # ValueError past 4300 digits, as the encoder raises
+    if kind is bool or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if kind is float:
+        return _float(value)
+    return _ENCODER.encode(value)
+
+
+def _float(value: float) -> str:
+    if not math.isfinite(value):
+        raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    return float.__repr__(value)
 
 
 # One encoder for every seal: json.dumps builds a new one per call when given options.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+"""A str as JSON, ``ensure_ascii=False`` (the encoder's own function for it)."""
 _PAYLOAD_KEYS = frozenset("itcdufarh")
 
 
@@ -310,9 +374,19 @@ OPENED_SEALS_KEPT = 1024
 # marshal format 3: repeated dict keys are written once and shared when loaded, a quarter faster
 # to copy than format 2. Safe for a copy: decoded JSON has no shared lists or objects to alias.
 _IMAGE_FORMAT = 3
-_Image = tuple[tuple[Any, ...], bytes, bytes, tuple[Any, ...], float, bool, dict[str, bytes] | None]
+_Image = tuple[
+    tuple[Any, ...],
+    bytes,
+    bytes,
+    tuple[Any, ...],
+    float,
+    bool,
+    dict[str, bytes] | None,
+    dict[str, str] | None,
+]
 """(the record's fields before ``data``, its data and flash marshalled, its fields after
-``flash``, issued at, newest key, the Session's snapshots of the data's lists and objects)"""
+``flash``, issued at, newest key, the Session's snapshots of the data's lists and objects, the
+JSON text of the data's values when sealed here)"""
 
 
 def _image(
@@ -322,6 +396,7 @@ def _image(
     issued_at: float,
     newest: bool,
     snapshots: dict[str, bytes] | None,
+    fragments: dict[str, str] | None,
 ) -> _Image:
     """``record`` as :meth:`OpenedSeals.recall` rebuilds it, with its times as given
     (``created_at``, ``last_seen_at``, the absolute deadline)."""
@@ -352,19 +427,20 @@ def _image(
         issued_at,
         newest,
         snapshots,
+        fragments,
     )
 
 
 def _state(image: _Image) -> SealedState:
     """A fresh copy of the session an image holds."""
-    head, data, flash, tail, issued_at, _, snapshots = image
+    head, data, flash, tail, issued_at, _, snapshots, fragments = image
     # S302: bytes this process marshalled itself from checked values that are plain JSON.
     loaded_data = marshal.loads(data)  # noqa: S302
     loaded_flash = marshal.loads(flash) if flash else []  # noqa: S302
     # Positional, in field order (see _image): several times cheaper than keywords.
     # mypy cannot count the fields in two tuples; test_sealed_opened pins the order.
     record = SessionRecord(*head, loaded_data, loaded_flash, *tail)  # type: ignore[call-arg]
-    return SealedState(record, issued_at, snapshots)
+    return SealedState(record, issued_at, snapshots, fragments)
 
 
 def plain_json(value: Any) -> bool:
@@ -440,13 +516,19 @@ class OpenedSeals:
             # Made once per cookie value instead of once per request reading a list or object:
             # equal JSON values give equal format-2 bytes (see coatcheck._core.session).
             {k: snapshot_of(v) for k, v in record.data.items() if isinstance(v, list | dict)},
+            state.fragments,
         )
         with self._lock:
             bounded_insert(self._images, value, image, self._kept)
             self._sealed.pop(value, None)
 
     def remember_sealed(
-        self, value: str, plaintext: bytes, record: SessionRecord | None, issued_at: float
+        self,
+        value: str,
+        plaintext: bytes,
+        record: SessionRecord | None,
+        issued_at: float,
+        fragments: dict[str, str] | None = None,
     ) -> None:
         """Keep what was just sealed into ``value`` with the newest key: the browser sends it
         next. ``record`` is the sealed session when opening the seal gives it back exactly
@@ -469,6 +551,7 @@ class OpenedSeals:
                 _ms(issued_at),
                 True,
                 None,  # the Session snapshots what it hands out; see recall for a second return
+                fragments,
             )
         with self._lock:
             bounded_insert(self._sealed, value, (kept, False), max(1, self._kept // 4))

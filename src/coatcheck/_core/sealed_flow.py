@@ -69,6 +69,7 @@ from .sealed import (
     SealedState,
     Sealer,
     dump_payload,
+    encode_payload,
     load_payload,
     plain_json,
 )
@@ -104,7 +105,7 @@ REVOKE_REFUSED = (
 class SealedSession(Session):
     """A :class:`Session` opened from a seal, remembering what its commit needs to know."""
 
-    __slots__ = ("issued_at", "reseal", "revocations", "revocations_read")
+    __slots__ = ("fragments", "issued_at", "reseal", "revocations", "revocations_read")
 
     def __init__(
         self,
@@ -119,6 +120,7 @@ class SealedSession(Session):
         revocations: SessionRecord | None = None,
         revocations_read: bool = False,
         snapshots: dict[str, bytes] | None = None,
+        fragments: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             record=record,
@@ -129,6 +131,8 @@ class SealedSession(Session):
             flashes=flashes,
             snapshots=snapshots,
         )
+        self.fragments = fragments
+        """The JSON text of each data value as sealed here, if it was (see ``encode_payload``)."""
         self.issued_at = issued_at
         """When this session id was issued (login or first write); revoke-all compares it."""
         self.reseal = reseal
@@ -370,6 +374,7 @@ class SealedMode:
             revocations=rv_record,
             revocations_read=rv_read,
             snapshots=found.snapshots,
+            fragments=found.fragments,
         )
         session.presented_xsrf = cookies.get(csrf_config.cookie_name, [])
         if unsafe and csrf_config.enabled:  # csrf.needs_check for a cookie session
@@ -442,7 +447,10 @@ class SealedMode:
 
         issued_at = _issued_at(sealed, base)
         record, issued_at = _next_record(session, new_id, issued_at, now, config)
-        value, plaintext = self._seal(record, issued_at)
+        touched = _touched_keys(sealed)
+        texts = sealed.fragments if sealed is not None and touched is not None else None
+        plaintext, fragments = encode_payload(record, issued_at, texts, touched or ())
+        value = self.sealer.seal(plaintext)
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
         if len(cookie) > MAX_COOKIE_BYTES and session._outgoing_flashes and not session._changes():
@@ -450,7 +458,8 @@ class SealedMode:
             # session: the message is dropped rather than the sign-in refused.
             kept = len(record.flash) - len(session._outgoing_flashes)
             record.flash = record.flash[:kept]
-            value, plaintext = self._seal(record, issued_at)
+            plaintext, fragments = encode_payload(record, issued_at, texts, touched or ())
+            value = self.sealer.seal(plaintext)
             cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
             if len(cookie) <= MAX_COOKIE_BYTES:
                 log.warning(FLASH_DROPPED, len(session._outgoing_flashes))
@@ -474,19 +483,13 @@ class SealedMode:
 
         # The browser sends this value next: its request skips base64 and AES-GCM, and JSON too
         # when the session is plain JSON (the common case: checking costs what was touched).
-        exact = record if _opens_as_sealed(sealed, record) else None
-        self.opened.remember_sealed(value, plaintext, exact, issued_at)
+        exact = record if _opens_as_sealed(record, touched) else None
+        self.opened.remember_sealed(value, plaintext, exact, issued_at, fragments)
         headers = [("set-cookie", cookie), *_xsrf_headers(session, record.csrf_token, config)]
         if new_id:
             session.token = value
             return Committed(headers, value, record)
         return Committed(headers, record=record)
-
-    def _seal(self, record: SessionRecord, issued_at: float) -> tuple[str, bytes]:
-        """The cookie value for ``record``, with the very bytes sealed in it (what the value is
-        remembered as opening to, once it is sent)."""
-        plaintext = dump_payload(record, issued_at)
-        return self.sealer.seal(plaintext), plaintext
 
     # -- tokens and admin -------------------------------------------------------------------
 
@@ -605,20 +608,29 @@ def _next_record(
     return record, issued_at
 
 
-def _opens_as_sealed(sealed: SealedSession | None, record: SessionRecord) -> bool:
+def _touched_keys(sealed: SealedSession | None) -> set[str] | None:
+    """The data keys whose values the request may have set or changed (handed out, assigned,
+    deleted, added), or ``None`` for a session not opened from a seal (every value is new).
+    Call after the data is final (typed views written back)."""
+    if sealed is None or sealed._record is None:
+        return None
+    keys_loaded = sealed._keys_loaded
+    if keys_loaded is None:
+        return set()  # the data was never touched (typed() and every write touch it)
+    handed_out = sealed._loaded
+    return {k for k in sealed._data if k not in keys_loaded or k in handed_out}
+
+
+def _opens_as_sealed(record: SessionRecord, touched: set[str] | None) -> bool:
     """Whether opening ``record``'s seal gives back equal values of the same types (see
-    :func:`~coatcheck._core.sealed.plain_json`). Values that came out of a seal and that this
-    request never handed out are plain JSON already; only the rest are looked at."""
+    :func:`~coatcheck._core.sealed.plain_json`). Values that came out of a seal and that the
+    request never touched are plain JSON already; only the rest are looked at."""
     if type(record.user_id) not in _PLAIN_ID or not plain_json(record.flash):
         return False
     data = record.data
-    if sealed is None or sealed._record is None:
+    if touched is None:
         return plain_json(data)
-    keys_loaded = sealed._keys_loaded
-    if keys_loaded is None:
-        return True  # the data was never touched (typed() and every write touch it)
-    handed_out = sealed._loaded
-    return all(plain_json(v) for k, v in data.items() if k not in keys_loaded or k in handed_out)
+    return all(plain_json(data[k]) for k in touched)
 
 
 _PLAIN_ID = (str, type(None))
