@@ -17,6 +17,7 @@ Printed: instructions per request for the bare app and each session layer, each 
 - memory read overhead / Starlette read overhead  (issue 9: at most 1.5)
 - sealed read / Starlette read                    (issue 10: at most 1)
 - sealed write / Starlette write                  (issue 10: at most 2)
+- Redis cached read overhead / memory read overhead (issue 9: a hit costs barely more)
 
 (Issue 10 compares whole reads and writes; the overhead ratios are printed too.) Instruction
 counts are not time: a cache miss or a syscall costs more than its instruction count says. They
@@ -32,11 +33,14 @@ import asyncio
 import gc
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -50,9 +54,22 @@ CASES = {
     "sealed-read": ("sealed", "/read"),
     "sealed-write": ("sealed", "/write"),
     "sqlite-read": ("sqlite", "/read"),
+    "redis-read": ("redis", "/read"),
 }
 """The cases; ``sqlite-read`` (not in the ratios) is the embedded default store's read, a store
-call run in a worker thread under ``store_timeout``."""
+call run in a worker thread under ``store_timeout``. ``redis-read`` is a read answered by the
+Redis store's client-side cache (on by default), against a throwaway ``redis-server`` this
+script starts: every measured request must be a cache hit (the child checks the cache's
+counters, else fails). Only the request's thread is counted: the cache's channel thread wakes
+every 50 ms of wall time, and under valgrind's ~50x slowdown that would charge it to requests.
+The entries' maximum age is raised to 60 s (``client_cache_ttl``, its maximum) and the
+heartbeat's tolerance to an hour for the same reason: at the default 5 s (1.5 s) of valgrind
+time, entries would age out (the cache be dropped) mid-run and be re-read from Redis. A run of
+2,200 requests takes ~45 s under valgrind; much larger ``--requests`` age entries out anyway,
+which the hit check reports."""
+
+REDIS_ENV = "COATCHECK_BENCH_REDIS"
+"""The throwaway Redis' URL, handed to the ``--child`` runs."""
 
 
 async def child(case: str, n: int) -> None:
@@ -67,18 +84,36 @@ async def child(case: str, n: int) -> None:
     else:
         from coatcheck import async_store_from_url
 
-        urls = {"memory": "memory://", "sealed": "sealed://"}
-        url = urls.get(layer) or f"sqlite:///{tempfile.mkdtemp()}/coatcheck.sqlite3"
-        store = async_store_from_url(url)
+        urls = {
+            "memory": "memory://",
+            "sealed": "sealed://",
+            "sqlite": f"sqlite:///{tempfile.mkdtemp()}/coatcheck.sqlite3",
+            "redis": f"{os.environ.get(REDIS_ENV, '')}?prefix=bench:{os.getpid()}:coatcheck:"
+            "&client_cache_ttl=60",
+        }
+        if layer == "redis":
+            from coatcheck.stores import _redis_cache
+
+            # valgrind runs the channel thread's heartbeat ~50x slower too: a late PING answer
+            # would drop the cache mid-run (a hit checks the same bound either way).
+            _redis_cache.STALE_AFTER = 3600.0
+        store = async_store_from_url(urls[layer])
         target = coatcheck_target(layer, layer, store)
     request = target.request
     jar = Jar()
     if layer != "bare":
+        cache = getattr(store, "cache", None)
+        if cache is not None:
+            await cache_live(cache)
         status, set_cookies = await request("/seed", "")  # type: ignore[misc]
         jar.update(set_cookies)
         if status != 200:
             raise SystemExit(f"seeding failed: {status}")
     cookie = jar.header if layer != "bare" else ""
+    cache = getattr(store, "cache", None) if layer == "redis" else None
+    if cache is not None:
+        await cached(cache, request, path, cookie)
+        hits, misses = cache.stats.hits, cache.stats.misses
     gc.collect()
     for _ in range(n):
         # Cookies are kept as a browser keeps them (as run.py does): a signed or sealed write
@@ -89,28 +124,71 @@ async def child(case: str, n: int) -> None:
         if set_cookies:
             jar.update(set_cookies)
             cookie = jar.header
+    if cache is not None and (cache.stats.hits - hits, cache.stats.misses - misses) != (n, 0):
+        raise SystemExit(
+            f"{n} reads made {cache.stats.hits - hits} cache hits and "
+            f"{cache.stats.misses - misses} misses: not what redis-read measures"
+        )
 
 
-def count(case: str, n: int) -> int:
+async def cache_live(cache: Any) -> None:
+    """Wait until the Redis client cache serves from memory (a first lookup starts it)."""
+    cache.lookup("warm-up")
+    deadline = time.monotonic() + 60
+    while not cache.live:
+        if time.monotonic() > deadline:
+            raise SystemExit("the Redis client cache did not come up")
+        await asyncio.sleep(0.05)
+
+
+async def cached(cache: Any, request: Any, path: str, cookie: str) -> None:
+    """Wait until ``path`` is answered from the cache 20 times in a row: the seeding write's own
+    invalidation, and the re-read it causes, are then behind us."""
+    deadline = time.monotonic() + 60
+    streak = 0
+    while streak < 20:
+        if time.monotonic() > deadline:
+            raise SystemExit("the seeded session is not answered from the Redis client cache")
+        before = cache.stats.hits
+        status, _ = await request(path, cookie)
+        if status != 200:
+            raise SystemExit(f"{path} answered {status}")
+        streak = streak + 1 if cache.stats.hits == before + 1 else 0
+        if not streak:
+            await asyncio.sleep(0.05)
+
+
+def count(case: str, n: int, redis_url: str | None) -> int:
+    main_thread_only = CASES[case][0] == "redis"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cg.out"
         env = dict(os.environ, PYTHONHASHSEED="0")
-        subprocess.run(
+        if redis_url is not None:
+            env[REDIS_ENV] = redis_url
+        done = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
                 f"--callgrind-out-file={out}",
+                f"--log-file={Path(tmp) / 'valgrind.log'}",
+                f"--separate-threads={'yes' if main_thread_only else 'no'}",
                 sys.executable,
                 __file__,
                 "--child",
                 case,
                 str(n),
             ],
-            check=True,
+            check=False,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        if done.returncode:
+            tail = "\n".join(done.stderr.splitlines()[-5:])
+            raise SystemExit(f"{case} x {n} failed under valgrind:\n{tail}")
+        if main_thread_only:  # thread 1's file: the request's thread
+            out = out.with_name(out.name + "-01")
         match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
         if match is None:
             raise SystemExit(f"no totals in callgrind's output for {case}")
@@ -132,9 +210,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)} (known: {', '.join(CASES)})")
     jobs = [(c, n) for c in cases for n in (args.warmup, args.warmup + args.requests)]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        totals = dict(zip(jobs, pool.map(lambda job: count(*job), jobs), strict=True))
+    from _harness import ThrowawayRedis
+
+    server: ThrowawayRedis | None = None
+    if any(CASES[c][0] == "redis" for c in cases):
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise SystemExit("redis-read needs redis-server on PATH")
+        server = ThrowawayRedis(executable)
+    redis_url = None if server is None else server.url
+    try:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            counted = pool.map(lambda job: count(job[0], job[1], redis_url), jobs)
+            totals = dict(zip(jobs, counted, strict=True))
+    finally:
+        if server is not None:
+            server.stop()
     per = {
         c: (totals[(c, args.warmup + args.requests)] - totals[(c, args.warmup)]) / args.requests
         for c in cases
@@ -165,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         overhead=True,
     )
     ratio("sealed read / Starlette read", "sealed-read", "starlette-read", overhead=False)
+    ratio(
+        "Redis cached read overhead / memory read overhead",
+        "redis-read",
+        "memory-read",
+        overhead=True,
+    )
     ratio(
         "sealed read overhead / Starlette read overhead",
         "sealed-read",
