@@ -280,6 +280,43 @@ async def test_entries_have_a_maximum_age_and_the_cache_a_size(
     await store.close()
 
 
+async def test_an_injected_clock_ages_the_entries_and_a_closed_cache_serves_nothing(
+    server: RedisServer,
+) -> None:
+    """A hit reads the heartbeat's monotonic clock once, and reuses it for the entry's age only
+    when the ages are on that clock: an injected clock still decides them. Once closed, the
+    cache answers nothing from memory, even before its channel thread has stopped."""
+    now = [1000.0]
+    cache = ClientCache(
+        ClientCacheConfig(max_age=5.0),
+        Target(nodes=(("127.0.0.1", server.port),)),
+        "coatcheck:s:",
+        clock=lambda: now[0],
+    )
+    store = await live(
+        AsyncRedisStore(redis.asyncio.Redis(port=server.port), owns_client=True, client_cache=cache)
+    )
+    record = make(user_id="u1")
+    assert await store.put(record, 0)
+    key = store.keys.record(record.id)
+    await wait_until(lambda: key in cache, "the re-read after the insert")
+    assert store.recall(record.id) == record
+    now[0] += 4.9  # the monotonic clock has barely moved; this one says the entry is 4.9 s old
+    assert store.recall(record.id) == record
+    now[0] += 0.2
+    assert store.recall(record.id) is None
+    assert key not in cache
+    assert await store.get(record.id) == record  # read again from Redis, cached again
+    assert store.recall(record.id) == record
+    hits = cache.stats.hits
+    with cache._lock:  # as close() begins: closed, the channels not yet dropped
+        cache._closed = True
+    assert cache.lookup(key) is None
+    assert store.recall(record.id) is None
+    assert cache.stats.hits == hits
+    await store.close()
+
+
 async def test_the_cache_is_bounded_in_bytes_and_never_holds_an_oversized_record(
     server: RedisServer, inspect: redis.asyncio.Redis
 ) -> None:

@@ -109,6 +109,8 @@ class KeyLayout:
 
     prefix: str = DEFAULT_PREFIX
     expiry_shards: tuple[ExpiryShard, ...] = field(init=False, repr=False, compare=False)
+    record_prefix: str = field(init=False, repr=False, compare=False)
+    """What every record key starts with: what the client cache tracks."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str):
@@ -123,14 +125,10 @@ class KeyLayout:
             for n in range(EXPIRY_SHARDS)
         )
         object.__setattr__(self, "expiry_shards", shards)
+        object.__setattr__(self, "record_prefix", f"{self.prefix}s:")
 
     def record(self, session_id: str) -> str:
         return f"{self.record_prefix}{{{session_id}}}"
-
-    @property
-    def record_prefix(self) -> str:
-        """What every record key starts with: what the client cache tracks."""
-        return f"{self.prefix}s:"
 
     def user_index(self, user_id: str) -> str:
         return f"{self.prefix}u:{{{user_id}}}"

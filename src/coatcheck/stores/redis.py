@@ -535,7 +535,8 @@ class AsyncRedisStore(_RedisFromURL):
 
     def recall(self, session_id: str) -> SessionRecord | None:
         """The record from the client-side cache, without I/O; ``None``: call :meth:`get`."""
-        return plans.recall(self.keys, session_id, self.cache)
+        cache = self.cache  # plans.recall, inlined: the read of every cached request
+        return None if cache is None else cache.recall(self.keys.record(session_id))
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._run(
@@ -689,7 +690,8 @@ class RedisStore(_RedisFromURL):
 
     def recall(self, session_id: str) -> SessionRecord | None:
         """The record from the client-side cache, without I/O; ``None``: call :meth:`get`."""
-        return plans.recall(self.keys, session_id, self.cache)
+        cache = self.cache  # plans.recall, inlined: the read of every cached request
+        return None if cache is None else cache.recall(self.keys.record(session_id))
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
         return self._run(
