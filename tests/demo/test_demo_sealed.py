@@ -327,3 +327,24 @@ def test_plain_sealed_account_page_offers_no_sign_out_elsewhere(plain: str) -> N
         posted = form(c, "/account/revoke-others", {}, "/account")
         assert posted.status_code == 303
         assert "cannot be signed out from another device" in c.get("/account").text
+
+
+def test_unread_flashes_never_keep_an_api_client_from_signing_in(plain: str) -> None:
+    """Attack round 8: each "no such story" post left a flash that a client using only the API
+    never displays; 80 of them filled the cookie to 4033 bytes (49 flashes), past the data limit,
+    and the login then answered 413 until the browser dropped the cookie. The oldest flashes are
+    dropped once they would take the room kept for a sign-in: the login goes through, the
+    cookie stays under 4096 bytes, and the newest message is still there to show."""
+    with client(plain) as c:
+        email = register(c)["email"]
+        assert unsafe(c, "POST", "/api/logout").status_code in (200, 204)
+        for _ in range(80):  # never a page that shows them: the token from the XSRF cookie
+            token = c.cookies.get("XSRF-TOKEN", "")
+            posted = c.post("/saved", data={"_csrf": token, "story": "nope"})
+            assert posted.status_code == 303
+            assert len(c.cookies.get(COOKIE, "")) < 3840
+        assert c.get("/api/cart").status_code == 200  # a read re-seals the waiting flashes
+        logged_in = unsafe(c, "POST", "/api/login", json={"email": email, "password": PASSWORD})
+        assert logged_in.status_code == 200, logged_in.text
+        assert c.get("/api/me").json()["email"] == email
+        assert "There is no such story." in c.get("/").text

@@ -273,6 +273,11 @@ def encode_payload(
     return text.encode("utf-8", "surrogatepass"), fragments
 
 
+def json_size(value: Any) -> int:
+    """Bytes of ``value``'s JSON in a payload."""
+    return len(_ENCODER.encode(value).encode("utf-8", "surrogatepass"))
+
+
 def _encode_value(value: Any) -> str:
     """``value`` as _ENCODER spells it; scalars without building an encoder per call."""
     kind = type(value)

@@ -21,7 +21,8 @@ Rules written here:
   A request that changes the session's data is refused :data:`SIGN_IN_HEADROOM` bytes earlier,
   so that what other requests add -- a sign-in (user id, auth time, credential fingerprint,
   remember-me ``Max-Age``), a flash message, a touch -- always fits: a full cart never makes a
-  login, a re-login with remember-me or a page view fail.
+  login, a re-login with remember-me or a page view fail. Flash messages never take that room:
+  past the data limit the oldest are dropped (and logged), not the request refused.
 
 The revocation record (with ``sealed://?revocations=<store URL>``): one record per user, under
 the reserved id :func:`revocation_id` (never a valid token id), holding ``after`` (sessions issued
@@ -70,6 +71,7 @@ from .sealed import (
     Sealer,
     dump_payload,
     encode_payload,
+    json_size,
     load_payload,
     plain_json,
 )
@@ -84,8 +86,8 @@ SIGN_IN_HEADROOM = 256
 user id of up to 64 characters, remember-me, a flash message, a touch)."""
 DATA_LIMIT = MAX_COOKIE_BYTES - SIGN_IN_HEADROOM
 FLASH_DROPPED = (
-    "coatcheck: %d flash message(s) dropped: with them the sealed session would not fit in one "
-    "cookie"
+    "coatcheck: %d flash message(s) dropped, the oldest first: with them the sealed session's "
+    "cookie would take the room kept for a sign-in"
 )
 MAX_DENIED = 64
 """Deny entries kept per user; one more folds them into ``after`` (see :func:`_fold`)."""
@@ -453,19 +455,26 @@ class SealedMode:
         value = self.sealer.seal(plaintext)
         max_age = max(0, int(record.absolute_expires_at - now)) if record.remember else None
         cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
-        if len(cookie) > MAX_COOKIE_BYTES and session._outgoing_flashes and not session._changes():
-            # A sign-in (or another write of no data) with a long flash message on a full
-            # session: the message is dropped rather than the sign-in refused.
-            kept = len(record.flash) - len(session._outgoing_flashes)
-            record.flash = record.flash[:kept]
+        dropped = 0
+        while len(cookie) > DATA_LIMIT and record.flash:
+            # Flash messages never take the room kept for what requests that write no data add
+            # (SIGN_IN_HEADROOM): past DATA_LIMIT the oldest are dropped, rather than this
+            # request or a later sign-in refused. (A client that never shows them, an API
+            # client, filled the cookie with them and then could not sign in: attack round 8.)
+            excess, flashes, cut = len(cookie) - DATA_LIMIT, record.flash, 0
+            while cut < len(flashes) and excess > 0:
+                excess -= (json_size(flashes[cut]) + 1) * 4 // 3  # its JSON and a comma, base64
+                cut += 1
+            record.flash = flashes[cut:]
+            dropped += cut
             plaintext, fragments = encode_payload(record, issued_at, texts, touched or ())
             value = self.sealer.seal(plaintext)
             cookie = set_cookie(config.cookie, config.cookie.effective_name, value, max_age=max_age)
-            if len(cookie) <= MAX_COOKIE_BYTES:
-                log.warning(FLASH_DROPPED, len(session._outgoing_flashes))
         if len(cookie) > DATA_LIMIT and (len(cookie) > MAX_COOKIE_BYTES or session._changes()):
             limit = DATA_LIMIT if len(cookie) <= MAX_COOKIE_BYTES else MAX_COOKIE_BYTES
             raise SessionTooLargeError(len(cookie), limit)
+        if dropped:
+            log.warning(FLASH_DROPPED, dropped)
 
         if new_id and base is not None and base.user_id is not None and self.revocations:
             # Copies of the old seal end with its id, as a server store deletes the old record.
