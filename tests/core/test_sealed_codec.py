@@ -397,16 +397,24 @@ class Big(int):
     pass
 
 
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=6)
-    | st.sampled_from(["\ud800", 'q"uote\\', "\x00\x1f\u2028", Big(7), (1, "t")]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
-    max_leaves=10,
-)
+def json_values(*odd: object) -> st.SearchStrategy[object]:
+    """Values as a session holds them (nested lists and objects of JSON scalars), with the
+    ``odd`` values mixed in among the scalars."""
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=6)
+        | st.sampled_from(odd),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+        ),
+        max_leaves=10,
+    )
+
+
+JSON_VALUES = json_values("\ud800", 'q"uote\\', "\x00\x1f\u2028", Big(7), (1, "t"))
 TIMES = st.floats(min_value=0, max_value=4e9)
 
 

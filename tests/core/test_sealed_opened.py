@@ -19,6 +19,7 @@ from coatcheck._core.record import SessionRecord
 from coatcheck._core.sealed import OpenedSeals, SealedState, dump_payload, load_payload
 from coatcheck._core.sealed_flow import SealedMode
 from coatcheck.testing import test_config
+from tests.core.test_sealed_codec import json_values
 
 NOW = 1_800_000_000.0
 OLD = "old-secret-0123456789-abcdefghijklmnopq"
@@ -286,19 +287,8 @@ class Level(IntEnum):
     GOLD = 1
 
 
-JSON_ONLY = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    # A lone surrogate too: JSON and marshal both give it back.
-    | st.text(max_size=8)
-    | st.just("\ud800"),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+# A lone surrogate too: JSON and marshal both give it back.
+JSON_ONLY = json_values("\ud800")
 CHANGED_BY_JSON = st.sampled_from(
     [(1, 2), {"k": (1,)}, {1: "int key"}, {"a": [Level.GOLD]}, [{"b": {None: 1}}], Level.GOLD]
 )
