@@ -143,6 +143,53 @@ async def test_sqlite_connections_use_wal_and_a_busy_timeout(twin: Twin) -> None
 
 
 @pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize(
+    ("query", "kwargs", "expected"),
+    [
+        ("", {}, _sql_engine.SQLITE_MMAP_SIZE),
+        ("?mmap_size=0", {}, 0),
+        ("?mmap_size=1048576", {}, 1048576),
+        ("", {"mmap_size": 0}, 0),
+    ],
+    ids=["default", "off-in-url", "sized-in-url", "off-in-code"],
+)
+async def test_sqlite_reads_are_memory_mapped_unless_turned_off(
+    twin: Twin, tmp_path: Path, query: str, kwargs: dict[str, Any], expected: int
+) -> None:
+    """Every connection a SQLite store opens, its pool's and its no-wait reader's, maps the file
+    for reads (``PRAGMA mmap_size``, 2 GiB by default) unless the URL or code says otherwise;
+    the store reads and writes the same either way."""
+    url = f"sqlite:///{tmp_path / 'm.db'}{query}"
+    if twin == "async":
+        astore = AsyncSQLStore.from_url(url, **kwargs)
+        store: AsyncStore = astore
+        assert astore._threaded is not None
+        sync = astore._threaded
+    else:
+        sync = SQLStore.from_url(url, **kwargs)
+        store = AsyncOverSync(sync)
+    try:
+        record = make()
+        assert await store.put(record, 0) is True
+        assert await store.get(record.id) == record
+        assert sync._reader is not None
+        assert sync._reader._connection().execute("PRAGMA mmap_size").fetchall() == [(expected,)]
+        with sync.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA mmap_size").fetchall() == [(expected,)]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@h/db?mmap_size=0", "mysql://u@h/db?mmap_size=1"])
+def test_mmap_size_is_refused_for_a_server_database(url: str) -> None:
+    """``mmap_size`` means nothing to PostgreSQL or MySQL: a start-up error, not a silent no-op."""
+    with pytest.raises(ConfigurationError, match=r"unknown .* store option 'mmap_size'"):
+        SQLStore.from_url(url)
+    with pytest.raises(ConfigurationError, match="mmap_size is a SQLite store option"):
+        SQLStore.from_url(url.split("?")[0], mmap_size=0)
+
+
+@pytest.mark.parametrize("twin", TWINS)
 async def test_sqlite_creates_its_schema_on_first_use(twin: Twin) -> None:
     """A new SQLite file needs no setup: the first operation creates the tables."""
     async with PLACES["sqlite"]() as place:
@@ -421,6 +468,7 @@ def test_unsupported_urls_are_configuration_errors(url: str) -> None:
         {"max_overflow": -1},
         {"connect_timeout": 0},
         {"statement_timeout": -1},
+        {"mmap_size": -1},
     ],
 )
 def test_bad_settings_fail_at_start_up(options: dict[str, Any]) -> None:

@@ -140,7 +140,7 @@ def test_every_from_url_keyword_is_a_url_option() -> None:
     for store in (AsyncSQLStore, SQLStore):
         parameters = dict(inspect.signature(store.from_url).parameters)
         del parameters["url"]
-        assert set(parameters) == set(_sql_engine.URL_OPTIONS)
+        assert set(parameters) == set(_sql_engine.SQLITE_URL_OPTIONS)  # mmap_size: SQLite's
         assert {name: p.default for name, p in parameters.items()} == dict(_sql_engine._DEFAULTS)
     cache_options = {"client_cache", "client_cache_size", "client_cache_bytes", "client_cache_ttl"}
     for redis_store in (AsyncRedisStore, RedisStore):
@@ -315,7 +315,7 @@ def test_redact_hides_passwords() -> None:
 @pytest.mark.parametrize(
     ("page", "options"),
     [
-        ("sqlite.md", _sql_engine.URL_OPTIONS),
+        ("sqlite.md", _sql_engine.SQLITE_URL_OPTIONS),
         ("postgresql.md", _sql_engine.URL_OPTIONS),
         ("mysql.md", _sql_engine.URL_OPTIONS),
         ("redis.md", redis_module.URL_OPTIONS),

@@ -40,6 +40,7 @@ from .._core.stats import SessionStats
 from ..errors import ConfigurationError, StoreUnavailableError
 from . import _sql_statements
 from ._sql_engine import (
+    SQLITE_MMAP_SIZE,
     SQLiteReader,
     StoreURL,
     WouldWait,
@@ -141,6 +142,7 @@ class _FromURL:
         pool_timeout: float = 5.0,
         connect_timeout: float = 2.0,
         statement_timeout: float | None = 5.0,
+        mmap_size: int = SQLITE_MMAP_SIZE,
     ) -> Self:
         """A store on a new engine for ``url``, with the twin's driver for its database.
 
@@ -149,7 +151,8 @@ class _FromURL:
         pysqlite, psycopg (3) and pymysql in :class:`SQLStore`; ``postgresql+psycopg://`` and
         ``mysql+aiomysql://`` are kept by the async twin; a driver the twin cannot use is
         replaced by its default. Timeouts are in seconds; ``statement_timeout=None`` leaves the
-        server's own limits.
+        server's own limits. ``mmap_size`` (SQLite only): bytes of the file each connection reads
+        through memory-mapped I/O, ``0`` for none (see the SQLite store's docs).
 
         Every keyword option may ride in the URL's query string instead
         (``?table_prefix=app_&pool_size=20&statement_timeout=none``); a keyword argument other
@@ -168,6 +171,7 @@ class _FromURL:
                 pool_timeout=pool_timeout,
                 connect_timeout=connect_timeout,
                 statement_timeout=statement_timeout,
+                mmap_size=mmap_size,
             )
         )
 
@@ -352,6 +356,8 @@ class SQLStore(_FromURL):
         store._owns_engine = True
         store._autocommit = engine  # built in autocommit mode
         store._write_wait = target.engine.statement_timeout or store._write_wait
+        if store._reader is not None:
+            store._reader.mmap_size = target.engine.mmap_size
         return store
 
     def create_schema(self) -> None:
