@@ -77,6 +77,7 @@ async def child(case: str, n: int) -> None:
     from _targets import asgi_baseline, coatcheck_target, starlette_cookie_target
 
     layer, path = CASES[case]
+    store: Any = None  # coatcheck's layers only
     if layer == "bare":
         target = asgi_baseline()
     elif layer == "starlette":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from coatcheck._core.config import CookieConfig, CSRFConfig, SessionConfig
@@ -67,6 +69,11 @@ def test_default_touch_interval_is_a_fraction_of_idle() -> None:
     """By default last_seen is written at most every min(60 s, idle/10)."""
     assert SessionConfig(secret=GOOD).effective_touch_interval == 60
     assert SessionConfig(secret=GOOD, idle_timeout=100).effective_touch_interval == 10
+    # Worked out when built: a config made from another by replace() has its own.
+    base = SessionConfig(secret=GOOD, idle_timeout=100)
+    assert dataclasses.replace(base, idle_timeout=200).effective_touch_interval == 20
+    assert dataclasses.replace(base, touch_interval=3).effective_touch_interval == 3
+    assert dataclasses.replace(base, touch_interval=None).effective_touch_interval == 10
 
 
 def test_csrf_trusted_origins_validated() -> None:

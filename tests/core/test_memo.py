@@ -13,11 +13,14 @@ import pytest
 from coatcheck._core.cookies import parse_cookies
 from coatcheck._core.http import RequestView
 from coatcheck._core.memo import (
+    CHECKED,
     MEMO_HEADER_BYTES,
     MEMO_RECORD_BYTES,
     VALUES_KEPT,
+    CheckedTokens,
     DecodedRecords,
     ParsedCookies,
+    check_token,
 )
 from coatcheck._core.record import (
     CorruptRecordError,
@@ -240,3 +243,56 @@ def test_the_memory_is_bounded_and_long_records_are_not_kept() -> None:
     long = stored_text(blob="x" * MEMO_RECORD_BYTES)
     assert memo.decode(long) == memo.decode(long) == record_from_json(long)
     assert long not in memo._images
+
+
+# --- tokens that opened a session ------------------------------------------------------------
+
+
+def token_of(header: str, manager: SessionManager) -> str:
+    name = manager.config.cookie.effective_name
+    return next(p.split("=", 1)[1] for p in header.split("; ") if p.startswith(f"{name}="))
+
+
+def test_a_token_is_parsed_and_hashed_once_it_opened_a_session_and_checked_every_time() -> None:
+    """A token that opened a session is kept with exactly what parsing and hashing it give; a
+    revoked one, or the same id with another secret, still opens nothing."""
+    manager, clock, header = signed_in(MemoryStore())
+    token = token_of(header, manager)
+    CHECKED._known.pop(token, None)
+    assert manager.open(view(header)).session.user_id == "42"
+    assert CHECKED.get(token) == check_token(token) == (token[:24], hash_secret(token[25:]))
+    assert manager.open(view(header)).session.user_id == "42"  # from the memory
+    name = manager.config.cookie.effective_name
+    forged = f"{token[:25]}{new_secret()}"  # the same id, another secret
+    opened = manager.open(view(f"{name}={forged}"))
+    assert opened.session.user_id is None
+    assert CHECKED.get(forged) is None
+    assert manager.open(view(f"Authorization=x; {name}={token}")).session.user_id == "42"
+    clock.advance(manager.config.idle_timeout + 1)  # expired: decided now, not remembered
+    assert manager.open(view(header)).session.user_id is None
+    manager2, _, header2 = signed_in(MemoryStore())
+    token2 = token_of(header2, manager2)
+    assert manager2.open(view(header2)).session.user_id == "42"
+    session_id = CHECKED.get(token2)
+    assert session_id is not None
+    manager2.store.delete(session_id[0])  # revoked
+    assert manager2.open(view(header2)).session.user_id is None
+
+
+def test_tokens_that_open_nothing_are_never_kept_and_the_memory_is_bounded() -> None:
+    manager, _, _ = signed_in(MemoryStore())
+    name = manager.config.cookie.effective_name
+    before = len(CHECKED)
+    for _ in range(50):
+        made_up = f"{new_id()}.{new_secret()}"  # well formed, no such session
+        assert manager.open(view(f"{name}={made_up}")).session.id is None
+        assert CHECKED.get(made_up) is None
+        assert manager.open(view(f"{name}=not-a-token")).session.id is None
+    assert len(CHECKED) == before
+    small = CheckedTokens(kept=64)
+    for _ in range(500):
+        token = f"{new_id()}.{new_secret()}"
+        checked = check_token(token)
+        assert checked is not None
+        small.keep(token, *checked)
+    assert len(small) <= 64

@@ -174,6 +174,9 @@ class SessionConfig:
     """A TypedDict, dataclass or pydantic model the session data must match, checked on load and
     at commit (:mod:`coatcheck._core.schema`); ``None`` for free-form data."""
     data_validator: Validator | None = field(default=None, init=False, repr=False, compare=False)
+    effective_touch_interval: float = field(default=0.0, init=False, repr=False, compare=False)
+    """``touch_interval``, or its default for ``idle_timeout``: worked out once, when built (every
+    read-only request asks)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, str) or len(self.secret) < MIN_SECRET_LENGTH:
@@ -242,6 +245,12 @@ class SessionConfig:
             raise ConfigurationError("login_path must be a same-site absolute path")
         if self.data_schema is not None:
             object.__setattr__(self, "data_validator", compile_schema(self.data_schema))
+        touch = self.touch_interval
+        object.__setattr__(
+            self,
+            "effective_touch_interval",
+            touch if touch is not None else min(60.0, self.idle_timeout / 10),
+        )
 
     def _bound_remember_me(self) -> None:
         """Remember-me lifetimes the operator did not set stay within the operator's policy.
@@ -271,12 +280,6 @@ class SessionConfig:
         if isinstance(self.remember_idle_timeout, _Default):
             idle = _Default(min(_DEFAULT_REMEMBER_IDLE, cap, absolute))
             object.__setattr__(self, "remember_idle_timeout", idle)
-
-    @property
-    def effective_touch_interval(self) -> float:
-        if self.touch_interval is not None:
-            return self.touch_interval
-        return min(60.0, self.idle_timeout / 10)
 
     @property
     def secrets(self) -> tuple[str, ...]:

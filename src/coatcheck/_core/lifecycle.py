@@ -41,7 +41,7 @@ from .http import (
     is_unsafe,
     presented_token,
 )
-from .memo import ParsedCookies
+from .memo import CHECKED, ParsedCookies, check_token
 from .ops import Delete, Flow, Get, Put, Replace
 from .record import SessionRecord, Transport
 from .session import Changes, Session
@@ -95,14 +95,15 @@ def _stamp(record: SessionRecord, now: float, config: SessionConfig) -> None:
 
 def _valid(
     record: SessionRecord | None,
-    secret: str,
+    secret_hash: str,
     transport: Transport,
     now: float,
     config: SessionConfig,
 ) -> bool:
+    """Whether ``record`` opens for a token whose secret hashes to ``secret_hash``."""
     return (
         record is not None
-        and tokens.secret_matches(secret, record.secret_hash)
+        and tokens.hash_matches(secret_hash, record.secret_hash)
         and record.transport == transport
         and not is_expired(record, now, config)
     )
@@ -192,23 +193,31 @@ def open_session(
 
     transport: Transport = presented.transport
     record: SessionRecord | None = None
-    secret = ""
+    secret_hash = ""
     only_gone = True  # every token presented was well formed and names no stored session
     for value in presented.values:
-        parsed = tokens.parse_token(value)
-        if parsed is None:
-            only_gone = False
-            continue
-        session_id, secret = parsed
+        # A token that opened a session before: its id and hash, neither parsed nor hashed again.
+        checked = CHECKED.get(value)
+        if checked is None:
+            checked = check_token(value)
+            if checked is None:
+                only_gone = False
+                continue
+            fresh_token = True
+        else:
+            fresh_token = False
+        session_id, secret_hash = checked
         candidate = yield Get(session_id)
-        if _valid(candidate, secret, transport, now, config):
+        if _valid(candidate, secret_hash, transport, now, config):
             record = candidate
+            if fresh_token:
+                CHECKED.keep(value, session_id, secret_hash)
             break
         only_gone = only_gone and candidate is None
         if (
             candidate is not None
             and is_expired(candidate, now, config)
-            and tokens.secret_matches(secret, candidate.secret_hash)
+            and tokens.hash_matches(secret_hash, candidate.secret_hash)
         ):
             yield Delete((candidate.id,))  # housekeeping: its owner proved it is theirs
 
@@ -253,7 +262,7 @@ def open_session(
         if attempts >= config.max_write_retries:
             raise ConflictError("could not claim flash messages: too many concurrent writes")
         fresh = yield Get(record.id)
-        if fresh is None or not _valid(fresh, secret, transport, now, config):
+        if fresh is None or not _valid(fresh, secret_hash, transport, now, config):
             if transport == "bearer":
                 return Opened(
                     _anonymous("bearer", now, user_agent, ip), error=invalid_token_error()
@@ -262,7 +271,13 @@ def open_session(
         record = fresh
 
     session = Session(
-        record=record, transport=transport, now=now, user_agent=user_agent, ip=ip, flashes=flashes
+        record=record,
+        transport=transport,
+        now=now,
+        user_agent=user_agent,
+        ip=ip,
+        flashes=flashes,
+        snapshots=record.snapshots,  # a copy of a store's image: its values' snapshots, made once
     )
     session.presented_xsrf = cookies.get(config.csrf.cookie_name, [])
     if transport == "cookie" and unsafe and config.csrf.enabled:  # csrf.needs_check

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from .record import RecordImage, SessionRecord, record_from_json
+from .tokens import hash_secret, parse_token
 
 PARSED_COOKIES_KEPT = 1024
 MEMO_HEADER_BYTES = 8 * 1024
@@ -120,3 +121,46 @@ class DecodedRecords:
 
 DECODED = DecodedRecords()
 """The process's memory of decoded records, shared by the stores that read JSON text."""
+
+
+CHECKED_KEPT = 4096
+
+
+class CheckedTokens:
+    """Session tokens already seen to open a session, by token text: its id and the SHA-256 of
+    its secret, so the next request with that token neither parses nor hashes it again.
+
+    Both are pure functions of the text (:func:`~coatcheck._core.tokens.parse_token`,
+    :func:`~coatcheck._core.tokens.hash_secret`), so a remembered pair is exactly what the work
+    would give; whether the token still opens a session (the stored hash, revocation, expiry)
+    is decided on every request as before. Only :meth:`keep` inserts, and callers keep a token
+    only once it opened a session: made-up tokens never enter. At most :data:`CHECKED_KEPT`
+    tokens (about 1.5 MiB).
+    """
+
+    def __init__(self, kept: int = CHECKED_KEPT) -> None:
+        self._kept = kept
+        self._known: dict[str, tuple[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[str, str] | None:
+        """``(session id, secret hash)`` of a token kept before, else ``None``."""
+        return self._known.get(token)
+
+    def keep(self, token: str, session_id: str, secret_hash: str) -> None:
+        with self._lock:
+            bounded_insert(self._known, token, (session_id, secret_hash), self._kept)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+def check_token(token: str) -> tuple[str, str] | None:
+    """``(session id, secret hash)`` of a token, or ``None`` when it is malformed: the work
+    :class:`CheckedTokens` saves (for tests and for callers without the memory)."""
+    parsed = parse_token(token)
+    return None if parsed is None else (parsed[0], hash_secret(parsed[1]))
+
+
+CHECKED = CheckedTokens()
+"""The process's memory of tokens that opened a session (see :class:`CheckedTokens`)."""

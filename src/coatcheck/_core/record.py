@@ -45,13 +45,18 @@ class SessionRecord:
     auth_hash: str = ""
     """A fingerprint of the credential the user signed in with (empty: not bound to one); see
     :func:`coatcheck._core.signin.credential_fingerprint`."""
+    snapshots: dict[str, bytes] | None = field(default=None, init=False, compare=False, repr=False)
+    """Not stored, not compared: set only on a record :meth:`RecordImage.copy` just made, to the
+    snapshots a :class:`~coatcheck._core.session.Session` takes of its list and object values
+    (made once per image, so a read takes none). ``None`` on every other record, including one
+    built from this by :func:`dataclasses.replace` or :meth:`copy`."""
 
     def copy(self) -> SessionRecord:
         """A deep enough copy: data and flash are rebuilt through JSON."""
         return record_from_json(record_to_json(self))
 
 
-_FIELDS = {f.name for f in dataclasses.fields(SessionRecord)}
+_FIELDS = {f.name for f in dataclasses.fields(SessionRecord) if f.init}  # what is stored
 
 
 def record_to_dict(record: SessionRecord) -> dict[str, Any]:
@@ -229,7 +234,17 @@ def record_from_json(raw: str | bytes) -> SessionRecord:
 
 
 _IMAGE_FORMAT = 3  # marshal format 3: repeated keys are shared, so copies load faster
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(SessionRecord))
+SNAPSHOT_FORMAT = 2
+"""The marshal format of a Session's snapshots: 2 writes binary floats and no object references
+(nor interning), so equal values of equal types always give equal bytes."""
+
+
+def snapshot_bytes(value: list[Any] | dict[str, Any]) -> bytes:
+    """A Session's snapshot of a list or object value (see :data:`SNAPSHOT_FORMAT`)."""
+    return marshal.dumps(value, SNAPSHOT_FORMAT)
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(SessionRecord) if f.init)
 _BEFORE_DATA = _FIELD_NAMES[: _FIELD_NAMES.index("data")]
 _AFTER_FLASH = _FIELD_NAMES[_FIELD_NAMES.index("flash") + 1 :]
 if _FIELD_NAMES.index("flash") != _FIELD_NAMES.index("data") + 1:  # pragma: no cover
@@ -245,13 +260,21 @@ class RecordImage:
     independent, so callers never share mutable state with the store.
     """
 
-    __slots__ = ("_data", "_flash", "_head", "_tail")
+    __slots__ = ("_data", "_flash", "_head", "_snapshots", "_tail")
 
     def __init__(self, record: SessionRecord) -> None:
         self._head = tuple(getattr(record, name) for name in _BEFORE_DATA)
         self._data = marshal.dumps(record.data, _IMAGE_FORMAT)
         self._flash = marshal.dumps(record.flash, _IMAGE_FORMAT) if record.flash else b""
         self._tail = tuple(getattr(record, name) for name in _AFTER_FLASH)
+        # What Session's snapshot_of makes of each list and object value (marshal format 2
+        # writes no references, so a copy's bytes are these bytes); shared by every copy,
+        # never changed.
+        self._snapshots = {
+            key: snapshot_bytes(value)
+            for key, value in record.data.items()
+            if type(value) is list or type(value) is dict
+        }
 
     def copy(self) -> SessionRecord:
         # S302: bytes made in __init__ from a record that was decoded and checked.
@@ -259,4 +282,6 @@ class RecordImage:
         flash = marshal.loads(self._flash) if self._flash else []  # noqa: S302
         # Positional, in field order: several times cheaper than 18 keywords (mypy cannot count
         # fields in tuples; the store contract suite reads every field back).
-        return SessionRecord(*self._head, data, flash, *self._tail)  # type: ignore[call-arg]
+        record = SessionRecord(*self._head, data, flash, *self._tail)  # type: ignore[call-arg]
+        record.snapshots = self._snapshots
+        return record

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast, is_typeddict
 
 from .merge import MISSING, Inapplicable, Op, apply_ops, merge, same
-from .record import SessionRecord, Transport
+from .record import SNAPSHOT_FORMAT, SessionRecord, Transport
 from .schema import to_data
 
 T = TypeVar("T")
@@ -99,7 +99,7 @@ class Changes:
 
 _NO_CHANGES = Changes({}, frozenset(), {}, {})
 
-_SNAPSHOT_FORMAT = 2  # marshal format 2: binary floats, no object references
+_SNAPSHOT_FORMAT = SNAPSHOT_FORMAT  # marshal format 2: binary floats, no object references
 
 
 def _snapshot_of(value: Any) -> Any:

@@ -44,8 +44,13 @@ def hash_secret(secret: str) -> str:
 
 def secret_matches(secret: str, secret_hash: str) -> bool:
     """Compare a presented secret to a stored hash in constant time."""
+    return hash_matches(hash_secret(secret), secret_hash)
+
+
+def hash_matches(presented_hash: str, secret_hash: str) -> bool:
+    """Compare the hash of a presented secret to a stored hash in constant time."""
     # Both are ASCII text (hex digests), which compare_digest takes as they are.
-    return secret_hash.isascii() and hmac.compare_digest(hash_secret(secret), secret_hash)
+    return secret_hash.isascii() and hmac.compare_digest(presented_hash, secret_hash)
 
 
 def parse_token(value: str) -> tuple[str, str] | None:
