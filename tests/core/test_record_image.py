@@ -20,7 +20,7 @@ from coatcheck._core.tokens import hash_secret, new_id, new_secret
 from coatcheck.manager import SessionManager
 from coatcheck.stores.memory import MemoryStore
 from coatcheck.testing import FakeClock, test_config
-from tests.core.test_sealed_codec import json_values
+from tests.core.test_sealed_codec import json_values, session_ops
 
 NOW = 1_700_000_000.0
 # What a store can hand out: values that came back from JSON (a lone surrogate does too).
@@ -84,14 +84,8 @@ def test_snapshots_ride_only_with_a_fresh_copy_and_are_never_stored_or_compared(
     assert "snapshots" not in repr(copy)
 
 
-KEYS = st.sampled_from(["cart", "n", "prefs"])
-OPS = st.one_of(
-    st.tuples(st.just("set"), KEYS, VALUES),
-    st.tuples(st.just("del"), KEYS, st.none()),
-    st.tuples(st.just("append"), KEYS, VALUES),
-    st.tuples(st.just("nested"), KEYS, VALUES),
-    st.tuples(st.just("items"), KEYS, VALUES),
-    st.tuples(st.just("read"), KEYS, st.none()),
+OPS = session_ops(
+    ["cart", "n", "prefs"], VALUES, ("set", "del", "append", "nested", "items", "read")
 )
 
 

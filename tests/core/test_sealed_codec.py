@@ -414,6 +414,17 @@ def json_values(*odd: object) -> st.SearchStrategy[object]:
     )
 
 
+def session_ops(
+    keys: list[str], values: st.SearchStrategy[object], kinds: tuple[str, ...]
+) -> st.SearchStrategy[tuple[str, str, object]]:
+    """Things a request does to its session: ``(kind, key, value)``; ``del`` and ``read`` carry
+    no value."""
+    key = st.sampled_from(keys)
+    return st.one_of(
+        *(st.tuples(st.just(k), key, st.none() if k in ("del", "read") else values) for k in kinds)
+    )
+
+
 JSON_VALUES = json_values("\ud800", 'q"uote\\', "\x00\x1f\u2028", Big(7), (1, "t"))
 TIMES = st.floats(min_value=0, max_value=4e9)
 

@@ -19,7 +19,7 @@ from coatcheck._core.record import SessionRecord
 from coatcheck._core.sealed import OpenedSeals, SealedState, dump_payload, load_payload
 from coatcheck._core.sealed_flow import SealedMode
 from coatcheck.testing import test_config
-from tests.core.test_sealed_codec import json_values
+from tests.core.test_sealed_codec import json_values, session_ops
 
 NOW = 1_800_000_000.0
 OLD = "old-secret-0123456789-abcdefghijklmnopq"
@@ -350,14 +350,8 @@ class Shape(TypedDict, total=False):
     cart: list[Any]
 
 
-KEYS = st.sampled_from(["cart", "n", "name"])
-OPS = st.one_of(
-    st.tuples(st.just("set"), KEYS, JSON_ONLY),
-    st.tuples(st.just("del"), KEYS, st.none()),
-    st.tuples(st.just("append"), KEYS, JSON_ONLY),
-    st.tuples(st.just("items"), KEYS, JSON_ONLY),
-    st.tuples(st.just("typed"), KEYS, JSON_ONLY),
-    st.tuples(st.just("read"), KEYS, st.none()),
+OPS = session_ops(
+    ["cart", "n", "name"], JSON_ONLY, ("set", "del", "append", "items", "typed", "read")
 )
 
 
