@@ -146,3 +146,33 @@ def test_sessions_read_from_images_find_exactly_their_changes(requests: list[lis
         assert (after.version != before.version) == changed
         if after.data == before.data:
             assert not changed  # a request that changed nothing wrote nothing
+
+
+def test_the_memory_store_keeps_an_image_from_a_versions_second_read() -> None:
+    """The first read of a version only notes it (a session written on every request never pays
+    for an image it would not use); the second keeps the image, later ones copy it; every read
+    is the stored record, and changing what one read returned changes no other."""
+    store = MemoryStore()
+    record = stored({"cart": [{"sku": "a", "qty": 1}]})
+    assert store.put(record, 0) is True
+    first = store.get(record.id)
+    assert first == record
+    assert first is not None
+    assert first.snapshots is None  # decoded, no image yet
+    assert store._images[record.id][1] is None
+    second = store.get(record.id)
+    assert second == record
+    assert store._images[record.id][1] is not None
+    third = store.get(record.id)
+    assert third == record
+    assert third is not None
+    assert third.snapshots is not None  # a copy of the image
+    third.data["cart"].append({"sku": "b"})
+    assert store.get(record.id) == record
+    for version in range(4, 10):  # written between every two reads: never an image
+        current = store.get(record.id)
+        assert current is not None
+        if version > 4:
+            assert store._images[record.id][1] is None
+        current.version = version
+        assert store.put(current, version - 1) is True

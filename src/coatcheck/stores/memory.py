@@ -18,9 +18,10 @@ class MemoryStore:
     def __init__(self) -> None:
         self._records: dict[str, tuple[int, str | None, float, str]] = {}
         """id -> (version, user_id, expires_at, record JSON)"""
-        self._images: dict[str, tuple[str, RecordImage]] = {}
+        self._images: dict[str, tuple[str, RecordImage | None]] = {}
         """id -> (record JSON, its image): a record read back from the image costs a fraction of
-        decoding its JSON. Made on the first read of a version; ignored (by identity of the
+        decoding its JSON. Made on the second read of a version (the first only notes it: a
+        session written on every request would never use one); ignored (by identity of the
         JSON) once the record changes."""
         self._hits: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
@@ -32,11 +33,14 @@ class MemoryStore:
         if stored is None:
             return None
         text = stored[3]
+        seen = False  # this version read before
         if image is not None and image[0] is text:
-            return image[1].copy()
+            if image[1] is not None:
+                return image[1].copy()
+            seen = True
         record = record_from_json(text)  # checked: a corrupt row raises as from any store
         with self._lock:
-            self._images[session_id] = (text, RecordImage(record))
+            self._images[session_id] = (text, RecordImage(record) if seen else None)
         return record
 
     def put(self, record: SessionRecord, expected_version: int) -> bool:
