@@ -9,13 +9,17 @@ For each store it starts a throwaway server (the test suite's helpers: PostgreSQ
 (``--buffer-pool``), Redis; SQLite is a file in a temporary folder), so the shared servers carry
 none of the load. Then:
 
-1. stores 1000 sessions through the store API and times ``--reads`` reads of random ones
-   (the async store, as an app uses it, one read at a time): the near-empty cost;
-2. bulk-loads ``--sessions`` live and ``--expired`` expired sessions (SQLite: one transaction of
-   ``executemany``; PostgreSQL: ``COPY``; MariaDB: multi-row ``INSERT``; Redis: the store's own
-   ``put``, 64 at a time) and times the same reads of 1000 of the live sessions picked at random
-   (the near-empty reads' working set, among a million: the cost of a bigger store), and of
-   random ones among all of them (each read a different session: a bigger working set too);
+1. stores 1000 sessions through the store API in a near-empty store (another SQLite file,
+   another table prefix on the SQL servers, another Redis database, on the same server) and
+   1000 in the store under test;
+2. bulk-loads ``--sessions`` live and ``--expired`` expired sessions into the store under test
+   (SQLite: one transaction of ``executemany``; PostgreSQL: ``COPY``; MariaDB: multi-row
+   ``INSERT``; Redis: the store's own ``put``, 64 at a time), then times, in turn for
+   ``--rounds`` rounds, ``--reads`` reads (the async store, as an app uses it, one at a time)
+   of: the near-empty store's 1000 sessions; 1000 of the million picked at random (the same
+   working set in a bigger store); any of the million (a bigger working set too). Each ratio
+   is the median of the rounds' ratios to the near-empty read, so the machine's moods fall on
+   both sides of it;
 3. runs 4 concurrent readers for a few seconds (quiet), then again while another process purges
    the expired sessions in batches of 500 (``purge_expired``, as ``coatcheck purge`` does), and
    reports the readers' p50/p99 in both periods and the purge's duration.
@@ -223,18 +227,34 @@ def pct(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
 
+def near_empty_url(kind: str, url: str) -> str:
+    """Where the near-empty store lives, next to the full one and read in turn with it: another
+    SQLite file, another table prefix on the SQL servers, another Redis database."""
+    if kind == "sqlite":
+        return url.replace("sessions.db", "near-empty.db")
+    if kind == "redis":
+        return url.rsplit("/", 1)[0] + "/1"
+    return url + ("&" if "?" in url else "?") + "table_prefix=near_empty_"
+
+
+def open_store(kind: str, url: str) -> Any:
+    if kind == "redis":
+        # Every read goes to Redis: what a million keys cost the server (the client-side cache
+        # answers a session read twice the same however many keys Redis holds).
+        return async_store_from_url(url, client_cache=False)
+    from coatcheck.stores.sql import AsyncSQLStore
+
+    return AsyncSQLStore.from_url(url, create_schema=True)
+
+
 async def measure(kind: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     now = time.time()
-    store = async_store_from_url(url) if kind == "redis" else None
-    if store is None:
-        from coatcheck.stores.sql import AsyncSQLStore
-
-        store = AsyncSQLStore.from_url(url, create_schema=True)
+    store = open_store(kind, url)
+    small = open_store(kind, near_empty_url(kind, url))
     result: dict[str, Any] = {"store": kind}
     try:
-        few = await load_through_api(store, NEAR_EMPTY, now, now + 86_400)
-        await read_cost(store, few, 200)  # warm up
-        result["empty_us"] = await read_cost(store, few, args.reads)
+        few = await load_through_api(small, NEAR_EMPTY, now, now + 86_400)
+        await load_through_api(store, NEAR_EMPTY, now, now + 86_400)  # as if it grew from few
 
         started = time.monotonic()
         if kind == "redis":
@@ -254,13 +274,27 @@ async def measure(kind: str, url: str, args: argparse.Namespace) -> dict[str, An
         result["load_s"] = time.monotonic() - started
         if kind == "redis":
             await asyncio.sleep(max(0.0, now + 6 - time.time()))  # let the last ones expire
-        await read_cost(store, many, 200)
-        result["full_us"] = await read_cost(store, many + few, args.reads)
+
         # The near-empty reads cycle through 1,000 sessions, as an app's active visitors do;
-        # the same reads among a million stored: 1,000 of them, at random.
+        # the same reads among a million stored: 1,000 of them, at random; and reads of any of
+        # the million. The three are read in turn, round after round, so that the machine's
+        # moods fall on all of them alike; each ratio is the median of the rounds' ratios.
         active = random.sample(many, NEAR_EMPTY)
-        await read_cost(store, active, 200)
-        result["active_us"] = await read_cost(store, active, args.reads)
+        kinds = {"empty_us": (small, few), "active_us": (store, active), "full_us": (store, many)}
+        for target, ids in kinds.values():
+            await read_cost(target, ids, 500)  # warm up
+        rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in kinds}
+        for _ in range(args.rounds):
+            for name, (target, ids) in kinds.items():
+                rounds[name].append(await read_cost(target, ids, args.reads))
+        for name, costs in rounds.items():
+            result[name] = (
+                statistics.median(c[0] for c in costs),
+                statistics.median(c[1] for c in costs),
+            )
+        for name in ("active_us", "full_us"):
+            ratios = [r[0] / e[0] for r, e in zip(rounds[name], rounds["empty_us"], strict=True)]
+            result[name.replace("_us", "_ratio")] = (statistics.median(ratios), ratios)
 
         async with readers(store, many) as quiet:
             await asyncio.sleep(args.window)
@@ -278,6 +312,7 @@ async def measure(kind: str, url: str, args: argparse.Namespace) -> dict[str, An
         result["purge_ms"] = (pct(busy, 50), pct(busy, 99), len(busy))
     finally:
         await store.close()
+        await small.close()
     return result
 
 
@@ -301,7 +336,8 @@ def main() -> int:
     parser.add_argument("--stores", default="sqlite,postgres,mariadb,redis")
     parser.add_argument("--sessions", type=int, default=1_000_000)
     parser.add_argument("--expired", type=int, default=100_000)
-    parser.add_argument("--reads", type=int, default=3000)
+    parser.add_argument("--reads", type=int, default=3000, help="reads per round and kind")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the three reads")
     parser.add_argument("--window", type=float, default=5.0, help="quiet reading, seconds")
     parser.add_argument("--buffer-pool", default="512M", help="MariaDB's innodb_buffer_pool_size")
     parser.add_argument("--shared-buffers", default="128MB", help="PostgreSQL's shared_buffers")
@@ -330,18 +366,25 @@ def main() -> int:
     )
     print(
         f"| store | read, {NEAR_EMPTY:,} stored (p50 / p99 µs) "
-        f"| read of {NEAR_EMPTY:,} active among {args.sessions:,} | ratio (p50) "
-        f"| read of any of {args.sessions:,} | ratio (p50) "
+        f"| read of {NEAR_EMPTY:,} active among {args.sessions:,} | ratio (p50; rounds) "
+        f"| read of any of {args.sessions:,} | ratio (p50; rounds) "
         "| bulk load | readers quiet p50 / p99 ms | during purge p50 / p99 ms | purge |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         (e50, e99), (f50, f99), (a50, a99) = r["empty_us"], r["full_us"], r["active_us"]
+        (active_ratio, active_rounds), (full_ratio, full_rounds) = (
+            r["active_ratio"],
+            r["full_ratio"],
+        )
+        spread = " ({:.2f}-{:.2f})"
         q50, q99, _ = r["quiet_ms"]
         b50, b99, _ = r["purge_ms"]
         print(
-            f"| {r['store']} | {e50:.0f} / {e99:.0f} | {a50:.0f} / {a99:.0f} | {a50 / e50:.2f} "
-            f"| {f50:.0f} / {f99:.0f} | {f50 / e50:.2f} "
+            f"| {r['store']} | {e50:.0f} / {e99:.0f} | {a50:.0f} / {a99:.0f} "
+            f"| {active_ratio:.2f}{spread.format(min(active_rounds), max(active_rounds))} "
+            f"| {f50:.0f} / {f99:.0f} "
+            f"| {full_ratio:.2f}{spread.format(min(full_rounds), max(full_rounds))} "
             f"| {r['load_s']:.0f} s | {q50:.2f} / {q99:.2f} | {b50:.2f} / {b99:.2f} "
             f"| {r['purged']:,} in {r['purge_s']:.1f} s |"
         )
