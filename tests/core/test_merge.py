@@ -207,3 +207,53 @@ def test_dict_keys_changed_by_one_side_only_come_from_that_side(
             assert same(merged[key], theirs[key])
         elif not in_mine and not in_theirs:
             assert same(merged[key], base[key])
+
+
+def test_an_element_moved_by_one_side_and_removed_by_the_other_stays_removed() -> None:
+    """Attack round 9: tab 2 removes a saved story while tab 1 removes and saves another again
+    (which moves it to the end); the story tab 2 removed must not come back."""
+    assert merge_lists(["B", "D"], ["B"], ["D", "B"]) == ["B"]
+    assert merge_lists(["C", "T"], ["C"], ["T", "C"]) == ["C"]
+    assert merge(["C", "T"], ["T", "C"], ["C"]) == ["C"]
+    # Moved by one side, kept by the other: at its new place, once.
+    assert merge_lists(["C", "T"], ["C", "T", "X"], ["T", "C"]) == ["T", "C", "X"]
+    # Moved by both: once, at mine's place (the later writer).
+    assert merge_lists(["a", "b", "c"], ["b", "c", "a"], ["b", "a", "c"]) == ["b", "c", "a"]
+
+
+@st.composite
+def list_edit_with_moves(draw: st.DrawFn, base: list[int]) -> list[int]:
+    """A random edit of ``base`` of removals, fresh inserts and moves (an element taken out and
+    put back elsewhere, as removing and saving again does)."""
+    current = list(base)
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["remove", "insert", "move"]))
+        if kind == "insert" or not current:
+            current.insert(draw(st.integers(0, len(current))), next(_fresh))
+            continue
+        element = current.pop(draw(st.integers(0, len(current) - 1)))
+        if kind == "move":
+            current.insert(draw(st.integers(0, len(current))), element)
+    return current
+
+
+@st.composite
+def concurrent_edits_with_moves(draw: st.DrawFn) -> tuple[list[int], list[int], list[int]]:
+    base = draw(st.lists(st.integers(0, 999), max_size=8, unique=True))
+    return base, draw(list_edit_with_moves(base)), draw(list_edit_with_moves(base))
+
+
+@given(concurrent_edits_with_moves())
+def test_moves_never_bring_back_what_the_other_side_removed(
+    edits: tuple[list[int], list[int], list[int]],
+) -> None:
+    """With moves in the mix: a base element either side no longer has is not in the merge, one
+    both sides still have is in it exactly once, and every new element exactly once."""
+    base, mine, theirs = edits
+    merged = merge_lists(base, mine, theirs)
+    for element in base:
+        expected = 1 if element in mine and element in theirs else 0
+        assert merged.count(element) == expected, (element, base, mine, theirs, merged)
+    for element in {*mine, *theirs} - set(base):
+        assert merged.count(element) == 1
+    assert len(merged) == len(set(merged))

@@ -5,6 +5,9 @@ changes its password keeps working while its other sessions end."""
 from __future__ import annotations
 
 import contextlib
+import re
+import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,3 +95,51 @@ def test_bearer_client_changes_password_and_keeps_working(kind: str, tmp_path: P
         assert httpx.get(bases[0] + "/api/me", headers=cli).json() == user
         assert httpx.get(bases[0] + "/api/me", headers=other).status_code == 401
         assert browser.get("/api/me").status_code == 401
+
+
+def _saved(c: httpx.Client) -> list[str]:
+    page = c.get("/").text
+    aside = re.search(r'id="saved">(.*?)</aside>', page, re.S)
+    assert aside is not None
+    return re.findall(r"<li>(.*?)</li>", aside.group(1))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_a_story_removed_in_one_tab_stays_removed_while_another_saves_one_again(
+    kind: str, tmp_path: Path
+) -> None:
+    """Attack round 9: tab 2 removes a saved story; its request has loaded the session (its
+    body still on the way) when tab 1 removes another story and saves it again, which moves it
+    to the end of the list. Tab 2's write loses the race and is merged: the story it removed
+    must stay removed (it came back: the merge took the move for a new insert)."""
+    with demos(kind, tmp_path) as bases, client(bases[0]) as c:
+        assert unsafe(c, "POST", "/api/cart", json={"item": "x"}).status_code == 201
+        xsrf = c.cookies["XSRF-TOKEN"]
+
+        def post(story: str, action: str) -> None:
+            form = {"story": story, "action": action, "_csrf": xsrf}
+            response = c.post("/saved", data=form, headers={"X-XSRF-TOKEN": xsrf})
+            assert response.status_code == 303
+
+        post("coat-check", "save")
+        post("two-tabs", "save")
+        before = _saved(c)
+        assert len(before) == 2
+        port = int(bases[-1].rsplit(":", 1)[1])
+        body = f"story=two-tabs&action=remove&_csrf={xsrf}".encode()
+        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+        head = (
+            f"POST /saved HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
+            f"X-XSRF-TOKEN: {xsrf}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as tab2:
+            tab2.sendall(head.encode())
+            time.sleep(0.5)  # tab 2's request has opened the session and waits for its body
+            post("coat-check", "remove")  # tab 1
+            post("coat-check", "save")
+            assert _saved(c) == [before[1], before[0]]  # coat-check moved to the end
+            tab2.sendall(body)
+            status = tab2.recv(65536).split(b"\r\n")[0]
+        assert b" 303 " in status
+        assert _saved(c) == [before[0]]  # only coat-check: two-tabs stays removed

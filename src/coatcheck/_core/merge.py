@@ -11,10 +11,13 @@ loaded; *mine*, what it wrote; *theirs*, the newer stored value. The rules, appl
   and the elements each side inserted are kept, at their place relative to the elements of *base*
   they were inserted between (at one place: *theirs* first, then *mine*, the order in which they
   were written). So concurrent appends are all kept, concurrent removals all applied, and an
-  element one side removed is not brought back by the other. A list that did not exist in *base*
-  (two tabs adding the first items of a cart) merges as edits of an empty list. An element changed
-  in place is, to the merge, the old element removed and the new one inserted: when both sides
-  change the same element differently, both new versions are kept.
+  element one side removed is not brought back by the other. An element of *base* that a side
+  removed and inserted again elsewhere (a saved item removed and saved again goes to the end) was
+  moved, not removed and added: it stays only if the other side kept it too, at its new place (at
+  *mine*'s when both moved it). A list that did not exist in *base* (two tabs adding the first
+  items of a cart) merges as edits of an empty list. An element changed in place is, to the
+  merge, the old element removed and the new one inserted: when both sides change the same
+  element differently, both new versions are kept.
 - Anything else both sides changed (a scalar set to two different values, an object replaced by a
   list, a value removed by one side and changed by the other) is a true conflict: *mine*, the later
   writer, wins.
@@ -119,20 +122,26 @@ def _canonical(value: Any) -> str:
 
 
 class _Edits:
-    """One side's edit of a base list: which base elements it kept, and what it inserted where.
+    """One side's edit of a base list: which base elements it kept in place, which it moved, and
+    what it inserted where.
 
-    ``inserted[g]`` holds what was inserted in gap ``g``: before ``base[g]``, or at the end for
-    ``g == len(base)``.
+    ``inserted[g]`` holds what was inserted in gap ``g`` (before ``base[g]``, or at the end for
+    ``g == len(base)``) as ``(element, origin)``: ``origin`` is the index in base of the element
+    it moves there, or ``None`` for a new element. An inserted element equal to a base element
+    the same side no longer has in place is that element, moved (paired in order, so each base
+    element moves at most once).
     """
 
-    __slots__ = ("inserted", "kept")
+    __slots__ = ("inserted", "kept", "moved")
 
     def __init__(self, base_keys: Sequence[str], side: list[Any]) -> None:
         size = len(base_keys)
         self.kept = [False] * size
-        self.inserted: list[list[Any]] = [[] for _ in range(size + 1)]
+        self.moved = [False] * size
+        self.inserted: list[list[tuple[Any, int | None]]] = [[] for _ in range(size + 1)]
         side_keys = [_canonical(v) for v in side]
         matcher = SequenceMatcher(None, base_keys, side_keys, autojunk=False)
+        insertions: list[tuple[int, int]] = []  # (gap, index in side)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag == "equal":
                 for i in range(i1, i2):
@@ -140,7 +149,21 @@ class _Edits:
             elif tag in ("insert", "replace"):
                 # A replaced run is its base elements removed and the new ones inserted in
                 # their place, before the next element of base this side kept.
-                self.inserted[i1].extend(side[j1:j2])
+                insertions.extend((i1, j) for j in range(j1, j2))
+        gone: dict[str, list[int]] = {}  # key -> base indices this side does not keep in place
+        for i, key in enumerate(base_keys):
+            if not self.kept[i]:
+                gone.setdefault(key, []).append(i)
+        for gap, j in insertions:
+            origins = gone.get(side_keys[j])
+            origin = origins.pop(0) if origins else None
+            if origin is not None:
+                self.moved[origin] = True
+            self.inserted[gap].append((side[j], origin))
+
+    def has(self, i: int) -> bool:
+        """Whether this side still has base element ``i``, in place or moved."""
+        return self.kept[i] or self.moved[i]
 
 
 def merge_lists(base: list[Any], mine: list[Any], theirs: list[Any]) -> list[Any]:
@@ -148,11 +171,26 @@ def merge_lists(base: list[Any], mine: list[Any], theirs: list[Any]) -> list[Any
     base_keys = [_canonical(v) for v in base]
     mine_edits = _Edits(base_keys, mine)
     theirs_edits = _Edits(base_keys, theirs)
+    # Where each base element both sides still have goes: mine's new place if mine moved it,
+    # else theirs' if theirs did, else its place in base.
+    survives = [mine_edits.has(i) and theirs_edits.has(i) for i in range(len(base))]
+
+    def placed(edits: _Edits, origin: int | None) -> bool:
+        if origin is None:
+            return True  # a new element: always kept
+        if not survives[origin]:
+            return False  # the other side removed it
+        return edits is mine_edits or not mine_edits.moved[origin]
+
     merged: list[Any] = []
     for gap in range(len(base) + 1):
-        merged.extend(theirs_edits.inserted[gap])
-        merged.extend(mine_edits.inserted[gap])
-        if gap < len(base) and mine_edits.kept[gap] and theirs_edits.kept[gap]:
+        for edits in (theirs_edits, mine_edits):
+            merged.extend(v for v, origin in edits.inserted[gap] if placed(edits, origin))
+        if (
+            gap < len(base)
+            and survives[gap]
+            and not (mine_edits.moved[gap] or theirs_edits.moved[gap])
+        ):
             merged.append(base[gap])
     return merged
 
