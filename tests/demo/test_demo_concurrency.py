@@ -104,6 +104,35 @@ def _saved(c: httpx.Client) -> list[str]:
     return re.findall(r"<li>(.*?)</li>", aside.group(1))
 
 
+def _post_story(c: httpx.Client, story: str, action: str) -> None:
+    xsrf = c.cookies["XSRF-TOKEN"]
+    form = {"story": story, "action": action, "_csrf": xsrf}
+    assert c.post("/saved", data=form, headers={"X-XSRF-TOKEN": xsrf}).status_code == 303
+
+
+@contextlib.contextmanager
+def _held(c: httpx.Client, base: str, story: str, action: str) -> Iterator[list[bytes]]:
+    """A tab's ``POST /saved`` whose request has opened the session and waits for its body
+    while the block runs; the body is sent as the block ends, and the status line lands in the
+    list yielded."""
+    xsrf = c.cookies["XSRF-TOKEN"]
+    port = int(base.rsplit(":", 1)[1])
+    body = f"story={story}&action={action}&_csrf={xsrf}".encode()
+    cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
+    head = (
+        f"POST /saved HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
+        f"X-XSRF-TOKEN: {xsrf}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    status: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as tab:
+        tab.sendall(head.encode())
+        time.sleep(0.5)  # the request has opened the session and waits for its body
+        yield status
+        tab.sendall(body)
+        status.append(tab.recv(65536).split(b"\r\n")[0])
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
 def test_a_story_removed_in_one_tab_stays_removed_while_another_saves_one_again(
     kind: str, tmp_path: Path
@@ -114,32 +143,45 @@ def test_a_story_removed_in_one_tab_stays_removed_while_another_saves_one_again(
     must stay removed (it came back: the merge took the move for a new insert)."""
     with demos(kind, tmp_path) as bases, client(bases[0]) as c:
         assert unsafe(c, "POST", "/api/cart", json={"item": "x"}).status_code == 201
-        xsrf = c.cookies["XSRF-TOKEN"]
-
-        def post(story: str, action: str) -> None:
-            form = {"story": story, "action": action, "_csrf": xsrf}
-            response = c.post("/saved", data=form, headers={"X-XSRF-TOKEN": xsrf})
-            assert response.status_code == 303
-
-        post("coat-check", "save")
-        post("two-tabs", "save")
+        _post_story(c, "coat-check", "save")
+        _post_story(c, "two-tabs", "save")
         before = _saved(c)
         assert len(before) == 2
-        port = int(bases[-1].rsplit(":", 1)[1])
-        body = f"story=two-tabs&action=remove&_csrf={xsrf}".encode()
-        cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
-        head = (
-            f"POST /saved HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
-            f"X-XSRF-TOKEN: {xsrf}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as tab2:
-            tab2.sendall(head.encode())
-            time.sleep(0.5)  # tab 2's request has opened the session and waits for its body
-            post("coat-check", "remove")  # tab 1
-            post("coat-check", "save")
+        with _held(c, bases[-1], "two-tabs", "remove") as tab2:
+            _post_story(c, "coat-check", "remove")  # tab 1
+            _post_story(c, "coat-check", "save")
             assert _saved(c) == [before[1], before[0]]  # coat-check moved to the end
-            tab2.sendall(body)
-            status = tab2.recv(65536).split(b"\r\n")[0]
-        assert b" 303 " in status
+        assert b" 303 " in tab2[0]
         assert _saved(c) == [before[0]]  # only coat-check: two-tabs stays removed
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_a_story_saved_in_two_tabs_at_once_is_saved_once_and_a_later_removal_holds(
+    kind: str, tmp_path: Path
+) -> None:
+    """Attack round 9b: two tabs save the same story at once; it is listed once (saved stories
+    were a plain list, so the merge kept both appends). And a removal started after one tab's
+    save, finishing after the other's, leaves it removed (the duplicate outlived it)."""
+    with demos(kind, tmp_path) as bases, client(bases[0]) as c:
+        assert unsafe(c, "POST", "/api/cart", json={"item": "x"}).status_code == 201
+        with _held(c, bases[-1], "coat-check", "save") as tab2:
+            _post_story(c, "coat-check", "save")  # tab 1
+        assert b" 303 " in tab2[0]
+        saved = _saved(c)
+        assert len(saved) == 1
+        _post_story(c, "coat-check", "remove")
+        assert _saved(c) == []
+        # Tab 2 loads [] and holds a save; tab 1 saves; tab 3 loads [coat-check] and holds a
+        # remove; tab 2 finishes, then tab 3: the user's last action was the removal.
+        second, third = (
+            _held(c, bases[-1], "coat-check", "save"),
+            _held(c, bases[0], "coat-check", "remove"),
+        )
+        tab2 = second.__enter__()
+        _post_story(c, "coat-check", "save")  # tab 1
+        tab3 = third.__enter__()
+        second.__exit__(None, None, None)
+        third.__exit__(None, None, None)
+        assert b" 303 " in tab2[0]
+        assert b" 303 " in tab3[0]
+        assert _saved(c) == []

@@ -329,14 +329,16 @@ async def save_story(request: Request) -> Response:
         _flash(request, "There is no such story.", "error")
         return _see("/")
     session = get_session(request)
-    saved = _saved(request)
+    if not isinstance(session.get("saved", []), list):
+        session["saved"] = []
+    # Saved stories are a set: recorded as set operations, two tabs saving one story list it
+    # once, and a removal made after a save in another tab holds (a plain list would merge two
+    # concurrent saves as two appends).
     if form.get("action") == "remove":
-        if story.id in saved:
-            session["saved"] = [s for s in saved if s != story.id]
+        session.discard_from_set("saved", story.id)
         _flash(request, f"Removed “{story.title}” from your saved stories.")
     else:
-        if story.id not in saved:
-            session["saved"] = [*saved, story.id]
+        session.add_to_set("saved", story.id)
         _flash(request, f"Saved “{story.title}”.")
     return _see("/")
 
