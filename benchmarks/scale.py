@@ -249,8 +249,11 @@ def open_store(kind: str, url: str) -> Any:
 
 async def measure(kind: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
     now = time.time()
-    store = open_store(kind, url)
-    small = open_store(kind, near_empty_url(kind, url))
+    mapped = (
+        f"?mmap_size={args.mmap_size}" if kind == "sqlite" and args.mmap_size is not None else ""
+    )
+    store = open_store(kind, url + mapped)
+    small = open_store(kind, near_empty_url(kind, url) + mapped)
     result: dict[str, Any] = {"store": kind}
     try:
         few = await load_through_api(small, NEAR_EMPTY, now, now + 86_400)
@@ -338,6 +341,9 @@ def main() -> int:
     parser.add_argument("--expired", type=int, default=100_000)
     parser.add_argument("--reads", type=int, default=3000, help="reads per round and kind")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the three reads")
+    parser.add_argument(
+        "--mmap-size", type=int, default=None, help="SQLite's mmap_size (default: the store's)"
+    )
     parser.add_argument("--window", type=float, default=5.0, help="quiet reading, seconds")
     parser.add_argument("--buffer-pool", default="512M", help="MariaDB's innodb_buffer_pool_size")
     parser.add_argument("--shared-buffers", default="128MB", help="PostgreSQL's shared_buffers")
