@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coatcheck._core.merge import MISSING, Inapplicable, apply_ops, merge, merge_lists, same
+from coatcheck._core.merge import (
+    MISSING,
+    Inapplicable,
+    apply_ops,
+    merge,
+    merge_lists,
+    merge_lists_by_count,
+    same,
+)
 
 # -- examples -----------------------------------------------------------------------------------
 
@@ -257,3 +265,52 @@ def test_moves_never_bring_back_what_the_other_side_removed(
     for element in {*mine, *theirs} - set(base):
         assert merged.count(element) == 1
     assert len(merged) == len(set(merged))
+
+
+@given(concurrent_edits_with_moves())
+def test_merging_by_count_keeps_and_removes_what_the_diff_does(
+    edits: tuple[list[int], list[int], list[int]],
+) -> None:
+    """The long-list merge, on the same random edits (removals, inserts, moves): a base element
+    either side no longer has is gone, one both have is there once, every new element once;
+    theirs' order is kept, and mine's inserts follow in mine's order."""
+    base, mine, theirs = edits
+    merged = merge_lists_by_count(base, mine, theirs)
+    for element in base:
+        expected = 1 if element in mine and element in theirs else 0
+        assert merged.count(element) == expected
+    for element in {*mine, *theirs} - set(base):
+        assert merged.count(element) == 1
+    assert [x for x in merged if x in set(theirs)] == [x for x in theirs if x in set(merged)]
+    mine_new = [x for x in mine if x not in set(base)]
+    assert merged[len(merged) - len(mine_new) :] == mine_new
+
+
+def test_merging_by_count_with_equal_elements() -> None:
+    """Counts of equal elements: both sides removing one of two is one removal; both adding one
+    is two additions (concurrent appends all kept); a move changes nothing."""
+    assert merge_lists_by_count(["a", "a"], ["a"], ["a"]) == ["a"]
+    assert merge_lists_by_count(["a"], ["a", "a"], ["a", "a"]) == ["a", "a", "a"]
+    assert merge_lists_by_count(["x", "a", "b"], ["b", "a"], ["a", "b", "x"]) == ["a", "b"]
+    assert merge_lists_by_count([{"id": 1}], [], [{"id": 1}, {"id": 2}]) == [{"id": 2}]
+
+
+def test_long_lists_are_merged_by_count_not_by_a_diff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past DIFF_LIMIT elements the sequence diff (quadratic or worse: a reversed list of a few
+    distinct values took seconds) is never run; the merge still applies both sides' edits."""
+    import coatcheck._core.merge as merge_module
+
+    def no_diff(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the sequence diff ran on a long list")
+
+    monkeypatch.setattr(merge_module, "SequenceMatcher", no_diff)
+    base = [i % 7 for i in range(3000)]
+    mine = [*base[::-1], "mine"]
+    theirs = [*base[:-1], "theirs"]
+    merged = merge_lists(base, mine, theirs)
+    assert merged == merge_lists_by_count(base, mine, theirs)
+    assert merged.count("mine") == merged.count("theirs") == 1
+    assert len(merged) == 3000 - 1 + 2
+    short = ["a", "b"]
+    with pytest.raises(AssertionError, match="sequence diff"):
+        merge_lists(short, ["b", "a"], ["a"])  # short lists still go through the diff
