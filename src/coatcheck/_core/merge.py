@@ -35,6 +35,7 @@ Everything here is a pure function of JSON values: deterministic, no I/O, no clo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import Any, Final, Literal, TypeAlias
@@ -217,36 +218,22 @@ def merge_lists_by_count(base: list[Any], mine: list[Any], theirs: list[Any]) ->
     without the occurrences only *mine* removed (its first ones), then what *mine* inserted, in
     *mine*'s order, at the end.
     """
-    base_count: dict[str, int] = {}
-    for value in base:
-        key = _canonical(value)
-        base_count[key] = base_count.get(key, 0) + 1
+    base_count = Counter(map(_canonical, base))
     mine_keys = [_canonical(v) for v in mine]
     theirs_keys = [_canonical(v) for v in theirs]
-    mine_count: dict[str, int] = {}
-    for key in mine_keys:
-        mine_count[key] = mine_count.get(key, 0) + 1
-    theirs_count: dict[str, int] = {}
-    for key in theirs_keys:
-        theirs_count[key] = theirs_count.get(key, 0) + 1
     # Occurrences of theirs to drop: what mine removed beyond what theirs removed too.
-    drop: dict[str, int] = {}
-    for key, count in base_count.items():
-        mine_removed = max(0, count - mine_count.get(key, 0))
-        theirs_removed = max(0, count - theirs_count.get(key, 0))
-        if mine_removed > theirs_removed:
-            drop[key] = mine_removed - theirs_removed
+    drop = (base_count - Counter(mine_keys)) - (base_count - Counter(theirs_keys))
     merged: list[Any] = []
     for key, value in zip(theirs_keys, theirs, strict=True):
-        if drop.get(key, 0) > 0:
+        if drop[key] > 0:
             drop[key] -= 1
         else:
             merged.append(value)
     # Mine's insertions: its occurrences of a value beyond what base held, in mine's order.
-    seen: dict[str, int] = {}
+    seen: Counter[str] = Counter()
     for key, value in zip(mine_keys, mine, strict=True):
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > base_count.get(key, 0):
+        seen[key] += 1
+        if seen[key] > base_count[key]:
             merged.append(value)
     return merged
 
