@@ -55,6 +55,9 @@ CASES = {
     "sealed-write": ("sealed", "/write"),
     "sqlite-read": ("sqlite", "/read"),
     "redis-read": ("redis", "/read"),
+    "redis-write": ("redis", "/write"),
+    "starsessions-read": ("starsessions", "/read"),
+    "starsessions-write": ("starsessions", "/write"),
 }
 """The cases; ``sqlite-read`` (not in the ratios) is the embedded default store's read, a store
 call run in a worker thread under ``store_timeout``. ``redis-read`` is a read answered by the
@@ -66,7 +69,14 @@ The entries' maximum age is raised to 60 s (``client_cache_ttl``, its maximum) a
 heartbeat's tolerance to an hour for the same reason: at the default 5 s (1.5 s) of valgrind
 time, entries would age out (the cache be dropped) mid-run and be re-read from Redis. A run of
 2,200 requests takes ~45 s under valgrind; much larger ``--requests`` age entries out anyway,
-which the hit check reports."""
+which the hit check reports.
+
+``redis-write`` sets one key per request, like ``memory-write``, on 64 seeded sessions in turn
+(as the socket benchmark's many visitors do): each write's own invalidation comes back and the
+cache reads the record again in the background, and a session's next request must find it
+cached (the hit check again). ``starsessions-read`` and ``starsessions-write`` are starsessions
+on the same Redis (redis-py's asyncio client, one ``GET`` and, on a write, one ``SET``): the peer
+the Redis store is measured against over sockets."""
 
 REDIS_ENV = "COATCHECK_BENCH_REDIS"
 """The throwaway Redis' URL, handed to the ``--child`` runs."""
@@ -74,7 +84,12 @@ REDIS_ENV = "COATCHECK_BENCH_REDIS"
 
 async def child(case: str, n: int) -> None:
     from _harness import Jar
-    from _targets import asgi_baseline, coatcheck_target, starlette_cookie_target
+    from _targets import (
+        asgi_baseline,
+        coatcheck_target,
+        starlette_cookie_target,
+        starsessions_target,
+    )
 
     layer, path = CASES[case]
     store: Any = None  # coatcheck's layers only
@@ -82,6 +97,13 @@ async def child(case: str, n: int) -> None:
         target = asgi_baseline()
     elif layer == "starlette":
         target = starlette_cookie_target()
+    elif layer == "starsessions":
+        from redis.asyncio import Redis
+        from starsessions.stores.redis import RedisStore
+
+        connection = Redis.from_url(os.environ[REDIS_ENV])
+        store = RedisStore(connection=connection, prefix=f"bench:{os.getpid()}:starsessions:")
+        target = starsessions_target("Redis", "redis", store)
     else:
         from coatcheck import async_store_from_url
 
@@ -101,35 +123,43 @@ async def child(case: str, n: int) -> None:
         store = async_store_from_url(urls[layer])
         target = coatcheck_target(layer, layer, store)
     request = target.request
-    jar = Jar()
+    visitors = 64 if case == "redis-write" else 1
+    jars = [Jar() for _ in range(visitors)]
     if layer != "bare":
         cache = getattr(store, "cache", None)
         if cache is not None:
             await cache_live(cache)
-        status, set_cookies = await request("/seed", "")  # type: ignore[misc]
-        jar.update(set_cookies)
-        if status != 200:
-            raise SystemExit(f"seeding failed: {status}")
-    cookie = jar.header if layer != "bare" else ""
+        for jar in jars:
+            status, set_cookies = await request("/seed", "")  # type: ignore[misc]
+            jar.update(set_cookies)
+            if status != 200:
+                raise SystemExit(f"seeding failed: {status}")
+    cookies = [jar.header if layer != "bare" else "" for jar in jars]
     cache = getattr(store, "cache", None) if layer == "redis" else None
     if cache is not None:
-        await cached(cache, request, path, cookie)
+        for cookie in cookies:
+            await cached(cache, request, path, cookie)
         hits, misses = cache.stats.hits, cache.stats.misses
     gc.collect()
-    for _ in range(n):
+    for i in range(n):
         # Cookies are kept as a browser keeps them (as run.py does): a signed or sealed write
         # sends a new cookie, and the next request carries it.
-        status, set_cookies = await request(path, cookie)  # type: ignore[misc]
+        turn = i % visitors
+        status, set_cookies = await request(path, cookies[turn])  # type: ignore[misc]
         if status != 200:
             raise SystemExit(f"{path} answered {status}")
         if set_cookies:
-            jar.update(set_cookies)
-            cookie = jar.header
+            jars[turn].update(set_cookies)
+            cookies[turn] = jars[turn].header
     if cache is not None and (cache.stats.hits - hits, cache.stats.misses - misses) != (n, 0):
         raise SystemExit(
             f"{n} reads made {cache.stats.hits - hits} cache hits and "
-            f"{cache.stats.misses - misses} misses: not what redis-read measures"
+            f"{cache.stats.misses - misses} misses: not what {case} measures"
         )
+    for close in target.closers:
+        result = close()
+        if result is not None:
+            await result
 
 
 async def cache_live(cache: Any) -> None:
@@ -218,10 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     from _harness import ThrowawayRedis
 
     server: ThrowawayRedis | None = None
-    if any(CASES[c][0] == "redis" for c in cases):
+    if any(CASES[c][0] in ("redis", "starsessions") for c in cases):
         executable = shutil.which("redis-server")
         if executable is None:
-            raise SystemExit("redis-read needs redis-server on PATH")
+            raise SystemExit("the Redis cases need redis-server on PATH")
         server = ThrowawayRedis(executable)
     redis_url = None if server is None else server.url
     try:
@@ -265,6 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         "Redis cached read overhead / memory read overhead",
         "redis-read",
         "memory-read",
+        overhead=True,
+    )
+    ratio(
+        "Redis cached read overhead / starsessions read overhead",
+        "redis-read",
+        "starsessions-read",
+        overhead=True,
+    )
+    ratio(
+        "Redis write overhead / starsessions write overhead",
+        "redis-write",
+        "starsessions-write",
         overhead=True,
     )
     ratio(

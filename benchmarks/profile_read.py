@@ -2,6 +2,7 @@
 """Where a coatcheck read spends its time, in-process, next to Starlette's signed cookie.
 
     python benchmarks/profile_read.py [--requests 20000] [--top 25] [--save read.prof]
+    python benchmarks/profile_read.py --path /write [--store redis://127.0.0.1:6379/0?prefix=p:]
 
 The request is the one ``run.py`` and ``sockets.py`` call ``read``: a signed-in visitor (user
 ``"42"``, a 5-item cart) opens a page that reads the session and changes nothing, through
@@ -18,6 +19,10 @@ headers, with no network and no store latency.
    ``_core/tokens.py``, ``_core/record.py``, ``_core/session.py``, ``_core/responses.py`` ...).
    cProfile slows small functions down more than large ones: use it to find hot spots, and the
    timing above for the real cost.
+
+``--path /write`` measures the benchmark's write instead (one key set on the same session, so
+a new cookie-less response for coatcheck and a re-signed cookie for Starlette), and ``--store``
+profiles coatcheck on another store URL (the timing stays on the memory store).
 """
 
 from __future__ import annotations
@@ -50,13 +55,17 @@ async def seed(request: AsyncRequest) -> Jar:
     return jar
 
 
-async def batch(request: AsyncRequest, cookie: str, n: int) -> float:
-    """µs per request over ``n`` reads with the same cookie."""
+PATH = "/read"
+
+
+async def batch(request: AsyncRequest, cookie: str, n: int, path: str | None = None) -> float:
+    """µs per request over ``n`` requests to ``path`` (``/read`` unless ``--path``)."""
+    path = path or PATH
     start = time.perf_counter_ns()
     for _ in range(n):
-        status, _ = await request("/read", cookie)
+        status, _ = await request(path, cookie)
         if status != 200:
-            raise BenchError(f"/read answered {status}")
+            raise BenchError(f"{path} answered {status}")
     return (time.perf_counter_ns() - start) / n / 1000
 
 
@@ -76,16 +85,16 @@ async def timing(rounds: int, n: int) -> dict[str, float]:
     }
     for name, request in layers.items():  # warm-up
         await batch(request, cookies[name], n // 4)
-    await batch(bare, "", n // 4)  # type: ignore[arg-type]
+    await batch(bare, "", n // 4, "/anon")  # type: ignore[arg-type]
     totals: dict[str, list[float]] = defaultdict(list)
     overheads: dict[str, list[float]] = defaultdict(list)
     gc.collect()
     gc.freeze()
     for round_no in range(rounds):
         for name, request in layers.items() if round_no % 2 else reversed(layers.items()):
-            before = await batch(bare, "", n)  # type: ignore[arg-type]
+            before = await batch(bare, "", n, "/anon")  # type: ignore[arg-type]
             mine = await batch(request, cookies[name], n)
-            after = await batch(bare, "", n)  # type: ignore[arg-type]
+            after = await batch(bare, "", n, "/anon")  # type: ignore[arg-type]
             totals[name].append(mine)
             totals["bare"].append((before + after) / 2)
             overheads[name].append(mine - (before + after) / 2)
@@ -99,10 +108,10 @@ async def timing(rounds: int, n: int) -> dict[str, float]:
     return summary
 
 
-async def profiled(n: int) -> cProfile.Profile:
+async def profiled(n: int, store_url: str) -> cProfile.Profile:
     from coatcheck import async_store_from_url
 
-    target = coatcheck_target("memory", "memory", async_store_from_url("memory://"))
+    target = coatcheck_target("memory", "memory", async_store_from_url(store_url))
     request: AsyncRequest = target.request  # type: ignore[assignment]
     cookie = (await seed(request)).header
     await batch(request, cookie, 1000)  # warm-up
@@ -110,6 +119,10 @@ async def profiled(n: int) -> cProfile.Profile:
     profile.enable()
     await batch(request, cookie, n)
     profile.disable()
+    for close in target.closers:
+        result = close()
+        if result is not None:
+            await result
     return profile
 
 
@@ -143,13 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--save", type=Path, help="also write the raw profile (for snakeviz)")
     parser.add_argument("--no-timing", action="store_true", help="profile only")
+    parser.add_argument("--path", default="/read", choices=("/read", "/write"), help="request")
+    parser.add_argument("--store", default="memory://", help="store URL to profile (memory://)")
     args = parser.parse_args(argv)
+    global PATH
+    PATH = args.path
+    kind = "read" if PATH == "/read" else "write"
 
     if not args.no_timing:
         t = asyncio.run(timing(args.rounds, args.batch))
         ratio = t["coatcheck overhead"] / t["starlette overhead"]
         print(
-            f"In-process read, µs per request (median of {args.rounds} rounds of "
+            f"In-process {kind}, µs per request (median of {args.rounds} rounds of "
             f"{args.batch}; load average {os.getloadavg()[0]:.2f}):"
         )
         print(f"  bare ASGI app                          {t['bare total']:7.1f}")
@@ -168,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         print()
 
-    profile = asyncio.run(profiled(args.requests))
+    profile = asyncio.run(profiled(args.requests, args.store))
     if args.save is not None:
         profile.dump_stats(str(args.save))
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out)
     total = stats.total_tt  # type: ignore[attr-defined]
     print(
-        f"cProfile of {args.requests} coatcheck reads: {1e6 * total / args.requests:.1f} µs per "
+        f"cProfile of {args.requests} coatcheck {kind}s on {args.store}: "
+        f"{1e6 * total / args.requests:.1f} µs per "
         "request under the profiler"
     )
     print()

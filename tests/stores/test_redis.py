@@ -3,6 +3,7 @@ round trips, Cluster slots, outages and recovery, and URL configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -863,6 +864,34 @@ async def test_a_hung_redis_times_out_within_the_socket_timeout(
     await store.close()
 
 
+@pytest.mark.parametrize("twin", TWINS)
+async def test_calls_cut_off_by_the_timeout_leave_no_answer_behind(
+    twin: str, server: RedisServer
+) -> None:
+    """Reads, writes and pipelines cut off mid-flight by the timeout (the server paused with
+    their commands sent) never leave an answer pending on a pooled connection: once the server
+    answers again, every call gets its own answer, never the late one of a call that timed out."""
+    store, _inner = open_store(
+        twin, server.url, socket_timeout=0.3, socket_connect_timeout=0.5, client_cache=False
+    )
+    records = [make(user_id=f"u{n}") for n in range(8)]
+    for record in records:
+        assert await store.put(record, 0)
+    server.pause()
+    try:
+        cut_off = [store.get(r.id) for r in records] + [store.put(make(user_id="late"), 0)]
+        cut_off.append(store.sessions_of("u1"))  # a pipeline
+        outcomes = await asyncio.gather(*cut_off, return_exceptions=True)
+        assert all(isinstance(o, StoreUnavailableError) for o in outcomes), outcomes
+    finally:
+        server.resume()
+    for _ in range(3):  # each pooled connection, whichever the pool hands out
+        got = await asyncio.gather(*(store.get(r.id) for r in records))
+        assert got == records
+        assert [s.id for s in await store.sessions_of("u3")] == [records[3].id]
+    await store.close()
+
+
 # --- URLs ----------------------------------------------------------------------------------------
 
 
@@ -982,7 +1011,9 @@ async def test_from_url_builds_a_standalone_client() -> None:
     assert pool.connection_class is AsyncSSLConnection
     kwargs = pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("cache.invalid", 6390, 3)
-    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (2.0, 2.0)
+    # redis-py's per-command timeout is off: the store bounds each round trip (store.timeout).
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (None, 2.0)
+    assert store.timeout == 2.0
     await store.close()
 
     sync = RedisStore.from_url("redis://cache.invalid/1", prefix="q:", max_connections=5)

@@ -201,6 +201,36 @@ async def test_this_process_reads_its_own_writes(server: RedisServer) -> None:
     await store.close()
 
 
+async def test_concurrent_writes_are_read_back_in_batches_and_all_cached(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes sent in one event-loop pass reach Redis together, so their invalidations come back
+    in one message; the cache re-reads those keys in batches of at most REFILL_BATCH per write on
+    the channel, and then answers every one of them from memory, as written."""
+    sizes: list[int] = []
+    send_all = cache_module._Channel.send_all
+
+    def counting(channel: Any, waiting: list[Any], data: bytes) -> None:
+        sizes.append(sum(isinstance(what, cache_module.Fill) for what in waiting))
+        send_all(channel, waiting, data)
+
+    monkeypatch.setattr(cache_module._Channel, "send_all", counting)
+    store = await live(AsyncRedisStore.from_url(server.url))
+    assert store.cache is not None
+    records = [make(user_id=f"u{n}") for n in range(100)]
+    assert all(await asyncio.gather(*(store.put(r, 0) for r in records)))
+    keys = [store.keys.record(r.id) for r in records]
+    await wait_until(
+        lambda: all(key in store.cache for key in keys), "every written record cached again"
+    )
+    misses = store.cache.stats.misses
+    assert [store.recall(r.id) for r in records] == records
+    assert store.cache.stats.misses == misses
+    assert 1 < max(sizes) <= cache_module.REFILL_BATCH, sizes
+    assert sum(sizes) == len(records)
+    await store.close()
+
+
 async def test_a_killed_channel_drops_the_cache_until_it_is_back(
     server: RedisServer, inspect: redis.asyncio.Redis
 ) -> None:

@@ -111,7 +111,10 @@ async def test_redis_store_options_and_client_options_ride_in_the_url() -> None:
             assert inner.cache is None
             pool = inner.client.connection_pool
             assert pool.max_connections == 4
-            assert pool.connection_kwargs["socket_timeout"] == 1.5
+            if isinstance(inner, AsyncRedisStore):  # the async store bounds round trips itself
+                assert (inner.timeout, pool.connection_kwargs["socket_timeout"]) == (1.5, None)
+            else:
+                assert pool.connection_kwargs["socket_timeout"] == 1.5
             assert pool.connection_kwargs["client_name"] == "coatcheck-url-test"
             record = make(user_id="u1")
             assert await store.put(record, 0)

@@ -51,6 +51,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from .._core.record import SessionRecord
 from .._core.stats import SessionStats
+from .._deadline import Deadlines
 from ..errors import ConfigurationError, StoreUnavailableError
 from . import _redis_plans as plans
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
@@ -295,6 +296,7 @@ class _ClientSettings:
     target: RedisURL
     prefix: str
     max_connections: int | None
+    socket_timeout: float
     socket_connect_timeout: float
     options: dict[str, Any]
     """Keyword arguments for the cluster client, or for the standalone connection pool."""
@@ -343,6 +345,7 @@ def _client_settings(
         target=target,
         prefix=DEFAULT_PREFIX if store_prefix is None else store_prefix,
         max_connections=max_connections,
+        socket_timeout=socket_timeout,
         socket_connect_timeout=socket_connect_timeout,
         options=options,
     )
@@ -477,6 +480,13 @@ class AsyncRedisStore(_RedisFromURL):
     :mod:`coatcheck.stores._redis_cache`); :meth:`from_url` builds one by default, and a store
     built on your own client gets one only if you pass
     ``ClientCache(ClientCacheConfig(), ClientCacheTarget(nodes=...), f"{prefix}s:")``.
+
+    ``timeout`` bounds every round trip to Redis, in seconds, in the store itself: one timer per
+    event loop for all the calls in flight (:class:`~coatcheck._deadline.Deadlines`), where
+    redis-py's own ``socket_timeout`` costs a task and a timer per command (a quarter of the
+    instructions of a cached session write). :meth:`from_url` passes its ``socket_timeout``
+    here and builds its client without one; a store on your own client keeps that client's
+    timeouts and adds none (``timeout=None``).
     """
 
     def __init__(
@@ -486,8 +496,11 @@ class AsyncRedisStore(_RedisFromURL):
         prefix: str = DEFAULT_PREFIX,
         owns_client: bool = False,
         client_cache: ClientCache | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.client = client
+        self.timeout = timeout
+        self._deadlines = None if timeout is None else Deadlines(timeout)
         self.keys = KeyLayout(prefix)
         self._owns_client = owns_client
         self._hints = plans.Hints()
@@ -503,6 +516,8 @@ class AsyncRedisStore(_RedisFromURL):
     ) -> Self:
         target = settings.target
         client: AsyncClient
+        # The store bounds each round trip itself (see the class docstring), not redis-py.
+        options = {**settings.options, "socket_timeout": None}
         if target.cluster:
             try:
                 client = redis.asyncio.cluster.RedisCluster(
@@ -510,7 +525,7 @@ class AsyncRedisStore(_RedisFromURL):
                         redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes
                     ],
                     retry=_async_retry(),
-                    **settings.options,
+                    **options,
                 )
             except TypeError as exc:  # an option the cluster client does not take
                 raise ConfigurationError(f"bad Redis Cluster client option: {exc}") from None
@@ -520,13 +535,19 @@ class AsyncRedisStore(_RedisFromURL):
                 if settings.max_connections is None
                 else redis.asyncio.BlockingConnectionPool
             )
-            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **settings.options)
+            pool = pool_class.from_url(target.client_url, retry=_async_retry(), **options)
             _check_connection_options(pool.connection_class, pool.connection_kwargs)
             client = redis.asyncio.Redis.from_pool(pool)
         cache = _client_cache(
             target, client_cache, settings.prefix, settings.socket_connect_timeout
         )
-        return cls(client, prefix=settings.prefix, owns_client=True, client_cache=cache)
+        return cls(
+            client,
+            prefix=settings.prefix,
+            owns_client=True,
+            client_cache=cache,
+            timeout=settings.socket_timeout,
+        )
 
     async def get(self, session_id: str) -> SessionRecord | None:
         return await self._run(
@@ -596,14 +617,29 @@ class AsyncRedisStore(_RedisFromURL):
             await self.client.aclose()
 
     async def _run(self, method: str, plan: plans.Plan[T]) -> T:
+        deadlines = self._deadlines
         try:
             commands = next(plan)
             while True:
-                commands = plan.send(await self._execute(commands))
+                # Yield to the event loop once before sending: the commands of every request
+                # that got this far in the same loop pass then go out together, Redis serves
+                # them in one pass of its own (one wake-up, one batch of invalidations for the
+                # client caches), and their replies come back together. Measured over sockets
+                # on a saturated server (benchmarks/sockets.py): 13 % more cached writes per
+                # second than sending at once, and half the Redis CPU per write.
+                await asyncio.sleep(0)
+                if deadlines is None:
+                    replies = await self._execute(commands)
+                else:
+                    # On expiry the call is cancelled, as redis-py's socket_timeout would be:
+                    # redis-py then drops the connection mid-reply (never reused with an answer
+                    # pending), and TimeoutError is raised.
+                    replies = await deadlines.run(self._execute(commands))
+                commands = plan.send(replies)
         except StopIteration as stop:
             result: T = stop.value
             return result
-        except _UNAVAILABLE as exc:
+        except _UNAVAILABLE as exc:  # TimeoutError included
             raise _unavailable(method, exc) from exc
 
     async def _execute(self, commands: Sequence[Command]) -> list[Any]:
