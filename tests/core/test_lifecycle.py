@@ -119,3 +119,52 @@ def test_remember_me_uses_the_long_timeouts() -> None:
     assert manager.open(request(token)).session.user_id == "u1"
     clock.advance(15 * 24 * 60 * 60)  # past the 14 day remember idle timeout
     assert manager.open(request(token)).session.user_id is None
+
+
+@pytest.mark.parametrize("transport", ["cookie", "bearer"])
+def test_a_write_carries_every_stored_field_it_does_not_change(transport: str) -> None:
+    """A commit rebuilds the record field by field (cheaper than dataclasses.replace): every
+    stored field it does not own comes over unchanged. The record below sets every field to a
+    value other than its default, and the test fails for a field it does not list."""
+    from dataclasses import fields
+
+    from coatcheck._core.lifecycle import new_record
+
+    clock = FakeClock()
+    config = test_config()
+    store = MemoryStore()
+    manager = SessionManager(store, config, clock=clock)
+    record, token = new_record(
+        now=clock.now,
+        config=config,
+        transport=transport,  # type: ignore[arg-type]
+        user_id="42",
+        data={"cart": [1]},
+        auth_time=clock.now - 5,
+        user_agent="Agent/1.0",
+        ip="192.0.2.9",
+        remember=True,
+    )
+    assert record.remember
+    record.label = "laptop"
+    record.auth_hash = "fingerprint"
+    record.flash = [{"message": "kept", "category": "info"}]
+    assert store.put(record, 0)
+    before = store.get(record.id)
+    assert before is not None
+    not_default = {
+        "id", "secret_hash", "created_at", "last_seen_at", "expires_at", "absolute_expires_at",
+        "version", "user_id", "data", "flash", "csrf_token", "auth_time", "transport", "remember",
+        "user_agent", "ip", "label", "auth_hash",
+    }  # fmt: skip
+    assert {f.name for f in fields(SessionRecord) if f.init} == not_default
+    session = manager.open(request(token, bearer=transport == "bearer")).session
+    session["n"] = 1
+    manager.commit(session)
+    stored = store.get(record.id)
+    assert stored is not None
+    changed = {"version", "data"}
+    for name in not_default - changed:
+        assert getattr(stored, name) == getattr(before, name), name
+    assert stored.version > before.version
+    assert stored.data == {"cart": [1], "n": 1}

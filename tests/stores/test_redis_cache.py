@@ -231,6 +231,37 @@ async def test_concurrent_writes_are_read_back_in_batches_and_all_cached(
     await store.close()
 
 
+async def test_an_entry_keeps_an_image_from_its_second_hit_and_copies_stay_independent(
+    server: RedisServer,
+) -> None:
+    """The first hit of a cached entry decodes its JSON and keeps nothing more (a session
+    written on every request is read once per version); the second keeps an image, and every
+    later hit is a copy of it: equal to what was written, and never sharing what a caller may
+    change."""
+    store = await live(AsyncRedisStore.from_url(server.url))
+    assert store.cache is not None
+    record = make(user_id="u1", data={"cart": [{"sku": "A", "qty": 1}], "n": 1})
+    assert await store.put(record, 0)
+    key = store.keys.record(record.id)
+    await wait_until(lambda: key in store.cache, "the written record cached again")
+    entry = store.cache._entries.get(key)
+    assert entry is not None
+    assert entry.image is None
+    first = store.recall(record.id)
+    assert first == record
+    assert entry.image is None
+    assert entry.head == (record.version, "u1", record.expires_at, record.last_seen_at)
+    first.data["cart"].append({"sku": "B"})  # the caller's copy, not the cache's
+    second = store.recall(record.id)
+    assert second == record
+    assert entry.image is not None
+    second.data["cart"].clear()
+    third = store.recall(record.id)
+    assert third == record
+    assert third.snapshots is not None
+    await store.close()
+
+
 async def test_a_killed_channel_drops_the_cache_until_it_is_back(
     server: RedisServer, inspect: redis.asyncio.Redis
 ) -> None:

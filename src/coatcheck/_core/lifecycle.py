@@ -26,7 +26,6 @@ Rules written here:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -319,20 +318,30 @@ def _apply(
     """
     loaded = base is session._record
     data = changes.apply_to(base.data) if loaded else changes.merge_into(base.data)
-    new = dataclasses.replace(
-        base,
+    # Every field named (not dataclasses.replace, which costs twice as much on every write).
+    new = SessionRecord(
+        id=base.id,
+        secret_hash=base.secret_hash,
+        created_at=base.created_at,
+        last_seen_at=base.last_seen_at,
+        expires_at=base.expires_at,
+        absolute_expires_at=base.absolute_expires_at,
+        version=base.version + 1,
+        user_id=session.user_id if session._user_changed else base.user_id,
         data=data,
         flash=[
             *session._unread_flashes,
             *([] if session._drop_stored_flashes else base.flash),
             *session._outgoing_flashes,
         ],
-        user_id=session.user_id if session._user_changed else base.user_id,
         csrf_token=tokens.new_csrf_token() if session._rotate_csrf else base.csrf_token,
-        remember=session.remember,
         auth_time=session.auth_time if session._authenticated_now else base.auth_time,
+        transport=base.transport,
+        remember=session.remember,
+        user_agent=base.user_agent,
+        ip=base.ip,
+        label=base.label,
         auth_hash=auth_hash_for(base, session, config),
-        version=base.version + 1,
     )
     _stamp(new, now, config)
     return new

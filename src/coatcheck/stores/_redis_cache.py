@@ -342,7 +342,11 @@ class _Entry:
     stored_at: float
     after_write: bool = False
     image: RecordImage | None = None
-    """The record decoded and checked, made at the entry's first :meth:`ClientCache.recall`."""
+    """The record decoded and checked, made at the entry's second :meth:`ClientCache.recall`
+    (the first keeps only ``head``: a session written on every request would never use an
+    image, as in the memory store)."""
+    head: tuple[int, str | None, float, float] | None = None
+    """What :meth:`ClientCache.peek` answers, kept at the entry's first hit."""
 
 
 class _Entries:
@@ -466,9 +470,9 @@ class ClientCache:
     def recall(self, key: str) -> SessionRecord | None:
         """A copy of the cached record of ``key``, or ``None`` (a miss: read it from Redis).
 
-        The JSON is decoded and checked once per cached entry (a corrupt one raises
-        :class:`~coatcheck._core.record.CorruptRecordError`, as a read from Redis would); later
-        hits copy the kept image, a fraction of the cost."""
+        The JSON is decoded and checked on an entry's first two hits (a corrupt one raises
+        :class:`~coatcheck._core.record.CorruptRecordError`, as a read from Redis would); the
+        second keeps an image of it, and later hits copy the image, a fraction of the cost."""
         entry = self._hit(key)
         if entry is None:
             return None
@@ -476,16 +480,18 @@ class ClientCache:
         if image is not None:
             return image.copy()
         record = record_from_json(entry.raw)
-        entry.image = RecordImage(record)  # two threads may both make it: the same image
+        if entry.head is not None:  # the second hit: two threads may both make the same image
+            entry.image = RecordImage(record)
+        else:
+            entry.head = (record.version, record.user_id, record.expires_at, record.last_seen_at)
         return record
 
-    def peek(self, key: str) -> SessionRecord | None:
-        """A copy of the cached record of ``key`` if there is one, without counting a hit or
-        reading the channels: for a write's guess of what is stored (a wrong guess costs
-        commands, never correctness)."""
+    def peek(self, key: str) -> tuple[int, str | None, float, float] | None:
+        """The version, user id, ``expires_at`` and ``last_seen_at`` of the cached record of
+        ``key`` once a hit decoded it, without counting a hit or reading the channels: for a
+        write's guess of what is stored (a wrong guess costs commands, never correctness)."""
         entry = self._entries.get(key)
-        image = None if entry is None else entry.image
-        return None if image is None else image.copy()
+        return None if entry is None else entry.head
 
     def _hit(self, key: str) -> _Entry | None:
         # The hot path (every read of a cached session): _ensure_thread, _drain_locked and

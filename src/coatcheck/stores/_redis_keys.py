@@ -158,9 +158,14 @@ def index_horizon(record: SessionRecord) -> float:
     (field ``b``) on the grid of the last indexing write and at or above ``expires_at``, so, the
     grids being nested, at or above ``index_horizon`` of the stored record.
     """
-    lifetime = record.expires_at - record.last_seen_at
+    return horizon_of(record.expires_at, record.last_seen_at)
+
+
+def horizon_of(expires_at: float, last_seen_at: float) -> float:
+    """:func:`index_horizon` of a record with these times."""
+    lifetime = expires_at - last_seen_at
     if lifetime <= 0:
-        return record.expires_at  # written already expired: no later write will extend it
+        return expires_at  # written already expired: no later write will extend it
     share = min(max(lifetime * INDEX_BUCKET_SHARE, INDEX_BUCKET_MIN), INDEX_BUCKET_MAX)
     bucket = 2.0 ** math.floor(math.log2(share))
-    return math.ceil(record.expires_at / bucket) * bucket
+    return math.ceil(expires_at / bucket) * bucket

@@ -44,6 +44,7 @@ from ._redis_keys import (
     FIELD_USER,
     TTL_MARGIN,
     KeyLayout,
+    horizon_of,
     index_horizon,
     owner_of,
 )
@@ -136,7 +137,7 @@ class RecordCache(Protocol):
     waits on it, and a wrong answer from it is excluded by the cache's own rules."""
 
     def recall(self, key: str) -> SessionRecord | None: ...
-    def peek(self, key: str) -> SessionRecord | None: ...
+    def peek(self, key: str) -> tuple[int, str | None, float, float] | None: ...
     def begin(self, key: str) -> Any: ...
     def finish(self, fill: Any, raw: str | bytes | None) -> None: ...
     def writing(self, key: str) -> Any: ...
@@ -241,7 +242,8 @@ def _seen(
     if cache is not None:
         cached = cache.peek(keys.record(session_id))
         if cached is not None:
-            return Hint.of(cached)
+            version, user_id, expires_at, last_seen_at = cached
+            return Hint(version, user_id, horizon_of(expires_at, last_seen_at))
     return hint
 
 
