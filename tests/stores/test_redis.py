@@ -865,6 +865,41 @@ async def test_a_hung_redis_times_out_within_the_socket_timeout(
 
 
 @pytest.mark.parametrize("twin", TWINS)
+async def test_calls_cut_off_while_waiting_for_a_capped_pool_leak_no_connection(
+    twin: str, server: RedisServer
+) -> None:
+    """With ``max_connections``, calls beyond the cap wait for a free connection; when the
+    timeout cuts them off there (the server paused, every pooled connection busy), no
+    connection is lost: once the server answers, as many calls as ever go through, and the pool
+    still holds at most the cap (found by reading redis-py during attack round 10)."""
+    store, inner = open_store(
+        twin,
+        server.url,
+        socket_timeout=0.4,
+        socket_connect_timeout=0.5,
+        max_connections=2,
+        client_cache=False,
+    )
+    records = [make(user_id=f"u{n}") for n in range(6)]
+    for record in records:
+        assert await store.put(record, 0)
+    for _ in range(3):
+        server.pause()
+        try:
+            outcomes = await asyncio.gather(
+                *(store.get(r.id) for r in records * 2), return_exceptions=True
+            )
+            assert all(isinstance(o, StoreUnavailableError) for o in outcomes), outcomes
+        finally:
+            server.resume()
+        # A leaked connection would leave the cap of 2 short: these would wait and time out.
+        got = await asyncio.gather(*(store.get(r.id) for r in records * 2))
+        assert got == records * 2
+    assert inner.client.connection_pool.max_connections == 2
+    await store.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
 async def test_calls_cut_off_by_the_timeout_leave_no_answer_behind(
     twin: str, server: RedisServer
 ) -> None:
