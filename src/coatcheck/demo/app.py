@@ -209,7 +209,11 @@ async def create_account(
     password = _str_field(body, "password", max_len=4096)
     name = _text_field(body, "name", required=False).strip()
     # Counted before the (costly) hash; only a taken email stays counted, so a stream of new
-    # accounts from one office is never refused, while probing for taken emails is.
+    # accounts from one office, one after another, is never refused, while probing for taken
+    # emails is. Registrations in flight at once count as failures until they succeed, and
+    # refused ones count too (see coatcheck._core.throttle): a burst of more than 5 parallel
+    # registrations from one address is refused, and retrying early pushes the next chance
+    # further away, within the hour's window.
     attempt = await demo.register_guard.check(None, get_session(request).ip)
     try:
         password_hash = await demo.hasher.hash_async(password)
