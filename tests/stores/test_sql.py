@@ -935,9 +935,9 @@ async def test_a_read_and_a_login_are_one_statement_and_one_round_trip(
 
 
 @pytest.mark.parametrize("twin", TWINS)
-async def test_sqlite_reads_bypass_the_engine(twin: Twin) -> None:
-    """A SQLite read runs on the store's own no-wait reader: the engine sends no statement for
-    it, and it sees what the engine's writes committed."""
+async def test_sqlite_reads_and_writes_bypass_the_engine(twin: Twin) -> None:
+    """SQLite session reads and writes run on the store's own no-wait reader and writer: the
+    engine sends no statement for them, and each sees what the other committed."""
     async with PLACES["sqlite"]() as place:
         store, raw = store_for(place, twin)
         try:
@@ -951,7 +951,8 @@ async def test_sqlite_reads_bypass_the_engine(twin: Twin) -> None:
             changed.data = {"seen": True}
             assert await store.put(changed, 1) is True
             assert await store.get(record.id) == changed
-            assert statements == ["UPDATE"]
+            assert await store.put(changed, 1) is False  # a stale version: compare-and-set
+            assert statements == []
         finally:
             await store.close()
 
@@ -1031,6 +1032,226 @@ async def test_sqlite_read_that_would_wait_leaves_the_event_loop_free(tmp_path: 
     finally:
         blocker.close()
         await store.close()
+
+
+async def test_sqlite_write_that_would_wait_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    """While another connection holds the file's write lock, an async write does not wait on
+    the event loop (the direct writer never waits): it waits in a worker thread, the loop runs
+    on, and once the lock is released the write lands, exactly once."""
+    path = tmp_path / "locked.db"
+    store = AsyncSQLStore.from_url(f"sqlite:///{path}", statement_timeout=5)
+    record = make()
+    try:
+        assert await store.put(record, 0) is True
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # the write lock, held until COMMIT
+            changed = record.copy()
+            changed.version = 2
+            changed.data = {"n": 1}
+            started = time.monotonic()
+            writing = asyncio.ensure_future(store.put(changed, 1))
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert time.monotonic() - started < 2.5  # the loop never stood still for 5 s
+            assert not writing.done()  # waiting, in a worker thread
+            assert await store.get(record.id) == record  # reads go on meanwhile
+            blocker.execute("COMMIT")
+            assert await writing is True
+        finally:
+            blocker.close()
+        assert await store.get(record.id) == changed
+        assert await store.put(changed, 1) is False  # it landed once: version 1 is gone
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("twin", TWINS)
+async def test_sqlite_direct_writes_never_checkpoint_in_the_request(
+    twin: Twin, tmp_path: Path
+) -> None:
+    """The direct writer's connections do not checkpoint on commit (a few ms of copying and
+    fsync on the event loop): checkpoints run in the background, so the write-ahead log stays
+    bounded however many writes go through."""
+    path = tmp_path / "wal.db"
+    url = f"sqlite:///{path}"
+    raw = AsyncSQLStore.from_url(url) if twin == "async" else SQLStore.from_url(url)
+    store: Any = raw if twin == "async" else AsyncOverSync(raw)
+    try:
+        record = make(data={"blob": "x" * 2000})
+        assert await store.put(record, 0) is True
+        writes = 10 * _sql_engine.CHECKPOINT_EVERY
+        for version in range(1, writes):
+            changed = record.copy()
+            changed.version = version + 1
+            changed.data = {"blob": "x" * 2000, "n": version}
+            assert await store.put(changed, version) is True
+        sync = raw._threaded if isinstance(raw, AsyncSQLStore) else raw
+        assert sync is not None
+        writer = sync._writer
+        assert writer is not None
+        checkpointer = writer._checkpointer
+        if checkpointer is not None:
+            checkpointer.join(timeout=10)
+        assert writer.checkpoints >= 3
+        conn = writer._connection()
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        assert conn.execute("PRAGMA busy_timeout").fetchone() == (0,)
+        # 2,000 writes of a 2 KB record fill ~24 MB of log without checkpoints.
+        assert (tmp_path / "wal.db-wal").stat().st_size < 8 * 2**20
+        assert (await store.get(record.id)).data["n"] == writes - 1
+    finally:
+        await store.close()
+
+
+async def test_writes_of_one_process_await_their_turn_on_the_event_loop(tmp_path: Path) -> None:
+    """While a thread of this process holds the write turn (a background checkpoint, a write
+    handed to a worker), async writes wait for it without blocking the loop or going to
+    threads themselves, and all land once it is released, in turn."""
+    store = AsyncSQLStore.from_url(f"sqlite:///{tmp_path / 't.db'}", statement_timeout=5)
+    try:
+        records = [make(data={"n": 0}) for _ in range(5)]
+        for record in records:
+            assert await store.put(record, 0) is True
+        threaded = store._threaded
+        assert threaded is not None
+        turns = threaded._turns
+        assert turns is not None
+        assert turns.acquire(1)  # as a worker thread would
+        changed = [r.copy() for r in records]
+        for record in changed:
+            record.version, record.data = 2, {"n": 1}
+        writing = [asyncio.ensure_future(store.put(r, 1)) for r in changed]
+        for _ in range(5):
+            await asyncio.sleep(0.01)  # the loop runs; the writes wait
+        assert not any(w.done() for w in writing)
+        assert len(turns._waiting) == 5
+        threading.Timer(0.05, turns.release).start()  # released from another thread
+        assert await asyncio.gather(*writing) == [True] * 5
+        assert not turns._waiting
+        for record in changed:
+            assert await store.get(record.id) == record
+        assert turns.try_acquire()  # nobody kept it
+        turns.release()
+    finally:
+        await store.close()
+
+
+async def test_a_write_turn_that_never_comes_is_unavailable_and_leaves_no_waiter(
+    tmp_path: Path,
+) -> None:
+    """A write whose turn does not come within the statement timeout raises
+    StoreUnavailableError (a 503), and a cancelled wait leaves nothing behind: the turn, once
+    free, goes to the writers still waiting."""
+    store = AsyncSQLStore.from_url(f"sqlite:///{tmp_path / 'n.db'}", statement_timeout=0.2)
+    try:
+        record = make()
+        assert await store.put(record, 0) is True
+        threaded = store._threaded
+        assert threaded is not None
+        turns = threaded._turns
+        assert turns is not None
+        assert turns.acquire(1)
+        changed = record.copy()
+        changed.version = 2
+        with pytest.raises(StoreUnavailableError, match="no write turn"):
+            await store.put(changed, 1)
+        cancelled = asyncio.ensure_future(turns.turn())
+        waiting = asyncio.ensure_future(store.put(changed, 1))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        turns.release()
+        assert await waiting is True
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert not turns._waiting
+        assert turns.try_acquire()
+        turns.release()
+    finally:
+        await store.close()
+
+
+async def test_a_wake_that_meets_a_cancelled_waiter_goes_to_the_next() -> None:
+    """A waiter woken and cancelled in the same loop pass hands the wake on: the next waiter
+    gets the turn instead of waiting for a release that already happened."""
+    turns = _sql_engine.WriteTurns()
+    assert turns.acquire(1)
+    first = asyncio.ensure_future(turns.turn())
+    second = asyncio.ensure_future(turns.turn())
+    await asyncio.sleep(0)
+    assert len(turns._waiting) == 2
+    turns.release()  # wakes first (scheduled) ...
+    first.cancel()  # ... which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await asyncio.wait_for(second, 2)  # second has the turn
+    assert not turns.try_acquire()
+    turns.release()
+    assert turns.try_acquire()
+    turns.release()
+
+
+def test_a_write_plan_handed_off_midway_runs_each_statement_once(tmp_path: Path) -> None:
+    """A plan the direct writer starts and cannot finish (here: a statement that is not
+    prebuilt) goes on in the ordinary path from the statement it stopped at: every statement
+    runs exactly once, the first on the direct writer, the rest on the engine."""
+    store = SQLStore.from_url(f"sqlite:///{tmp_path / 'h.db'}")
+    record = make(data={"n": 0})
+    try:
+        assert store.put(record, 0) is True
+        changed = record.copy()
+        changed.version = 2
+        changed.data = {"n": 1}
+        first = next(store._plans.put(changed, 1))
+        seen: list[Any] = []
+
+        def plan() -> Any:
+            result = yield first
+            seen.append(result.rowcount)
+            result = yield sa.text("UPDATE coatcheck_sessions SET version = version + 1")
+            seen.append(result.rowcount)
+            return "done"
+
+        statements = count_statements(store)
+        assert store._run(plan()) == "done"
+        assert seen == [1, 1]
+        assert statements == ["UPDATE"]  # only the second went through the engine
+        stored = store.get(record.id)
+        assert stored is not None
+        assert stored.data == {"n": 1}
+        assert store._plans is not None
+        assert store.put(changed, 1) is False  # the row is at version 3 now
+    finally:
+        store.close()
+
+
+def test_sqlite_writes_wait_for_wal_mode_before_going_direct(tmp_path: Path) -> None:
+    """A file in rollback-journal mode (made by another tool) is written the ordinary way,
+    whose connections switch it to WAL; from then on writes go direct."""
+    path = tmp_path / "journal.db"
+    setup = SQLStore.from_url(f"sqlite:///{path}")
+    setup.create_schema()
+    setup.close()
+    legacy = sqlite3.connect(path, isolation_level=None)
+    assert legacy.execute("PRAGMA journal_mode = DELETE").fetchone() == ("delete",)
+    legacy.close()
+    store = SQLStore.from_url(f"sqlite:///{path}", create_schema=False)
+    try:
+        statements = count_statements(store)
+        record = make()
+        assert store.put(record, 0) is True
+        assert statements == ["INSERT"]  # ordinary path: the writer refused a journal file
+        check = sqlite3.connect(path)
+        assert check.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        check.close()
+        changed = record.copy()
+        changed.version = 2
+        assert store.put(changed, 1) is True
+        assert statements == ["INSERT"]  # direct, now that the file is in WAL mode
+        assert store.get(record.id) == changed
+    finally:
+        store.close()
 
 
 def test_sqlite_writers_in_several_processes_lose_nothing(tmp_path: Path) -> None:

@@ -272,6 +272,7 @@ class SQLPlans:
             .values(values)
         )
         self._insert = self._insert_if_absent(values)
+        self._delete_one = sa.delete(s).where(s.c.id == sa.bindparam("id"))
 
     def get(self, session_id: str) -> Plan[SessionRecord | None]:
         result = yield Bound(self._get, {"id": session_id})
@@ -327,6 +328,9 @@ class SQLPlans:
         )
 
     def delete(self, session_ids: tuple[str, ...]) -> Plan[None]:
+        if len(session_ids) == 1:  # a logout: the prebuilt statement
+            yield Bound(self._delete_one, {"id": session_ids[0]})
+            return
         for start in range(0, len(session_ids), _DELETE_CHUNK):
             chunk = session_ids[start : start + _DELETE_CHUNK]
             yield sa.delete(self._s).where(self._s.c.id.in_(chunk))

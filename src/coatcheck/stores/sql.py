@@ -13,7 +13,9 @@ connection out, run each statement the plan yields and translate failures.
 - A connection that fails or is cancelled (the store timeout) mid-operation is closed at once,
   never rolled back or reused: a hung server costs a request the store timeout, no more.
 - SQLite: reads take no lock (WAL), and the writes of one process queue on a lock of their own
-  instead of SQLite's busy handler, which sleeps in steps of up to 100 ms.
+  instead of SQLite's busy handler, which sleeps in steps of up to 100 ms. Session reads and
+  writes run on :mod:`sqlite3` directly, in the calling thread (the event loop for the async
+  store), and go the ordinary way only when they would have to wait.
 - ``hit`` is one atomic upsert per call (``ON CONFLICT DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``).
 - ``purge_expired`` deletes a bounded batch per call, so it never holds long locks.
 - ``stats`` is one aggregate query (the transport matched by the database's regular expressions).
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine
@@ -41,9 +43,12 @@ from ..errors import ConfigurationError, StoreUnavailableError
 from . import _sql_statements
 from ._sql_engine import (
     SQLITE_MMAP_SIZE,
+    Handoff,
     SQLiteReader,
+    SQLiteWriter,
     StoreURL,
     WouldWait,
+    WriteTurns,
     build_engine,
     driver_url,
     install_connection_checks,
@@ -276,14 +281,38 @@ class AsyncSQLStore(_FromURL):
                 pass
         return await self._run(self._plans.get(session_id), write=False)
 
+    async def _write(self, plan: Plan[T]) -> T:
+        """Run a write plan; on a SQLite file, on the event loop itself through the sync twin's
+        no-wait writer, in its turn (awaited: the loop runs on while another writer of this
+        process has it). What cannot be written at once goes on in a worker thread (see
+        SQLiteWriter)."""
+        threaded = self._threaded
+        if threaded is None:
+            return await self._run(plan)
+        writer, turns, step = threaded._writer, threaded._turns, None
+        if writer is not None and turns is not None and not threaded._schema_pending:
+            if not turns.try_acquire():
+                try:
+                    async with asyncio.timeout(threaded._write_wait):
+                        await turns.turn()
+                except TimeoutError:
+                    raise threaded._no_turn() from None
+            try:
+                return writer.run(plan)
+            except Handoff as handoff:
+                step = handoff.step
+            finally:
+                turns.release()
+        return await asyncio.to_thread(threaded._run, plan, step=step)
+
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
-        return await self._run(self._plans.put(record, expected_version))
+        return await self._write(self._plans.put(record, expected_version))
 
     async def replace(self, record: SessionRecord, old_id: str, old_version: int) -> bool:
-        return await self._run(self._plans.replace(record, old_id, old_version))
+        return await self._write(self._plans.replace(record, old_id, old_version))
 
     async def delete(self, *session_ids: str) -> None:
-        await self._run(self._plans.delete(session_ids))
+        await self._write(self._plans.delete(session_ids))
 
     async def sessions_of(self, user_id: str) -> list[SessionRecord]:
         return await self._run(self._plans.sessions_of(user_id), write=False)
@@ -298,10 +327,10 @@ class AsyncSQLStore(_FromURL):
         return await self._run(self._plans.stats(now))
 
     async def hit(self, key: str, now: float, window: float) -> tuple[int, float]:
-        return await self._run(self._plans.hit(key, now, window))
+        return await self._write(self._plans.hit(key, now, window))
 
     async def clear_hits(self, key: str) -> None:
-        await self._run(self._plans.clear_hits(key))
+        await self._write(self._plans.clear_hits(key))
 
     async def close(self) -> None:
         """Close the engine's connections, if this store built the engine."""
@@ -337,17 +366,18 @@ class SQLStore(_FromURL):
         self._schema_pending = _wants_schema(create_schema, engine.dialect.name)
         self._schema_lock = threading.Lock()
         self._owns_engine = False
-        # SQLite takes one writer at a time per file. A writer that finds the file locked
-        # sleeps in SQLite's busy handler (1, 2, 5, 10 ... 100 ms steps) and tries again, so
-        # writers of this process queue here instead and each starts the moment the last
-        # ends. (Writers in other processes still meet on busy_timeout.) Readers never wait.
-        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite takes one writer at a time per file: this process's writers take turns here
+        # (see WriteTurns). Readers never wait.
+        self._turns = WriteTurns() if engine.dialect.name == "sqlite" else None
         self._write_wait = 5.0  # seconds; from_url makes it the statement timeout
         self._reader: SQLiteReader | None = None
+        self._writer: SQLiteWriter | None = None
         database = engine.url.database
         # A file named plainly (URL options such as uri=true or mode=...: the ordinary path only).
-        if engine.dialect.name == "sqlite" and database not in (None, "", ":memory:"):
-            self._reader = None if engine.url.query else SQLiteReader(str(database))
+        sqlite_file = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        if sqlite_file and not engine.url.query and self._turns is not None:
+            self._reader = SQLiteReader(str(database))
+            self._writer = SQLiteWriter(str(database), self._turns)
 
     @classmethod
     def _from_store_url(cls, target: StoreURL) -> Self:
@@ -356,8 +386,9 @@ class SQLStore(_FromURL):
         store._owns_engine = True
         store._autocommit = engine  # built in autocommit mode
         store._write_wait = target.engine.statement_timeout or store._write_wait
-        if store._reader is not None:
-            store._reader.mmap_size = target.engine.mmap_size
+        for direct in (store._reader, store._writer):
+            if direct is not None:
+                direct.mmap_size = target.engine.mmap_size
         return store
 
     def create_schema(self) -> None:
@@ -366,35 +397,47 @@ class SQLStore(_FromURL):
             _create_schema_on(conn, self.tables)
         self._schema_pending = False
 
-    def _run(self, plan: Plan[T], *, write: bool = True) -> T:
+    def _run(self, plan: Plan[T], *, write: bool = True, step: Any = None) -> T:
+        """Run ``plan`` (from ``step``, its next statement, when it was started elsewhere)."""
         if self._schema_pending:
             with self._schema_lock:
                 if self._schema_pending:
                     self.create_schema()
-        if write and self._write_lock is not None:
-            if not self._write_lock.acquire(timeout=self._write_wait):
-                raise StoreUnavailableError(
-                    f"SQL session store {self.engine.url}: no write turn in {self._write_wait} s"
-                )
+        if write and self._turns is not None:
+            if not self._turns.acquire(self._write_wait):
+                raise self._no_turn()
             try:
-                return self._run_now(plan)
+                if step is None and self._writer is not None:
+                    try:
+                        return self._writer.run(plan)
+                    except Handoff as handoff:
+                        step = handoff.step
+                return self._run_now(plan, step)
             finally:
-                self._write_lock.release()
-        return self._run_now(plan)
+                self._turns.release()
+        return self._run_now(plan, step)
 
-    def _run_now(self, plan: Plan[T]) -> T:
+    def _no_turn(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"SQL session store {self.engine.url}: no write turn in {self._write_wait} s"
+        )
+
+    def _run_now(self, plan: Plan[T], step: Any = None) -> T:
         with unavailable_on_failure(self.engine.url), self._autocommit.connect() as conn:
-            outcome: Outcome = None
             try:
-                while not isinstance(step := advance(plan, outcome), Done):
+                if step is None:
+                    step = advance(plan, None)
+                while not isinstance(step, Done):
+                    outcome: Outcome
                     try:
                         outcome = conn.execute(*execute_args(step))
                     except IntegrityError as exc:
                         outcome = exc  # the plan decides what a constraint violation means
+                    step = advance(plan, outcome)
             except BaseException:
                 conn.invalidate()  # unknown state: close it, never roll back and reuse it
                 raise
-        return step.value
+        return cast("T", step.value)
 
     def _read_at_once(self, plan: Plan[T]) -> T:
         """Run a read plan on SQLite's no-wait reader, or raise WouldWait (see SQLiteReader)."""
@@ -448,7 +491,8 @@ class SQLStore(_FromURL):
 
     def close(self) -> None:
         """Close the engine's connections, if this store built the engine."""
-        if self._reader is not None:
-            self._reader.close()
+        for direct in (self._reader, self._writer):
+            if direct is not None:
+                direct.close()
         if self._owns_engine:
             self.engine.dispose()
