@@ -15,7 +15,10 @@ records in process memory (the Redis store's client-side cache) or reads without
 (SQLite's no-wait reader) offers a synchronous ``recall(id)``: a ``get`` asks it first, and only
 when it answers ``None`` is the store called (on the sync twin, in a worker thread),
 under the timeout (a timer costs more than a cache hit: about 5 µs under uvloop for
-``asyncio.timeout``). The async manager bounds its store calls with one timer per event loop
+``asyncio.timeout``). Likewise a sync store whose session writes can be done without waiting
+(SQLite's no-wait writer) offers ``write_now(method, args)``: the sync twin asks it before it
+sends a write to a worker thread (the async SQLite store runs such writes on the event loop
+itself). The async manager bounds its store calls with one timer per event loop
 (:class:`~coatcheck._deadline.Deadlines`), not one per call.
 
 An outage (a store error, a timeout) is logged at WARNING; any other exception from a store is a
@@ -106,6 +109,10 @@ class _Manager:
         self._new_device = self.hooks.on_new_device is not None
         self._recall: Callable[[str], SessionRecord | None] | None = getattr(store, "recall", None)
         """The store's in-memory read (see the module docstring), if it has one."""
+        self._write_now: Callable[[str, tuple[Any, ...]], tuple[Any] | None] | None = getattr(
+            store, "write_now", None
+        )
+        """The store's no-wait write (see the module docstring), if it has one (sync twin)."""
         # Per request, these two booleans are all that hooks cost while none is set.
         self._watch_opens = self.hooks.on_revoke is not None
         self._follow_commits = self.hooks.any_set or config.max_sessions_per_user is not None
@@ -365,6 +372,12 @@ class SessionManager(_Manager):
                 f"store {op.method} took longer than {self.config.store_timeout} s"
             ) from None
 
+    def _written_now(self, op: StoreOp) -> tuple[Any] | None:
+        """``(the answer,)`` of a write the store did at once in this thread, else ``None``."""
+        if self._write_now is None:
+            return None
+        return self._write_now(op.method, op.args())
+
     def run(self, flow: Flow[T]) -> T:
         try:
             op = next(flow)
@@ -372,7 +385,8 @@ class SessionManager(_Manager):
                 try:
                     result: Any = self._recalled(op)
                     if result is None:
-                        result = self._call(op)
+                        done = self._written_now(op)
+                        result = self._call(op) if done is None else done[0]
                 except CorruptRecordError as exc:
                     result = self._corrupt(op, exc)
                 except CoatcheckError as exc:

@@ -957,10 +957,11 @@ async def test_sqlite_reads_and_writes_bypass_the_engine(twin: Twin) -> None:
             await store.close()
 
 
-def test_a_sync_manager_reads_sqlite_in_the_callers_thread(tmp_path: Path) -> None:
-    """The sync manager asks the SQLite store's recall() (its no-wait reader) before a get, so a
-    read starts no worker thread and no timer; a missing session falls back to get, and a
-    write still goes through the worker pool under store_timeout."""
+def test_a_sync_manager_reads_and_writes_sqlite_in_the_callers_thread(tmp_path: Path) -> None:
+    """The sync manager asks the SQLite store's recall() (its no-wait reader) before a get and
+    write_now() (its no-wait writer) before a write, so neither starts a worker thread or a
+    timer; a missing session falls back to get, and a write whose turn is taken goes through
+    the worker pool under store_timeout."""
     store = SQLStore.from_url(f"sqlite:///{tmp_path / 'c.db'}")
     manager = SessionManager(store, test_config(), clock=FakeClock())
     record = make()
@@ -978,15 +979,24 @@ def test_a_sync_manager_reads_sqlite_in_the_callers_thread(tmp_path: Path) -> No
     session = manager.open(RequestView("GET", "https", [], "192.0.2.1")).session
     session["n"] = 1
     committed = manager.commit(session)
-    assert calls == ["put"]  # the new session's insert, in the pool
+    assert calls == []  # the new session's insert, in this thread
     cookie = "; ".join(h.split(";")[0] for name, h in committed.headers if name == "set-cookie")
-    calls.clear()
+    request = RequestView("GET", "https", [("cookie", cookie)], "192.0.2.1")
     for _ in range(3):
-        opened = manager.open(RequestView("GET", "https", [("cookie", cookie)], "192.0.2.1"))
+        opened = manager.open(request)
         assert opened.session["n"] == 1
         manager.commit(opened.session)
     assert calls == []  # three reads, none through the pool
-    store.close()
+    turns = store._turns
+    assert turns is not None
+    assert turns.acquire(1)  # another thread's write, say
+    opened = manager.open(request)
+    opened.session["n"] = 2
+    threading.Timer(0.05, turns.release).start()
+    manager.commit(opened.session)
+    assert calls == ["put"]  # its turn was taken: through the pool, which waited for it
+    assert manager.open(request).session["n"] == 2
+    manager.close()
 
 
 @pytest.mark.postgres

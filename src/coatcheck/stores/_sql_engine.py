@@ -745,11 +745,13 @@ class WouldWait(Exception):
 class Handoff(Exception):
     """A write plan the direct writer cannot finish at once: ``step`` is its next statement, not
     yet run. Every statement before it has committed (each runs in autocommit mode), so the
-    ordinary path goes on from ``step``, and the plan runs exactly once."""
+    ordinary path goes on from ``step``, and the plan runs exactly once. ``started``: whether
+    the plan got the outcome of any statement before (if not, it may as well be built again)."""
 
-    def __init__(self, step: Any, reason: str) -> None:
+    def __init__(self, step: Any, reason: str, *, started: bool = False) -> None:
         super().__init__(reason)
         self.step = step
+        self.started = started
 
 
 class _Direct:
@@ -971,8 +973,9 @@ class SQLiteWriter(_Direct):
         """The plan's answer, or :class:`Handoff` with the statement to go on from."""
         outcome: Any = None
         while not isinstance(step := advance(plan, outcome), Done):
+            started = outcome is not None
             if not isinstance(step, Bound):
-                raise Handoff(step, "not a prebuilt statement")
+                raise Handoff(step, "not a prebuilt statement", started=started)
             try:
                 cursor = self._execute(step)
                 rows = cursor.fetchall()
@@ -981,7 +984,7 @@ class SQLiteWriter(_Direct):
                 outcome = sa.exc.IntegrityError(str(step.statement), step.params, exc)
                 continue
             except sqlite3.Error as exc:  # busy, no such table, read-only, closed...
-                raise Handoff(step, str(exc)) from exc
+                raise Handoff(step, str(exc), started=started) from exc
             outcome = cast("CursorResult[Any]", _Rows(rows, cursor.rowcount))
             self._committed()
         return step.value

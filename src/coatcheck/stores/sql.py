@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any, Self, TypeVar, cast
 
 from sqlalchemy import create_engine
@@ -369,6 +370,11 @@ class SQLStore(_FromURL):
         # SQLite takes one writer at a time per file: this process's writers take turns here
         # (see WriteTurns). Readers never wait.
         self._turns = WriteTurns() if engine.dialect.name == "sqlite" else None
+        self._write_plans: dict[str, Callable[..., Plan[Any]]] = {
+            "put": self._plans.put,
+            "replace": self._plans.replace,
+            "delete": lambda *ids: self._plans.delete(ids),
+        }
         self._write_wait = 5.0  # seconds; from_url makes it the statement timeout
         self._reader: SQLiteReader | None = None
         self._writer: SQLiteWriter | None = None
@@ -438,6 +444,30 @@ class SQLStore(_FromURL):
                 conn.invalidate()  # unknown state: close it, never roll back and reuse it
                 raise
         return cast("T", step.value)
+
+    def write_now(self, method: str, args: tuple[Any, ...]) -> tuple[Any] | None:
+        """A session write (``put``, ``replace``, ``delete``) in the caller's own thread, if it
+        can be done without waiting: ``(its answer,)``. ``None`` when its write turn is taken or
+        SQLite's write lock is (nothing was written): call the method, which waits. On other
+        databases, always ``None``. The sync manager asks this before it sends a write to its
+        worker threads, as it asks :meth:`recall` before a read."""
+        build = self._write_plans.get(method)
+        if build is None or self._writer is None or self._turns is None or self._schema_pending:
+            return None
+        if not self._turns.try_acquire():
+            return None
+        plan = build(*args)
+        try:
+            return (self._writer.run(plan),)
+        except Handoff as handoff:
+            if not handoff.started:
+                return None
+            step = handoff.step
+        finally:
+            self._turns.release()
+        # Part of the plan has run (not one of the single-statement session writes): the rest
+        # here, waiting on busy_timeout as the ordinary path does.
+        return (self._run(plan, step=step),)
 
     def _read_at_once(self, plan: Plan[T]) -> T:
         """Run a read plan on SQLite's no-wait reader, or raise WouldWait (see SQLiteReader)."""
