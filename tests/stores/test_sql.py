@@ -936,8 +936,9 @@ async def test_a_read_and_a_login_are_one_statement_and_one_round_trip(
 
 @pytest.mark.parametrize("twin", TWINS)
 async def test_sqlite_reads_and_writes_bypass_the_engine(twin: Twin) -> None:
-    """SQLite session reads and writes run on the store's own no-wait reader and writer: the
-    engine sends no statement for them, and each sees what the other committed."""
+    """SQLite session reads and writes, hit counts and logouts run on the store's own no-wait
+    reader and writer: the engine sends no statement for them, and each sees what the other
+    committed."""
     async with PLACES["sqlite"]() as place:
         store, raw = store_for(place, twin)
         try:
@@ -952,6 +953,13 @@ async def test_sqlite_reads_and_writes_bypass_the_engine(twin: Twin) -> None:
             assert await store.put(changed, 1) is True
             assert await store.get(record.id) == changed
             assert await store.put(changed, 1) is False  # a stale version: compare-and-set
+            assert await store.hit("k", NOW, 60) == (1, NOW + 60)
+            assert await store.hit("k", NOW + 1, 60) == (2, NOW + 60)
+            assert await store.hit("k", NOW + 61, 60) == (1, NOW + 121)  # a new window
+            await store.clear_hits("k")
+            assert await store.hit("k", NOW + 62, 60) == (1, NOW + 122)
+            await store.delete(record.id)  # a logout
+            assert await store.get(record.id) is None
             assert statements == []
         finally:
             await store.close()

@@ -770,7 +770,7 @@ class _Direct:
         self._opened: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._dialect = sqlite_dialect.dialect()
-        self._compiled: dict[int, tuple[Any, str, tuple[str, ...]]] = {}
+        self._compiled: dict[int, tuple[Any, str, tuple[str, ...], dict[str, Any]]] = {}
         self._closed = False
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -781,11 +781,14 @@ class _Direct:
         found = self._compiled.get(id(statement))
         if found is None:
             compiled = statement.compile(dialect=self._dialect)
+            # Literals in the statement (a "+ 1") are bind parameters with their own values.
+            fixed = {n: b.value for n, b in compiled.binds.items() if b.value is not None}
             # The statement is kept alongside, so its id cannot be reused by another object.
-            found = (statement, compiled.string, tuple(compiled.positiontup or ()))
+            found = (statement, compiled.string, tuple(compiled.positiontup or ()), fixed)
             self._compiled[id(statement)] = found
-        params = step.params
-        return self._connection().execute(found[1], [params[n] for n in found[2]])
+        params, fixed = step.params, found[3]
+        values = [params[n] if n in params else fixed[n] for n in found[2]]
+        return self._connection().execute(found[1], values)
 
     def _connection(self) -> sqlite3.Connection:
         held: _Held | None = getattr(self._local, "held", None)

@@ -273,6 +273,8 @@ class SQLPlans:
         )
         self._insert = self._insert_if_absent(values)
         self._delete_one = sa.delete(s).where(s.c.id == sa.bindparam("id"))
+        self._hit = None if self.family == "mysql" else self._upsert_hit()
+        self._clear_hits = sa.delete(self._h).where(self._h.c.key == sa.bindparam("key"))
 
     def get(self, session_id: str) -> Plan[SessionRecord | None]:
         result = yield Bound(self._get, {"id": session_id})
@@ -413,43 +415,52 @@ class SQLPlans:
         result = yield sa.delete(table).where(key.in_(doomed.scalar_subquery()))
         return result.rowcount
 
-    def hit(self, key: str, now: float, window: float) -> Plan[tuple[int, float]]:
+    def _upsert_hit(self) -> Executable:
+        """``hit`` for PostgreSQL and SQLite: one upsert that returns the new count, prebuilt
+        with bind parameters ``key``, ``now`` and ``ends`` (see :meth:`hit`). A finished window
+        starts over at 1; a running one counts on (both assignments read the row's old
+        ``window_ends_at``)."""
         h = self._h
-        ends = now + window
+        now, ends = sa.bindparam("now", type_=sa.Float), sa.bindparam("ends", type_=sa.Float)
         finished = h.c.window_ends_at <= now
-        # A finished window starts over at 1; a running one counts on. Both assignments read the
-        # row's old window_ends_at (MySQL evaluates them in order, hence count first).
-        count = sa.case((finished, 1), else_=h.c.count + 1)
-        window_ends_at = sa.case((finished, ends), else_=h.c.window_ends_at)
-        fresh = {"key": key, "count": 1, "window_ends_at": ends}
-        if self.family == "mysql":
+        postgres = self.family == "postgresql"
+        upsert = postgresql_dialect.insert(h) if postgres else sqlite_dialect.insert(h)
+        return (
+            upsert.values(key=sa.bindparam("key"), count=1, window_ends_at=ends)
+            .on_conflict_do_update(
+                index_elements=[h.c.key],
+                set_={
+                    "count": sa.case((finished, 1), else_=h.c.count + 1),
+                    "window_ends_at": sa.case((finished, ends), else_=h.c.window_ends_at),
+                },
+            )
+            .returning(h.c.count, h.c.window_ends_at)
+        )
+
+    def hit(self, key: str, now: float, window: float) -> Plan[tuple[int, float]]:
+        ends = now + window
+        if self._hit is not None:  # PostgreSQL, SQLite: one upsert with RETURNING
+            result = yield Bound(self._hit, {"key": key, "now": now, "ends": ends})
+        else:
             # MySQL has no RETURNING: the upsert and a read of what it wrote share a transaction.
+            h = self._h
+            finished = h.c.window_ends_at <= now
+            # A finished window starts over at 1; a running one counts on. Both assignments read
+            # the row's old window_ends_at (MySQL evaluates them in order, hence count first).
+            count = sa.case((finished, 1), else_=h.c.count + 1)
+            window_ends_at = sa.case((finished, ends), else_=h.c.window_ends_at)
             yield BEGIN
             yield (
                 mysql_dialect.insert(h)
-                .values(fresh)
+                .values({"key": key, "count": 1, "window_ends_at": ends})
                 .on_duplicate_key_update([("count", count), ("window_ends_at", window_ends_at)])
             )
             # The upsert left this transaction holding the row's lock, so this read sees
             # exactly what the upsert wrote, whatever other requests are doing.
             result = yield sa.select(h.c.count, h.c.window_ends_at).where(h.c.key == key)
             yield COMMIT
-        else:
-            upsert = (
-                postgresql_dialect.insert(h)
-                if self.family == "postgresql"
-                else sqlite_dialect.insert(h)
-            )
-            result = yield (
-                upsert.values(fresh)
-                .on_conflict_do_update(
-                    index_elements=[h.c.key],
-                    set_={"count": count, "window_ends_at": window_ends_at},
-                )
-                .returning(h.c.count, h.c.window_ends_at)
-            )
         count_now, window_end = tuple(result.one())
         return int(count_now), float(window_end)
 
     def clear_hits(self, key: str) -> Plan[None]:
-        yield sa.delete(self._h).where(self._h.c.key == key)
+        yield Bound(self._clear_hits, {"key": key})
