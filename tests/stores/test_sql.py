@@ -1123,6 +1123,43 @@ async def test_sqlite_direct_writes_never_checkpoint_in_the_request(
         await store.close()
 
 
+async def test_a_log_that_grew_while_a_reader_held_it_back_is_cut_back(tmp_path: Path) -> None:
+    """A reader that keeps a snapshot open (a paused process, a long admin query) stops the log
+    from starting over, so it grows; once the reader is gone, the checkpoints start it over and
+    cut the file back to WAL_SIZE_LIMIT instead of keeping its high-water mark."""
+    path = tmp_path / "spike.db"
+    store = AsyncSQLStore.from_url(f"sqlite:///{path}")
+    record = make(data={"blob": "x" * 2000})
+    wal = tmp_path / "spike.db-wal"
+    try:
+        assert await store.put(record, 0) is True
+        version = 1
+
+        async def write(times: int) -> None:
+            nonlocal version
+            for n in range(times):
+                changed = record.copy()
+                changed.version = version + 1
+                changed.data = {"blob": "x" * 2000, "n": n}
+                assert await store.put(changed, version) is True
+                version += 1
+                if n % 100 == 0:
+                    await asyncio.sleep(0.02)  # the background checkpoints get to run
+
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM coatcheck_sessions").fetchall()
+            await write(3000)
+            assert wal.stat().st_size > 2 * _sql_engine.WAL_SIZE_LIMIT
+        finally:
+            reader.close()
+        await write(1000)
+        assert wal.stat().st_size <= _sql_engine.WAL_SIZE_LIMIT
+    finally:
+        await store.close()
+
+
 async def test_writes_of_one_process_await_their_turn_on_the_event_loop(tmp_path: Path) -> None:
     """While a thread of this process holds the write turn (a background checkpoint, a write
     handed to a worker), async writes wait for it without blocking the loop or going to

@@ -923,6 +923,10 @@ def _wake(woken: asyncio.Future[None]) -> None:
         woken.set_result(None)
 
 
+WAL_SIZE_LIMIT = 8 * 2**20
+"""Bytes the write-ahead log is cut back to when it starts over after a spike (``PRAGMA
+journal_size_limit``); its usual size between two checkpoints is 2-6 MB."""
+
 CHECKPOINT_WAIT = 0.1
 """Seconds a background checkpoint waits for this process's write turn, and for readers and
 writers of other processes, before it gives up until the next one."""
@@ -970,6 +974,9 @@ class SQLiteWriter(_Direct):
             raise sqlite3.OperationalError(f"journal_mode is {mode and mode[0]}, not wal")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # A log that grew past this while a reader held it back (a paused process, a long
+        # admin query) is cut back when it starts over, not kept at its high-water mark.
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         super()._setup(conn)
 
     def run(self, plan: Plan[T]) -> T:
