@@ -54,13 +54,15 @@ CASES = {
     "sealed-read": ("sealed", "/read"),
     "sealed-write": ("sealed", "/write"),
     "sqlite-read": ("sqlite", "/read"),
+    "sqlite-write": ("sqlite", "/write"),
     "redis-read": ("redis", "/read"),
     "redis-write": ("redis", "/write"),
     "starsessions-read": ("starsessions", "/read"),
     "starsessions-write": ("starsessions", "/write"),
 }
-"""The cases; ``sqlite-read`` (not in the ratios) is the embedded default store's read, a store
-call run in a worker thread under ``store_timeout``. ``redis-read`` is a read answered by the
+"""The cases; ``sqlite-read`` and ``sqlite-write`` (not in the ratios) are the embedded default
+store's read and write (every thread is counted: a write handed to a worker thread, and the
+background checkpoints, are part of its cost). ``redis-read`` is a read answered by the
 Redis store's client-side cache (on by default), against a throwaway ``redis-server`` this
 script starts: every measured request must be a cache hit (the child checks the cache's
 counters, else fails). Only the request's thread is counted: the cache's channel thread wakes
