@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
 
 from coatcheck.demo.users import UserRepository
 
@@ -28,3 +32,32 @@ async def test_a_rehash_on_login_does_not_bring_back_the_old_password(tmp_path: 
         assert again.password_hash == "rehash-of-new"
     finally:
         await users.close()
+
+
+async def test_two_demos_creating_the_user_table_at_once_both_start(tmp_path: Path) -> None:
+    """Found by attack round 11: two demo processes started together on a new file both saw no
+    users table; the one that lost the race died on "table already exists". Here the other
+    process wins between this one's look and its CREATE TABLE; the loser looks again and
+    starts."""
+    path = tmp_path / "users.db"
+    users = UserRepository(f"sqlite:///{path}")
+    winner = UserRepository(f"sqlite:///{path}")
+    raced: list[str] = []
+
+    def other_process_first(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE") and not raced:
+            raced.append(statement)
+            with sqlite3.connect(path) as other:
+                other.execute(statement)  # the same table, created first by "another process"
+
+    sa.event.listen(users.engine.sync_engine, "before_cursor_execute", other_process_first)
+    try:
+        await users.create_schema()
+        assert raced  # the race happened
+        await winner.create_schema()
+        user = await users.add("ann@example.com", "Ann", "hash")
+        assert user is not None
+        assert await winner.by_id(user.id) == user
+    finally:
+        await users.close()
+        await winner.close()

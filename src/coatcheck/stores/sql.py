@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Self, TypeVar, cast
 
-from sqlalchemy import create_engine
+from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -73,6 +73,7 @@ __all__ = [
     "AsyncSQLStore",
     "SQLStore",
     "SQLTables",
+    "create_all_racing",
     "install_connection_checks",
     "schema_ddl",
     "schema_metadata",
@@ -83,6 +84,10 @@ E = TypeVar("E", Engine, AsyncEngine)
 
 
 def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
+    create_all_racing(conn, tables.metadata)
+
+
+def create_all_racing(conn: Connection, metadata: MetaData) -> None:
     """Create the missing tables and indexes, tolerating other processes doing the same.
 
     App instances starting together all see no table and all create it: each object goes to
@@ -92,7 +97,7 @@ def _create_schema_on(conn: Connection, tables: SQLTables) -> None:
     """
     for attempt in range(1, _SCHEMA_ATTEMPTS + 1):
         try:
-            tables.metadata.create_all(conn)
+            metadata.create_all(conn)
             conn.commit()
             return
         except DBAPIError:
