@@ -8,9 +8,11 @@ Neither manager decides anything about sessions; both run the same flows from
 
 ``store_timeout`` bounds every store call on both twins. The async manager cancels the call; the
 sync one cannot interrupt a thread blocked in a driver, so it runs store calls on a small pool of
-worker threads and stops waiting after ``store_timeout`` (the call finishes in the background,
-bounded by the driver's own timeouts). A store that never blocks (the memory store) says so with a
-``blocking = False`` attribute and is called directly, on both twins. A store that holds some
+worker threads and stops waiting after ``store_timeout``; the call is told so
+(:mod:`coatcheck._patience`), and a SQL store starts no statement for it from then on (one
+already sent finishes in the background, bounded by the driver's own timeouts). A store that
+never blocks (the memory store) says so with a ``blocking = False`` attribute and is called
+directly, on both twins. A store that holds some
 records in process memory (the Redis store's client-side cache) or reads without ever waiting
 (SQLite's no-wait reader) offers a synchronous ``recall(id)``: a ``get`` asks it first, and only
 when it answers ``None`` is the store called (on the sync twin, in a worker thread),
@@ -49,6 +51,7 @@ from ._core.ops import Flow, Get, StoreOp, corrupt_means_missing
 from ._core.record import CorruptRecordError, SessionRecord
 from ._core.session import Session
 from ._deadline import Deadlines
+from ._patience import Patience, call_patiently
 from .errors import CoatcheckError, ConfigurationError, ConflictError, StoreUnavailableError
 from .hooks import NO_HOOKS, Hooks, fire_async, fire_sync
 from .stores.base import AsyncStore, SyncStore
@@ -363,11 +366,16 @@ class SessionManager(_Manager):
                     self._pool = concurrent.futures.ThreadPoolExecutor(
                         max_workers=SYNC_STORE_THREADS, thread_name_prefix="coatcheck-store"
                     )
-        future = self._pool.submit(method, *op.args())
+        patience = Patience()
+        future = self._pool.submit(call_patiently, patience, method, op.args())
         try:
             return future.result(timeout=self.config.store_timeout)
         except concurrent.futures.TimeoutError:
-            future.cancel()  # still queued: never run it; already running: it ends on its own
+            future.cancel()  # still queued: never run it
+            # Already running: a store that honours Patience starts no statement from now on,
+            # so a write answered 503 does not land later; one that landed just now is no 503.
+            if patience.give_up():
+                return future.result()
             raise TimeoutError(
                 f"store {op.method} took longer than {self.config.store_timeout} s"
             ) from None

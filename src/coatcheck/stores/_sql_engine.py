@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import importlib
 import inspect
 import math
@@ -38,7 +39,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from sqlalchemy.engine import URL, CursorResult, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .._patience import Patience
 from ..errors import ConfigurationError, StoreUnavailableError
 from ._sql_statements import DEFAULT_TABLE_PREFIX, Bound, Done, Plan, advance, dialect_family
 from .url import (
@@ -748,10 +750,49 @@ class Handoff(Exception):
     ordinary path goes on from ``step``, and the plan runs exactly once. ``started``: whether
     the plan got the outcome of any statement before (if not, it may as well be built again)."""
 
-    def __init__(self, step: Any, reason: str, *, started: bool = False) -> None:
+    def __init__(
+        self, step: Any, reason: str, *, started: bool = False, busy: bool = False
+    ) -> None:
         super().__init__(reason)
         self.step = step
         self.started = started
+        self.busy = busy
+        """The file's write lock was taken (another process's writer): try ``step`` again."""
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025)
+"""Seconds between tries of a write that finds the file's write lock taken: SQLite's own busy
+handler's steps, capped at 25 ms (it goes on to 50 and 100 ms)."""
+
+
+class Busy:
+    """The tries of one write that finds the file's write lock taken, within ``seconds``.
+
+    The direct writer never waits inside SQLite (busy timeout zero): a statement that finds the
+    lock taken did nothing, and is tried again after a delay. Waiting out here rather than in
+    SQLite's busy handler lets the caller give up between tries, and then nothing is written
+    (see :mod:`coatcheck._patience`)."""
+
+    __slots__ = ("deadline", "seconds", "tries")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.tries = 0
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def delay(self) -> float | None:
+        """Seconds to wait before the next try; ``None`` once the time is spent."""
+        left = self.left()
+        if left <= 0:
+            return None
+        delay = BUSY_DELAYS[min(self.tries, len(BUSY_DELAYS) - 1)]
+        self.tries += 1
+        return min(delay, left)
 
 
 class _Direct:
@@ -983,11 +1024,13 @@ class SQLiteWriter(_Direct):
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         super()._setup(conn)
 
-    def run(self, plan: Plan[T]) -> T:
-        """The plan's answer, or :class:`Handoff` with the statement to go on from."""
+    def run(self, plan: Plan[T], step: Any = None, *, started: bool = False) -> T:
+        """The plan's answer, or :class:`Handoff` with the statement to go on from. ``step``:
+        the plan's next statement when it was started before (``started``: and has run some)."""
         outcome: Any = None
-        while not isinstance(step := advance(plan, outcome), Done):
-            started = outcome is not None
+        if step is None:
+            step = advance(plan, None)
+        while not isinstance(step, Done):
             if not isinstance(step, Bound):
                 raise Handoff(step, "not a prebuilt statement", started=started)
             try:
@@ -996,12 +1039,47 @@ class SQLiteWriter(_Direct):
             except sqlite3.IntegrityError as exc:
                 # The plan decides what a constraint violation means (as on the ordinary path).
                 outcome = sa.exc.IntegrityError(str(step.statement), step.params, exc)
-                continue
             except sqlite3.Error as exc:  # busy, no such table, read-only, closed...
-                raise Handoff(step, str(exc), started=started) from exc
-            outcome = cast("CursorResult[Any]", _Rows(rows, cursor.rowcount))
-            self._committed()
-        return step.value
+                code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                busy = code in (_SQLITE_BUSY, _SQLITE_LOCKED)
+                raise Handoff(step, str(exc), started=started, busy=busy) from exc
+            else:
+                outcome = cast("CursorResult[Any]", _Rows(rows, cursor.rowcount))
+                self._committed()
+            started = True
+            step = advance(plan, outcome)
+        return cast("T", step.value)
+
+    def tries(
+        self,
+        plan: Plan[T],
+        busy: Busy,
+        step: Any = None,
+        *,
+        started: bool = False,
+        patience: Patience | None = None,
+    ) -> Generator[float, None, T]:
+        """:meth:`run` until the file's write lock is free: yields the seconds to wait before
+        each next try (the caller sleeps, or awaits), returns the plan's answer. Raises
+        :class:`Handoff` for the ordinary path (any other failure; a statement that is not
+        prebuilt), :class:`StoreUnavailableError` when ``busy`` runs out, and
+        :class:`~coatcheck._patience.GaveUp` once ``patience``'s caller stopped waiting."""
+        while True:
+            try:
+                if patience is None:
+                    return self.run(plan, step, started=started)
+                return patience.attempt(functools.partial(self.run, plan, step, started=started))
+            except Handoff as handoff:
+                if not handoff.busy:
+                    raise
+                step, started = handoff.step, handoff.started
+            delay = busy.delay()
+            if delay is None:
+                raise StoreUnavailableError(
+                    f"SQLite {self.database}: database is locked (another process held its "
+                    f"write lock for {busy.seconds} s)"
+                )
+            yield delay
 
     def _committed(self) -> None:
         self._commits += 1

@@ -52,6 +52,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from .._core.record import SessionRecord
 from .._core.stats import SessionStats
 from .._deadline import Deadlines
+from .._patience import CALLER
 from ..errors import ConfigurationError, StoreUnavailableError
 from . import _redis_plans as plans
 from ._redis_cache import ClientCache, ClientCacheConfig, Target
@@ -787,9 +788,12 @@ class RedisStore(_RedisFromURL):
             self.client.close()
 
     def _run(self, method: str, plan: plans.Plan[T]) -> T:
+        patience = CALLER.get()  # set when the sync manager runs this in a worker thread
         try:
             commands = next(plan)
             while True:
+                if patience is not None:
+                    patience.check()  # no round trip once the caller stopped waiting
                 commands = plan.send(self._execute(commands))
         except StopIteration as stop:
             result: T = stop.value

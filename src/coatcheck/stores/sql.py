@@ -29,7 +29,9 @@ schema is created explicitly, with :meth:`AsyncSQLStore.create_schema` or by run
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Self, TypeVar, cast
 
@@ -40,10 +42,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .._core.record import SessionRecord
 from .._core.stats import SessionStats
+from .._patience import CALLER, Patience
 from ..errors import ConfigurationError, StoreUnavailableError
 from . import _sql_statements
 from ._sql_engine import (
     SQLITE_MMAP_SIZE,
+    Busy,
     Handoff,
     SQLiteReader,
     SQLiteWriter,
@@ -58,6 +62,7 @@ from ._sql_engine import (
 )
 from ._sql_statements import (
     DEFAULT_TABLE_PREFIX,
+    Bound,
     Done,
     Outcome,
     Plan,
@@ -68,6 +73,9 @@ from ._sql_statements import (
     execute_args,
     schema_metadata,
 )
+
+_TURN_POLL = 0.05
+"""Seconds between two looks at whether the caller of a write waiting for its turn gave up."""
 
 __all__ = [
     "AsyncSQLStore",
@@ -250,7 +258,7 @@ class AsyncSQLStore(_FromURL):
 
     async def _run(self, plan: Plan[T], *, write: bool = True) -> T:
         if self._threaded is not None:
-            return await asyncio.to_thread(self._threaded._run, plan, write=write)
+            return await self._in_thread(plan, write=write)
         if self._schema_pending:
             async with self._schema_lock:
                 if self._schema_pending:
@@ -290,26 +298,48 @@ class AsyncSQLStore(_FromURL):
     async def _write(self, plan: Plan[T]) -> T:
         """Run a write plan; on a SQLite file, on the event loop itself through the sync twin's
         no-wait writer, in its turn (awaited: the loop runs on while another writer of this
-        process has it). What cannot be written at once goes on in a worker thread (see
+        process has it). While another process holds the file's write lock, the write is tried
+        again after short sleeps on the loop, so a cancelled write (the store timeout) is never
+        written later. What the writer cannot do goes on in a worker thread (see
         SQLiteWriter)."""
         threaded = self._threaded
         if threaded is None:
             return await self._run(plan)
-        writer, turns, step = threaded._writer, threaded._turns, None
-        if writer is not None and turns is not None and not threaded._schema_pending:
-            if not turns.try_acquire():
-                try:
-                    async with asyncio.timeout(threaded._write_wait):
-                        await turns.turn()
-                except TimeoutError:
-                    raise threaded._no_turn() from None
+        writer, turns = threaded._writer, threaded._turns
+        if writer is None or turns is None or threaded._schema_pending:
+            return await self._in_thread(plan)
+        busy = Busy(threaded._write_wait)
+        if not turns.try_acquire():
             try:
-                return writer.run(plan)
-            except Handoff as handoff:
-                step = handoff.step
-            finally:
-                turns.release()
-        return await asyncio.to_thread(threaded._run, plan, step=step)
+                async with asyncio.timeout(busy.left()):
+                    await turns.turn()
+            except TimeoutError:
+                raise threaded._no_turn() from None
+        tries = writer.tries(plan, busy)
+        try:
+            delay = next(tries)
+            while True:
+                await asyncio.sleep(delay)
+                delay = tries.send(None)
+        except StopIteration as done:
+            return cast("T", done.value)
+        except Handoff as handoff:
+            step, started = handoff.step, handoff.started
+        finally:
+            turns.release()
+        return await self._in_thread(plan, step=step, started=started)
+
+    async def _in_thread(self, plan: Plan[T], **how: Any) -> T:
+        """The sync twin's ``_run(plan, **how)`` in a worker thread, which starts no statement
+        once this call is cancelled (see :mod:`coatcheck._patience`)."""
+        assert self._threaded is not None
+        patience = Patience()
+        try:
+            run = functools.partial(self._threaded._run, plan, patience=patience, **how)
+            return await asyncio.to_thread(run)
+        except asyncio.CancelledError:
+            patience.give_up()
+            raise
 
     async def put(self, record: SessionRecord, expected_version: int) -> bool:
         return await self._write(self._plans.put(record, expected_version))
@@ -408,33 +438,70 @@ class SQLStore(_FromURL):
             _create_schema_on(conn, self.tables)
         self._schema_pending = False
 
-    def _run(self, plan: Plan[T], *, write: bool = True, step: Any = None) -> T:
-        """Run ``plan`` (from ``step``, its next statement, when it was started elsewhere)."""
+    def _run(
+        self,
+        plan: Plan[T],
+        *,
+        write: bool = True,
+        step: Any = None,
+        started: bool = False,
+        patience: Patience | None = None,
+    ) -> T:
+        """Run ``plan`` (from ``step``, its next statement, when it was started elsewhere;
+        ``started``: and some statements have run). ``patience``: its caller's, if the caller
+        may stop waiting (else the one the sync manager set for this thread, if any)."""
+        if patience is None:
+            patience = CALLER.get()
         if self._schema_pending:
             with self._schema_lock:
                 if self._schema_pending:
                     self.create_schema()
         if write and self._turns is not None:
-            if not self._turns.acquire(self._write_wait):
+            return self._write_in_turn(plan, step, started, patience)
+        return self._run_now(plan, step, patience)
+
+    def _write_in_turn(
+        self, plan: Plan[T], step: Any, started: bool, patience: Patience | None
+    ) -> T:
+        """A write in this process's write turn: on the no-wait writer, tried again after short
+        sleeps while another process holds the file's write lock (never once ``patience``'s
+        caller has stopped waiting); what the writer cannot do, the ordinary way."""
+        turns = self._turns
+        assert turns is not None
+        busy = Busy(self._write_wait)
+        if patience is None:
+            if not turns.acquire(busy.left()):
                 raise self._no_turn()
-            try:
-                if step is None and self._writer is not None:
-                    try:
-                        return self._writer.run(plan)
-                    except Handoff as handoff:
-                        step = handoff.step
-                return self._run_now(plan, step)
-            finally:
-                self._turns.release()
-        return self._run_now(plan, step)
+        else:
+            while not turns.acquire(max(0.0, min(busy.left(), _TURN_POLL))):
+                patience.check()
+                if busy.left() <= 0:
+                    raise self._no_turn()
+        try:
+            if self._writer is not None and (step is None or isinstance(step, Bound)):
+                tries = self._writer.tries(plan, busy, step, started=started, patience=patience)
+                try:
+                    while True:
+                        time.sleep(next(tries))
+                        if patience is not None:
+                            patience.check()
+                except StopIteration as done:
+                    return cast("T", done.value)
+                except Handoff as handoff:
+                    step = handoff.step
+            return self._run_now(plan, step, patience)
+        finally:
+            turns.release()
 
     def _no_turn(self) -> StoreUnavailableError:
         return StoreUnavailableError(
             f"SQL session store {self.engine.url}: no write turn in {self._write_wait} s"
         )
 
-    def _run_now(self, plan: Plan[T], step: Any = None) -> T:
+    def _run_now(self, plan: Plan[T], step: Any = None, patience: Patience | None = None) -> T:
         with unavailable_on_failure(self.engine.url), self._autocommit.connect() as conn:
+            if patience is not None:
+                patience.check()  # it may have given up while this waited for a connection
             try:
                 if step is None:
                     step = advance(plan, None)
@@ -471,8 +538,8 @@ class SQLStore(_FromURL):
         finally:
             self._turns.release()
         # Part of the plan has run (not one of the single-statement session writes): the rest
-        # here, waiting on busy_timeout as the ordinary path does.
-        return (self._run(plan, step=step),)
+        # here, waiting as the ordinary path does.
+        return (self._run(plan, step=step, started=True),)
 
     def _read_at_once(self, plan: Plan[T]) -> T:
         """Run a read plan on SQLite's no-wait reader, or raise WouldWait (see SQLiteReader)."""
