@@ -17,8 +17,10 @@ none of the load. Then:
    ``INSERT``; Redis: the store's own ``put``, 64 at a time), then times, in turn for
    ``--rounds`` rounds, ``--reads`` reads (the async store, as an app uses it, one at a time)
    of: the near-empty store's 1000 sessions; 1000 of the million picked at random (the same
-   working set in a bigger store); any of the million (a bigger working set too). Each ratio
-   is the median of the rounds' ratios to the near-empty read, so the machine's moods fall on
+   working set in a bigger store); any of the million (a bigger working set too); and the
+   near-empty store and any of the million again with the process's decoded-record memory off
+   (every read decodes its record, as a random read of a million always does). Each ratio is
+   the median of the rounds' ratios to the near-empty read, so the machine's moods fall on
    both sides of it;
 3. runs 4 concurrent readers for a few seconds (quiet), then again while another process purges
    the expired sessions in batches of 500 (``purge_expired``, as ``coatcheck purge`` does), and
@@ -49,7 +51,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test suite's throwaway-server helpers
 
-from coatcheck._core.record import SessionRecord, record_to_json  # noqa: E402
+from coatcheck._core.memo import DECODED  # noqa: E402
+from coatcheck._core.record import SessionRecord, record_from_json, record_to_json  # noqa: E402
 from coatcheck._core.tokens import hash_secret, new_id, new_secret  # noqa: E402
 from coatcheck.stores.url import async_store_from_url, sync_store_from_url  # noqa: E402
 
@@ -187,15 +190,24 @@ async def load_through_api(store: Any, count: int, now: float, expires_at: float
 # --- measuring --------------------------------------------------------------------------------
 
 
-async def read_cost(store: Any, ids: list[str], reads: int) -> tuple[float, float]:
-    """Median and p99 (µs) of ``reads`` sequential reads of random ids from ``ids``."""
+async def read_cost(
+    store: Any, ids: list[str], reads: int, *, memo: bool = True
+) -> tuple[float, float]:
+    """Median and p99 (µs) of ``reads`` sequential reads of random ids from ``ids``; with
+    ``memo=False``, every read decodes its record (the process's decoded-record memory off)."""
     times = []
-    for session_id in random.choices(ids, k=reads):
-        started = time.perf_counter()
-        found = await store.get(session_id)
-        times.append((time.perf_counter() - started) * 1e6)
-        if found is None:
-            raise RuntimeError(f"session {session_id} is missing")
+    if not memo:
+        DECODED.decode = record_from_json  # type: ignore[method-assign]
+    try:
+        for session_id in random.choices(ids, k=reads):
+            started = time.perf_counter()
+            found = await store.get(session_id)
+            times.append((time.perf_counter() - started) * 1e6)
+            if found is None:
+                raise RuntimeError(f"session {session_id} is missing")
+    finally:
+        if not memo:
+            del DECODED.decode
     return statistics.median(times), statistics.quantiles(times, n=100)[98]
 
 
@@ -282,21 +294,40 @@ async def measure(kind: str, url: str, args: argparse.Namespace) -> dict[str, An
         # the same reads among a million stored: 1,000 of them, at random; and reads of any of
         # the million. The three are read in turn, round after round, so that the machine's
         # moods fall on all of them alike; each ratio is the median of the rounds' ratios.
+        # The process's decoded-record memory (DECODED: 1,024 texts, kept once read twice)
+        # serves the near-empty store's sessions, read again and again, and no random one of a
+        # million. It is shared by the kinds read in turn, so each kind with it on first reads
+        # its ids twice (its steady state: 1,000 active sessions answered from memory, a
+        # million mostly not). The last two kinds read with it off, every read decoding its
+        # record: what the store's size costs, apart from the working set's.
         active = random.sample(many, NEAR_EMPTY)
-        kinds = {"empty_us": (small, few), "active_us": (store, active), "full_us": (store, many)}
-        for target, ids in kinds.values():
-            await read_cost(target, ids, 500)  # warm up
+        kinds = {
+            "empty_us": (small, few, True),
+            "active_us": (store, active, True),
+            "full_us": (store, many, True),
+            "empty_cold_us": (small, few, False),
+            "full_cold_us": (store, many, False),
+        }
+        for target, ids, memo in kinds.values():
+            await read_cost(target, ids, 500, memo=memo)  # warm up
         rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in kinds}
         for _ in range(args.rounds):
-            for name, (target, ids) in kinds.items():
-                rounds[name].append(await read_cost(target, ids, args.reads))
+            for name, (target, ids, memo) in kinds.items():
+                if memo:
+                    for session_id in ids * 2 if len(ids) <= NEAR_EMPTY else ():
+                        await target.get(session_id)
+                rounds[name].append(await read_cost(target, ids, args.reads, memo=memo))
         for name, costs in rounds.items():
             result[name] = (
                 statistics.median(c[0] for c in costs),
                 statistics.median(c[1] for c in costs),
             )
-        for name in ("active_us", "full_us"):
-            ratios = [r[0] / e[0] for r, e in zip(rounds[name], rounds["empty_us"], strict=True)]
+        for name, base in (
+            ("active_us", "empty_us"),
+            ("full_us", "empty_us"),
+            ("full_cold_us", "empty_cold_us"),
+        ):
+            ratios = [r[0] / e[0] for r, e in zip(rounds[name], rounds[base], strict=True)]
             result[name.replace("_us", "_ratio")] = (statistics.median(ratios), ratios)
 
         async with readers(store, many) as quiet:
@@ -374,15 +405,18 @@ def main() -> int:
         f"| store | read, {NEAR_EMPTY:,} stored (p50 / p99 µs) "
         f"| read of {NEAR_EMPTY:,} active among {args.sessions:,} | ratio (p50; rounds) "
         f"| read of any of {args.sessions:,} | ratio (p50; rounds) "
+        "| every read decoding: near-empty / any | ratio (p50; rounds) "
         "| bulk load | readers quiet p50 / p99 ms | during purge p50 / p99 ms | purge |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         (e50, e99), (f50, f99), (a50, a99) = r["empty_us"], r["full_us"], r["active_us"]
         (active_ratio, active_rounds), (full_ratio, full_rounds) = (
             r["active_ratio"],
             r["full_ratio"],
         )
+        cold_ratio, cold_rounds = r["full_cold_ratio"]
+        c50, f_c50 = r["empty_cold_us"][0], r["full_cold_us"][0]
         spread = " ({:.2f}-{:.2f})"
         q50, q99, _ = r["quiet_ms"]
         b50, b99, _ = r["purge_ms"]
@@ -391,6 +425,8 @@ def main() -> int:
             f"| {active_ratio:.2f}{spread.format(min(active_rounds), max(active_rounds))} "
             f"| {f50:.0f} / {f99:.0f} "
             f"| {full_ratio:.2f}{spread.format(min(full_rounds), max(full_rounds))} "
+            f"| {c50:.0f} / {f_c50:.0f} "
+            f"| {cold_ratio:.2f}{spread.format(min(cold_rounds), max(cold_rounds))} "
             f"| {r['load_s']:.0f} s | {q50:.2f} / {q99:.2f} | {b50:.2f} / {b99:.2f} "
             f"| {r['purged']:,} in {r['purge_s']:.1f} s |"
         )

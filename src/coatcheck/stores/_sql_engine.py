@@ -984,10 +984,12 @@ class SQLiteWriter(_Direct):
     result objects, plus a hop to a worker thread. So the async store runs its writes right on
     the event loop through this writer, and the sync store in the calling thread, always in a
     write turn (:class:`WriteTurns`). The connection's busy timeout is zero: when the file's
-    write lock is taken (a writer in another process, a purge) or a statement fails for any
-    other reason, nothing was written (a statement is atomic) and :class:`Handoff` sends the
-    rest of the plan down the ordinary path, which waits on ``busy_timeout`` and reports
-    failures as the store always has.
+    write lock is taken (a writer in another process, a purge), nothing was written (a
+    statement is atomic) and :meth:`tries` tries it again after a short wait, which the caller
+    spends outside SQLite (an ``await`` on the event loop), so a caller that stops waiting
+    writes nothing later. When a statement fails for any other reason, :class:`Handoff` sends
+    the rest of the plan down the ordinary path, which reports failures as the store always
+    has.
 
     SQLite checkpoints the write-ahead log in the commit that takes it past 1,000 pages: a few
     milliseconds of copying and ``fsync`` that would stall the event loop. This writer's
