@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from coatcheck._core.http import RequestView
@@ -114,6 +114,12 @@ def apply(session: Session, model: dict[str, Any], op: str, key: str, arg: Any) 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(requests=st.lists(st.lists(OPS, max_size=3), min_size=1, max_size=8))
+@example(  # found by this test: an object set again with its keys in another order
+    requests=[
+        [("set", "prefs", {"": {"": False, "0": None}, "0": [False, False, None]})],
+        [("set", "prefs", {"0": [False, False, None], "": {"": False, "0": None}})],
+    ]
+)
 def test_sessions_read_from_images_find_exactly_their_changes(requests: list[list[Any]]) -> None:
     """Request after request on the memory store (whose reads after the first of a version are
     copies of its image): a request that changes nothing writes nothing (the version stays),

@@ -10,10 +10,12 @@ Changes are found without any flag set by hand: the first time a request reads o
 key's value, a snapshot of the value as loaded is kept, and at commit every such key is compared
 with it. Keys the request never touched cannot have changed and cost nothing. A snapshot of a
 scalar is the scalar itself (immutable); of a list or an object, its ``marshal`` serialisation
-(format 2: no object references, so equal values give equal bytes; ``true``, ``1`` and ``1.0``
-stay distinct). ``marshal`` is about seven times faster than ``json.dumps`` here and supports
-exactly the JSON types. It is an in-memory snapshot only: never stored, never sent, and only
-ever decoded from bytes this process made itself, during the same request (for a merge). What a
+(format 2: no object references, so equal values with their keys in the same order give equal
+bytes; ``true``, ``1`` and ``1.0`` stay distinct). Bytes that differ are compared once more as
+JSON values, so an object whose keys were only put in another order is no change. ``marshal``
+is about seven times faster than ``json.dumps`` here and supports exactly the JSON types. It is
+an in-memory snapshot only: never stored, never sent, and only ever decoded from bytes this
+process made itself, during the same request (for a merge). What a
 store keeps is JSON, always.
 """
 
@@ -116,9 +118,13 @@ snapshot_of = _snapshot_of
 def _unchanged(snapshot: Any, value: Any) -> bool:
     if isinstance(snapshot, bytes):  # JSON values are never bytes, so this is a container's
         try:
-            return marshal.dumps(value, _SNAPSHOT_FORMAT) == snapshot
+            if marshal.dumps(value, _SNAPSHOT_FORMAT) == snapshot:
+                return True
         except ValueError:  # something that is not JSON was put inside: surely a change
             return False
+        # Equal bytes are the common case. An object holding the same members in another order
+        # is no change either: JSON objects have no order, and a stored record sorts its keys.
+        return isinstance(value, dict | list) and same(_as_loaded(snapshot), value)
     return type(value) is type(snapshot) and value == snapshot
 
 
