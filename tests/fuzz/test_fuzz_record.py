@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from coatcheck import auth
+from coatcheck._core import record as record_module
 from coatcheck._core.http import RequestView
 from coatcheck._core.record import (
     CorruptRecordError,
@@ -129,6 +130,60 @@ def test_arbitrary_bytes_decode_or_raise_corrupt(raw: bytes | str) -> None:
     except CorruptRecordError:
         return
     assert well_typed(record)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with every number's type spelled out (``1 == 1.0 == True`` in Python) and NaN
+    made comparable, for comparing decoders."""
+    if isinstance(value, dict):
+        return ("dict", [(k, _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(v) for v in value])
+    if isinstance(value, float):
+        return ("float", repr(value))
+    return (type(value).__name__, value)
+
+
+json_texts = st.builds(
+    lambda value, ascii, compact: json.dumps(
+        value, ensure_ascii=ascii, separators=(",", ":") if compact else None
+    ),
+    st.recursive(
+        json_leaf | st.floats() | st.integers(min_value=-(2**200), max_value=2**200),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@given(json_texts | st.text(max_size=60) | st.binary(max_size=60))
+@example('{"a": 1, "a": 2.5}')
+@example("[18446744073709551616, -9223372036854775809, 123456789012345678901234567890]")
+@example("[1e309, -1e400, 2.4e-324, -0.0, -0, NaN, Infinity, -Infinity]")
+@example('"\\ud800"')
+@example("\ud800")
+@example(b'\xef\xbb\xbf{"a": 1}')
+@example('{"a": 1}'.encode("utf-16"))
+@example("[" * 2000 + "]" * 2000)
+@example('"a\tb"')
+def test_the_fast_json_parser_gives_what_json_loads_gives(raw: str | bytes) -> None:
+    """record_from_json parses with msgspec where it is installed (it is in the dev
+    environment), falling back to json.loads for what msgspec refuses: for any text, the value
+    is the one json.loads gives, type for type, or both raise."""
+    assert record_module._fast_loads is not None  # the accelerator is installed and used
+    try:
+        expected = ("ok", _typed(json.loads(raw)))
+    except (ValueError, RecursionError):
+        expected = ("error", None)
+    try:
+        got = ("ok", _typed(record_module.json_loads(raw)))
+    except (ValueError, RecursionError):
+        got = ("error", None)
+    assert got == expected
 
 
 def _mutations() -> st.SearchStrategy[tuple[str, Any]]:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import marshal
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -225,10 +226,36 @@ def record_from_dict(raw: dict[str, Any]) -> SessionRecord:
     return SessionRecord(**fields)
 
 
+_fast_loads: Callable[[str | bytes], Any] | None
+try:
+    from msgspec.json import Decoder as _MsgspecDecoder
+except ImportError:  # the optional accelerator: pip install coatcheck[fast]
+    _fast_loads = None
+else:
+    _fast_loads = _MsgspecDecoder().decode
+
+
+def json_loads(raw: str | bytes) -> Any:
+    """``json.loads(raw)``, three to four times faster where msgspec is installed.
+
+    msgspec's parser gives the very values ``json.loads`` gives for every text it accepts (big
+    integers included; ``tests/fuzz/test_fuzz_record.py`` checks it against ``json.loads``),
+    and refuses a few that ``json.loads`` takes: ``NaN`` and ``Infinity``, numbers beyond a
+    float's range, lone surrogates, nesting beyond its depth limit, other encodings than UTF-8.
+    Those, and every text it refuses, go to ``json.loads``, which decides.
+    """
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(raw)
+        except Exception:  # noqa: S110 (json.loads decides, and raises what it raises)
+            pass
+    return json.loads(raw)
+
+
 def record_from_json(raw: str | bytes) -> SessionRecord:
     """Decode what :func:`record_to_json` wrote; :class:`CorruptRecordError` for anything else."""
     try:
-        decoded = json.loads(raw)
+        decoded = json_loads(raw)
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError and UnicodeDecodeError (bytes that are not UTF-8);
         # RecursionError is what deeply nested arrays ("[[[[...") raise.
